@@ -1,0 +1,145 @@
+//! IDX reader (MNIST / Fashion-MNIST layout), plain or gzip-compressed.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A labelled image set with pixels scaled to [0, 1] (the models in models/ expect that).
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Row-major pixels, `len * height * width` values in [0, 1].
+    pub images: Vec<f32>,
+    pub labels: Vec<u8>,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn sample_len(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Pixels of samples `range`.
+    pub fn batch(&self, range: std::ops::Range<usize>) -> &[f32] {
+        let n = self.sample_len();
+        &self.images[range.start * n..range.end * n]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    fn prefix(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "t10k",
+        }
+    }
+}
+
+/// Finds `name` or `name.gz` in `dir`.
+fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+    [dir.join(name), dir.join(format!("{name}.gz"))]
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| Error::Data {
+                path: path.display().to_string(),
+                reason: format!("gzip decoding failed ({e})"),
+            })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses an IDX header: returns the dims, checking the magic (unsigned bytes, `rank` dims).
+fn parse_header(bytes: &[u8], rank: usize, path: &Path) -> Result<Vec<usize>> {
+    let bad = |reason: String| Error::Data {
+        path: path.display().to_string(),
+        reason,
+    };
+    let header = 4 + 4 * rank;
+    if bytes.len() < header {
+        return Err(bad(format!(
+            "too short for an IDX file ({} bytes)",
+            bytes.len()
+        )));
+    }
+    if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != rank {
+        return Err(bad(format!(
+            "not an IDX file of unsigned bytes with {rank} dims (magic {:02x?})",
+            &bytes[..4]
+        )));
+    }
+    let dims: Vec<usize> = (0..rank)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
+        .collect();
+    let expected = header + dims.iter().product::<usize>();
+    if bytes.len() != expected {
+        return Err(bad(format!(
+            "size {} does not match its header dims {dims:?} ({expected} bytes)",
+            bytes.len()
+        )));
+    }
+    Ok(dims)
+}
+
+/// Loads one split of an IDX dataset directory.
+pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
+    if !dir.is_dir() {
+        return Err(Error::Data {
+            path: dir.display().to_string(),
+            reason: "not a directory".into(),
+        });
+    }
+    let p = split.prefix();
+    let img_name = format!("{p}-images-idx3-ubyte");
+    let lbl_name = format!("{p}-labels-idx1-ubyte");
+    let (Some(img_path), Some(lbl_path)) = (find(dir, &img_name), find(dir, &lbl_name)) else {
+        return Err(Error::Data {
+            path: dir.display().to_string(),
+            reason: format!(
+                "expected IDX files {img_name}[.gz] and {lbl_name}[.gz] (MNIST layout)"
+            ),
+        });
+    };
+    let img = read_maybe_gz(&img_path)?;
+    let lbl = read_maybe_gz(&lbl_path)?;
+    let idims = parse_header(&img, 3, &img_path)?;
+    let ldims = parse_header(&lbl, 1, &lbl_path)?;
+    if idims[0] != ldims[0] {
+        return Err(Error::Data {
+            path: dir.display().to_string(),
+            reason: format!("{} images but {} labels", idims[0], ldims[0]),
+        });
+    }
+    Ok(Dataset {
+        images: img[16..].iter().map(|&b| b as f32 / 255.0).collect(),
+        labels: lbl[8..].to_vec(),
+        height: idims[1],
+        width: idims[2],
+    })
+}

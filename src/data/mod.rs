@@ -1,0 +1,5 @@
+//! Dataset readers.
+
+pub mod idx;
+
+pub use idx::{Dataset, Split};

@@ -1,0 +1,86 @@
+//! One error type for the whole pipeline, with a stable mapping to process exit codes.
+
+use std::path::PathBuf;
+
+/// Exit codes are a contract with CI jobs and deployment scripts (see README).
+pub mod exit_code {
+    pub const OK: i32 = 0;
+    /// A `check` condition failed.
+    pub const CHECK_FAILED: i32 = 1;
+    /// Bad input or usage: a file, node or option is named in the message.
+    pub const BAD_INPUT: i32 = 2;
+    /// The exported model did not compute what the reference computes; nothing was written.
+    pub const VERIFY_FAILED: i32 = 3;
+    /// Training diverged (NaN or infinite loss).
+    pub const DIVERGED: i32 = 4;
+    /// A bug in compress itself or a runtime failure that is not the user's input.
+    pub const INTERNAL: i32 = 70;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not a readable ONNX model (empty, truncated, not protobuf).
+    #[error("{path}: not a valid ONNX model: {reason}")]
+    NotOnnx { path: String, reason: String },
+    /// An op outside the supported set.
+    #[error("node '{node}': unsupported op {op_type} (opset {opset})")]
+    UnsupportedOp {
+        node: String,
+        op_type: String,
+        opset: i64,
+    },
+    /// A supported op used with an attribute value or input form we do not handle.
+    #[error("node '{node}' ({op_type}): {reason}")]
+    Node {
+        node: String,
+        op_type: String,
+        reason: String,
+    },
+    /// The model as a whole is malformed (missing graph, dangling names, cycles...).
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+    /// A dataset that is missing, malformed or does not fit the model.
+    #[error("{path}: {reason}")]
+    Data { path: String, reason: String },
+    /// A bad command-line option or combination of options.
+    #[error("{0}")]
+    Usage(String),
+    /// Verification of an exported model failed.
+    #[error("verification failed: {0}")]
+    Verify(String),
+    /// A runtime (burn, tract, ort) failed on input we believed valid.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Verify(_) => exit_code::VERIFY_FAILED,
+            Error::Internal(_) => exit_code::INTERNAL,
+            _ => exit_code::BAD_INPUT,
+        }
+    }
+
+    pub fn node(node: &str, op_type: &str, reason: impl Into<String>) -> Self {
+        Error::Node {
+            node: node.to_string(),
+            op_type: op_type.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,107 @@
+//! Top-1 accuracy of a graph on a labelled image dataset.
+
+use serde::Serialize;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::exec::{Network, Val};
+use crate::ir::Dim;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Accuracy {
+    /// Fraction in [0, 1].
+    pub accuracy: f64,
+    pub correct: usize,
+    pub samples: usize,
+}
+
+/// Shape of one sample as the model wants it, or an error saying why the data does not fit.
+pub fn sample_shape(net: &Network, data: &Dataset, data_name: &str) -> Result<Vec<usize>> {
+    let g = net.graph();
+    let input = &g.inputs[0];
+    if g.inputs.len() != 1 {
+        return Err(Error::Usage(format!(
+            "the model has {} inputs; eval needs exactly one",
+            g.inputs.len()
+        )));
+    }
+    if !matches!(input.dims.first(), Some(Dim::Batch(_))) {
+        return Err(Error::Usage(format!(
+            "input '{}' has no batch dimension (shape {}); eval needs a symbolic first dim",
+            input.name,
+            crate::report::dims_string(&input.dims)
+        )));
+    }
+    let want: Vec<usize> = input.shape(1)[1..].to_vec();
+    let have = data.sample_len();
+    // Accept (1, H, W), (H, W) and flat (H*W) inputs; anything else does not fit.
+    let fits = want.iter().product::<usize>() == have
+        && (want == [1, data.height, data.width]
+            || want == [data.height, data.width]
+            || want == [have]);
+    if !fits {
+        return Err(Error::Data {
+            path: data_name.to_string(),
+            reason: format!(
+                "samples are {}x{} single-channel images, but model input '{}' expects {} per sample",
+                data.height,
+                data.width,
+                input.name,
+                crate::report::dims_string(&input.dims[1..])
+            ),
+        });
+    }
+    Ok(want)
+}
+
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv { (i, v) } else { (bi, bv) }
+        })
+        .0
+}
+
+/// Runs the whole dataset through the network in batches and counts top-1 hits.
+pub fn accuracy(
+    net: &Network,
+    data: &Dataset,
+    data_name: &str,
+    batch_size: usize,
+) -> Result<Accuracy> {
+    let sample = sample_shape(net, data, data_name)?;
+    let mut correct = 0;
+    let batch_size = batch_size.max(1);
+    for start in (0..data.len()).step_by(batch_size) {
+        let end = (start + batch_size).min(data.len());
+        let mut shape = vec![end - start];
+        shape.extend(&sample);
+        let x = Val::from_f32(data.batch(start..end).to_vec(), &shape, net.device());
+        let logits = net.forward(vec![x])?.remove(0).to_host();
+        if logits.shape.len() != 2 {
+            return Err(Error::Usage(format!(
+                "eval needs a (batch, classes) output; output '{}' has shape {:?}",
+                net.graph().outputs[0].name,
+                logits.shape
+            )));
+        }
+        let classes = logits.shape[1];
+        let values = logits.to_f32_vec();
+        for (i, row) in values.chunks(classes).enumerate() {
+            if argmax(row) == data.labels[start + i] as usize {
+                correct += 1;
+            }
+        }
+    }
+    let samples = data.len();
+    Ok(Accuracy {
+        accuracy: if samples == 0 {
+            0.0
+        } else {
+            correct as f64 / samples as f64
+        },
+        correct,
+        samples,
+    })
+}

@@ -1,0 +1,196 @@
+//! Runs an ir::Graph in burn on any device (CPU by default; wgpu/CUDA with their features).
+//!
+//! Names, op dispatch and value lifetimes are resolved once when the network is built; a forward
+//! pass is a walk over numbered slots that drops every value after its last use.
+
+mod ops;
+pub mod value;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use burn::prelude::*;
+
+pub use value::Val;
+
+use crate::error::{Error, Result};
+use crate::ir::{Dim, Graph, Op, ValueInfo};
+
+struct Step {
+    op: Op,
+    inputs: Vec<usize>,
+    output: usize,
+    /// Slots whose last reader is this step.
+    release: Vec<usize>,
+}
+
+/// A graph compiled for execution on one device.
+pub struct Network {
+    device: Device,
+    graph: Graph,
+    steps: Vec<Step>,
+    slot_count: usize,
+    inputs: Vec<(usize, ValueInfo)>,
+    outputs: Vec<usize>,
+    constants: Vec<(usize, Val)>,
+    /// Batch sizes for which every shape rule has been checked.
+    checked_batches: Mutex<HashSet<usize>>,
+}
+
+/// The CPU device used by default.
+pub fn default_device() -> Device {
+    Device::flex()
+}
+
+impl Network {
+    pub fn new(graph: &Graph, device: &Device) -> Result<Self> {
+        graph.validate()?;
+        graph.infer_shapes(1)?;
+        let mut slot_of: HashMap<String, usize> = HashMap::new();
+        let mut names: Vec<String> = Vec::new();
+        let index =
+            |name: &str, names: &mut Vec<String>, slot_of: &mut HashMap<String, usize>| -> usize {
+                if let Some(&s) = slot_of.get(name) {
+                    return s;
+                }
+                names.push(name.to_string());
+                slot_of.insert(name.to_string(), names.len() - 1);
+                names.len() - 1
+            };
+        let mut constants = Vec::new();
+        for (name, t) in &graph.initializers {
+            let s = index(name, &mut names, &mut slot_of);
+            constants.push((s, Val::from_f32(t.to_f32_vec(), &t.shape, device)));
+        }
+        let inputs = graph
+            .inputs
+            .iter()
+            .map(|i| (index(&i.name, &mut names, &mut slot_of), i.clone()))
+            .collect();
+        let mut steps: Vec<Step> = graph
+            .nodes
+            .iter()
+            .map(|n| Step {
+                op: n.op.clone(),
+                inputs: n
+                    .inputs
+                    .iter()
+                    .map(|i| index(i, &mut names, &mut slot_of))
+                    .collect(),
+                output: index(&n.outputs[0], &mut names, &mut slot_of),
+                release: Vec::new(),
+            })
+            .collect();
+        let outputs: Vec<usize> = graph
+            .outputs
+            .iter()
+            .map(|o| index(&o.name, &mut names, &mut slot_of))
+            .collect();
+        // Release each computed or input value after its last reader; constants stay resident.
+        let const_slots: HashSet<usize> = constants.iter().map(|(s, _)| *s).collect();
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for (i, s) in steps.iter().enumerate() {
+            for &inp in &s.inputs {
+                last_use.insert(inp, i);
+            }
+        }
+        for (slot, step) in last_use {
+            if !const_slots.contains(&slot) && !outputs.contains(&slot) {
+                steps[step].release.push(slot);
+            }
+        }
+        Ok(Network {
+            device: device.clone(),
+            graph: graph.clone(),
+            steps,
+            slot_count: names.len(),
+            inputs,
+            outputs,
+            constants,
+            checked_batches: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Checks input shapes against the graph and, once per batch size, every shape rule.
+    fn check_inputs(&self, inputs: &[Val]) -> Result<()> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::Usage(format!(
+                "the model has {} inputs, {} were given",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut batch = None;
+        for ((_, info), v) in self.inputs.iter().zip(inputs) {
+            let got = v.dims();
+            let fits = got.len() == info.dims.len()
+                && info.dims.iter().zip(&got).all(|(d, &g)| match d {
+                    Dim::Fixed(n) => *n == g,
+                    Dim::Batch(_) => {
+                        batch = Some(g);
+                        true
+                    }
+                });
+            if !fits {
+                return Err(Error::Usage(format!(
+                    "input '{}' expects shape {}, got {:?}",
+                    info.name,
+                    crate::report::dims_string(&info.dims),
+                    got
+                )));
+            }
+        }
+        let batch = batch.unwrap_or(1);
+        let mut checked = self.checked_batches.lock().expect("no panics while held");
+        if !checked.contains(&batch) {
+            self.graph.infer_shapes(batch)?;
+            checked.insert(batch);
+        }
+        Ok(())
+    }
+
+    /// Runs the graph on device values; returns the graph outputs in order.
+    pub fn forward(&self, inputs: Vec<Val>) -> Result<Vec<Val>> {
+        self.check_inputs(&inputs)?;
+        let mut slots: Vec<Option<Val>> = vec![None; self.slot_count];
+        for (s, v) in &self.constants {
+            slots[*s] = Some(v.clone());
+        }
+        for ((s, _), v) in self.inputs.iter().zip(inputs) {
+            slots[*s] = Some(v);
+        }
+        for step in &self.steps {
+            let ins: Vec<Val> = step
+                .inputs
+                .iter()
+                .map(|&s| slots[s].clone().expect("validated: defined before use"))
+                .collect();
+            slots[step.output] = Some(ops::apply(&step.op, ins));
+            for &s in &step.release {
+                slots[s] = None;
+            }
+        }
+        Ok(self
+            .outputs
+            .iter()
+            .map(|&s| slots[s].clone().expect("validated output"))
+            .collect())
+    }
+
+    /// Convenience: host tensors in, host tensors out.
+    pub fn run(&self, inputs: &[crate::ir::Tensor]) -> Result<Vec<crate::ir::Tensor>> {
+        let vals = inputs
+            .iter()
+            .map(|t| Val::from_f32(t.to_f32_vec(), &t.shape, &self.device))
+            .collect();
+        Ok(self.forward(vals)?.iter().map(Val::to_host).collect())
+    }
+}

@@ -1,0 +1,34 @@
+//! ONNX protobuf in and out. The message types are tract's prost-generated `pb` module, so the
+//! bytes we produce are read by the same schema tract uses.
+
+mod attrs;
+mod export;
+mod fold;
+mod import;
+pub mod tensor;
+
+pub use export::{PRODUCER, export, to_model_proto};
+pub use import::import_bytes;
+pub use tract_onnx::pb;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::ir::Graph;
+
+/// Reads and imports an ONNX file; errors name the file.
+pub fn import_file(path: &Path) -> Result<Graph> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    import_bytes(&bytes, &path.display().to_string())
+}
+
+/// Reads an ONNX TensorProto file (the `input_0.pb` layout of ONNX test data).
+pub fn read_tensor_file(path: &Path) -> Result<crate::ir::Tensor> {
+    use prost::Message;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let t = pb::TensorProto::decode(&bytes[..]).map_err(|e| Error::Data {
+        path: path.display().to_string(),
+        reason: format!("not an ONNX TensorProto ({e})"),
+    })?;
+    tensor::from_proto(&t)
+}

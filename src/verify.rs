@@ -1,0 +1,126 @@
+//! Running exported bytes in tract, an independent runtime, and comparing outputs.
+
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Runs ONNX bytes in tract with the given inputs (f32), returning f32 outputs.
+pub fn run_tract(bytes: &[u8], inputs: &[crate::ir::Tensor]) -> Result<Vec<crate::ir::Tensor>> {
+    let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
+    let mut model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(fail)?;
+    for (i, t) in inputs.iter().enumerate() {
+        model = model
+            .with_input_fact(i, f32::fact(&t.shape).into())
+            .map_err(fail)?;
+    }
+    let plan = model
+        .into_optimized()
+        .map_err(fail)?
+        .into_runnable()
+        .map_err(fail)?;
+    let values: TVec<TValue> = inputs
+        .iter()
+        .map(|t| {
+            Ok(
+                tract_onnx::prelude::Tensor::from_shape(&t.shape, &t.to_f32_vec())
+                    .map_err(fail)?
+                    .into(),
+            )
+        })
+        .collect::<Result<_>>()?;
+    let outs = plan.run(values).map_err(fail)?;
+    outs.iter()
+        .map(|o| {
+            let view = o.to_plain_array_view::<f32>().map_err(fail)?;
+            Ok(crate::ir::Tensor::f32(
+                view.shape().to_vec(),
+                view.iter().copied().collect(),
+            ))
+        })
+        .collect()
+}
+
+/// Largest absolute elementwise difference; infinite when shapes differ.
+pub fn max_abs_diff(a: &crate::ir::Tensor, b: &crate::ir::Tensor) -> f32 {
+    if a.shape != b.shape {
+        return f32::INFINITY;
+    }
+    a.to_f32_vec()
+        .iter()
+        .zip(b.to_f32_vec())
+        .map(|(x, y)| {
+            if x.is_nan() && y.is_nan() {
+                0.0
+            } else {
+                (x - y).abs()
+            }
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (splitmix64), for checking that two models
+/// compute the same function without needing real data.
+pub fn pseudo_random(shape: &[usize], seed: u64) -> crate::ir::Tensor {
+    let mut state = seed;
+    let n: usize = shape.iter().product();
+    let values = (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect();
+    crate::ir::Tensor::f32(shape.to_vec(), values)
+}
+
+/// Outcome of running two ONNX encodings of a model on the same inputs in tract.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Comparison {
+    pub runtime: &'static str,
+    pub max_abs_diff: f32,
+    pub tolerance: f32,
+}
+
+/// Runs `reference` and `candidate` bytes in tract on pseudo-random inputs shaped like the
+/// graph's inputs (at `batch`) and fails with exit code 3 when they differ beyond `tolerance`.
+pub fn compare_in_tract(
+    graph: &crate::ir::Graph,
+    reference: &[u8],
+    candidate: &[u8],
+    batch: usize,
+    tolerance: f32,
+) -> Result<Comparison> {
+    let inputs: Vec<_> = graph
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| pseudo_random(&v.shape(batch), 17 + i as u64))
+        .collect();
+    let a = run_tract(reference, &inputs)?;
+    let b = run_tract(candidate, &inputs)?;
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| max_abs_diff(x, y))
+        .fold(0.0, f32::max);
+    let diff = if a.len() == b.len() {
+        diff
+    } else {
+        f32::INFINITY
+    };
+    if diff.is_nan() || diff > tolerance {
+        return Err(Error::Verify(format!(
+            "tract outputs differ by {diff:e} (tolerance {tolerance:e}); nothing was written"
+        )));
+    }
+    Ok(Comparison {
+        runtime: "tract",
+        max_abs_diff: diff,
+        tolerance,
+    })
+}

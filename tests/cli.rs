@@ -1,0 +1,189 @@
+//! The command line as a user meets it: outputs, JSON, exit codes and error messages.
+
+mod common;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+const FASHION: &str = "/usr/share/datasets/fashion-mnist";
+
+fn compress() -> Command {
+    Command::cargo_bin("compress").unwrap()
+}
+
+fn lenet5() -> String {
+    common::repo()
+        .join("models/lenet5/model.onnx")
+        .display()
+        .to_string()
+}
+
+fn json_of(out: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(out).expect("stdout is one JSON object")
+}
+
+#[test]
+fn inspect_json_has_params_macs_nodes_groups() {
+    let out = compress()
+        .args(["inspect", &lenet5(), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v = json_of(&out.stdout);
+    let card = common::card(&common::repo().join("models/lenet5"));
+    assert_eq!(v["params"], card["params"]);
+    assert_eq!(v["macs"], card["macs"]);
+    assert_eq!(v["nodes"].as_array().unwrap().len(), 10);
+    let groups = v["groups"].as_array().unwrap();
+    let prunable: Vec<u64> = groups
+        .iter()
+        .filter(|g| g["prunable"] == true)
+        .map(|g| g["width"].as_u64().unwrap())
+        .collect();
+    // LeNet-5: conv1 (20), conv2 (50), fc1 (500) are prunable; the logits are not.
+    assert_eq!(prunable, vec![20, 50, 500]);
+}
+
+#[test]
+fn inspect_table_lists_nodes_and_totals() {
+    compress()
+        .args(["inspect", &lenet5()])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("Conv")
+                .and(predicate::str::contains("total:"))
+                .and(predicate::str::contains("channel groups")),
+        );
+}
+
+#[test]
+fn convert_round_trip_writes_a_verified_file_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lenet5.onnx");
+    let out_s = out.display().to_string();
+    compress()
+        .args(["convert", &lenet5(), "-o", &out_s])
+        .assert()
+        .success();
+    assert!(compress::onnx::import_file(&out).is_ok());
+    compress()
+        .args(["convert", &lenet5(), "-o", &out_s])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("already exists"));
+    compress()
+        .args(["convert", &lenet5(), "-o", &out_s, "--force"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn eval_lenet5_on_full_fashion_mnist_matches_card() {
+    let card = common::card(&common::repo().join("models/lenet5"));
+    let out = compress()
+        .args(["eval", &lenet5(), "--data", FASHION, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out.stdout);
+    assert_eq!(v["samples"], 10000);
+    let acc = v["accuracy"].as_f64().unwrap();
+    let want = card["accuracy"].as_f64().unwrap();
+    assert!((acc - want).abs() <= 1e-3, "accuracy {acc} vs card {want}");
+}
+
+#[test]
+fn eval_defaults_to_the_shipped_subset() {
+    let out = compress()
+        .args(["eval", &lenet5(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out.stdout);
+    assert_eq!(v["samples"], 2000);
+    assert!(v["accuracy"].as_f64().unwrap() > 0.8);
+}
+
+/// Runs compress expecting exit code 2 and a one-line error that mentions `needle`.
+fn bad_input(args: &[&str], needle: &str) {
+    let out = compress().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {err}");
+    assert!(
+        err.contains(needle),
+        "args {args:?}: '{needle}' not in: {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_model_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    bad_input(
+        &["inspect", empty.to_str().unwrap()],
+        "empty.onnx: not a valid ONNX model: the file is empty",
+    );
+
+    let truncated = dir.path().join("truncated.onnx");
+    let bytes = std::fs::read(lenet5()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    bad_input(
+        &["inspect", truncated.to_str().unwrap()],
+        "truncated.onnx: not a valid ONNX model",
+    );
+
+    let png = dir.path().join("picture.onnx");
+    let mut fake = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR".to_vec();
+    fake.extend_from_slice(&[0u8; 64]);
+    std::fs::write(&png, &fake).unwrap();
+    bad_input(
+        &["inspect", png.to_str().unwrap()],
+        "picture.onnx: not a valid ONNX model",
+    );
+
+    bad_input(
+        &["inspect", "/nonexistent/model.onnx"],
+        "/nonexistent/model.onnx",
+    );
+}
+
+#[test]
+fn unsupported_op_names_node_op_and_opset() {
+    let model = "/usr/share/libonnx-testdata/data/node/test_abs/model.onnx";
+    bad_input(&["inspect", model], "unsupported op Abs (opset");
+}
+
+#[test]
+fn eval_input_that_does_not_fit_the_model() {
+    let resnet = common::repo().join("fixtures/models/resnet18/model.onnx");
+    bad_input(
+        &["eval", resnet.to_str().unwrap(), "--data", FASHION],
+        "expects [3, 64, 64] per sample",
+    );
+}
+
+#[test]
+fn eval_dataset_dir_without_idx_files() {
+    let dir = tempfile::tempdir().unwrap();
+    bad_input(
+        &["eval", &lenet5(), "--data", dir.path().to_str().unwrap()],
+        "expected IDX files t10k-images-idx3-ubyte",
+    );
+}
+
+#[test]
+fn unknown_option_is_a_usage_error() {
+    compress().args(["inspect", "--bogus"]).assert().code(2);
+}

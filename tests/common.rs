@@ -1,0 +1,66 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use compress::ir::Tensor;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every model directory that ships a model.onnx with a test_data_set_0.
+pub fn model_dirs() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for root in ["models", "fixtures/models"] {
+        let Ok(entries) = std::fs::read_dir(repo().join(root)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.path().join("model.onnx").is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Inputs and expected outputs of one ONNX test data set directory.
+pub fn load_data_set(dir: &Path) -> (Vec<Tensor>, Vec<Tensor>) {
+    try_load_data_set(dir).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like `load_data_set`, but an unreadable tensor (e.g. an element type we do not support) is an error.
+pub fn try_load_data_set(dir: &Path) -> compress::Result<(Vec<Tensor>, Vec<Tensor>)> {
+    let read = |prefix: &str| -> compress::Result<Vec<Tensor>> {
+        let mut v = Vec::new();
+        for i in 0.. {
+            let p = dir.join(format!("{prefix}_{i}.pb"));
+            if !p.is_file() {
+                break;
+            }
+            v.push(compress::onnx::read_tensor_file(&p)?);
+        }
+        Ok(v)
+    };
+    Ok((read("input")?, read("output")?))
+}
+
+/// Max |a - b| where shapes agree (after dropping size-1 dims, which exporters may differ on).
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if squeeze(&a.shape) != squeeze(&b.shape) {
+        return f32::INFINITY;
+    }
+    compress::verify::max_abs_diff(
+        &Tensor::f32(vec![a.len()], a.to_f32_vec()),
+        &Tensor::f32(vec![b.len()], b.to_f32_vec()),
+    )
+}
+
+pub fn card(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("card.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    serde_json::from_str(&text).expect("card.json is JSON")
+}
