@@ -59,7 +59,7 @@ pub fn reshape_target(input: &[usize], target: &[i64]) -> ShapeResult {
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer_at {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {input:?} to {target:?}"));
         }
         out[i] = total / known;

@@ -336,7 +336,7 @@ impl Importer {
             );
         if foldable {
             let mut folded: [Option<Tensor>; 2] = [None, None];
-            for p in 0..2 {
+            for (p, slot) in folded.iter_mut().enumerate() {
                 let ins: Vec<Known> = n.input.iter().map(|i| self.known(p, i)).collect();
                 let all_known = ins
                     .iter()
@@ -349,7 +349,7 @@ impl Importer {
                         "an input is not computed before this node",
                     ));
                 }
-                folded[p] = fold(n, &name, &ins)?;
+                *slot = fold(n, &name, &ins)?;
             }
             if let [Some(a), Some(b)] = folded {
                 let out = n
