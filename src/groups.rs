@@ -16,10 +16,18 @@ use crate::ir::{Graph, Op};
 
 /// A run of channels along axis 1 that belongs to one group; each channel spans `block` features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Segment {
-    group: usize,
-    width: usize,
-    block: usize,
+pub struct Segment {
+    pub group: usize,
+    pub width: usize,
+    pub block: usize,
+}
+
+/// The groups plus, for every value whose axis 1 is understood, its layout as segments.
+#[derive(Debug, Clone)]
+pub struct ChannelAnalysis {
+    pub groups: Vec<ChannelGroup>,
+    /// Segment `group` fields are indices into `groups`.
+    pub layouts: HashMap<String, Vec<Segment>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -35,6 +43,9 @@ pub struct ChannelGroup {
     pub prunable: bool,
     /// Why the group cannot be pruned, when it cannot.
     pub reason: Option<String>,
+    /// Values where a gate (or a pruning mask) multiplies this group's channels: each
+    /// producer's output, or the output of a BatchNormalization that is its only reader.
+    pub gates: Vec<String>,
 }
 
 struct Analysis {
@@ -45,6 +56,8 @@ struct Analysis {
     consumers: Vec<Vec<String>>,
     blocked: Vec<Option<String>>,
     maps: HashMap<String, Vec<Segment>>,
+    /// (group, value) pairs where channels are produced (convs, gemms, depthwise convs).
+    sources: Vec<(usize, String)>,
 }
 
 impl Analysis {
@@ -123,6 +136,28 @@ fn per_channel_or_scalar(shape: &[usize], x_rank: usize) -> bool {
 }
 
 pub fn analyse(graph: &Graph) -> Result<Vec<ChannelGroup>> {
+    Ok(analyse_layouts(graph)?.groups)
+}
+
+/// Where the gate of a produced value sits: after a BatchNormalization that is its only reader.
+fn gate_position(graph: &Graph, value: &str) -> String {
+    let readers: Vec<&crate::ir::Node> = graph
+        .nodes
+        .iter()
+        .filter(|n| n.inputs.iter().any(|i| i == value))
+        .collect();
+    match readers.as_slice() {
+        [bn] if matches!(bn.op, Op::BatchNorm { .. })
+            && bn.inputs[0] == value
+            && !graph.outputs.iter().any(|o| o.name == value) =>
+        {
+            bn.outputs[0].clone()
+        }
+        _ => value.to_string(),
+    }
+}
+
+pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
     let shapes = graph.infer_shapes(1)?;
     let mut a = Analysis {
         parent: vec![],
@@ -132,6 +167,7 @@ pub fn analyse(graph: &Graph) -> Result<Vec<ChannelGroup>> {
         consumers: vec![],
         blocked: vec![],
         maps: HashMap::new(),
+        sources: vec![],
     };
     let is_const = |name: &str| graph.initializers.contains_key(name);
     for n in &graph.nodes {
@@ -151,8 +187,12 @@ pub fn analyse(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                 let c_in = c_in_per_group * group;
                 let depthwise = *group > 1 && c_in_per_group == 1 && c_out == c_in;
                 if depthwise {
-                    // Each output channel reads exactly its own input channel: a pass-through.
+                    // Each output channel reads exactly its own input channel: a pass-through
+                    // that also produces the group's channels (so it gets a gate too).
                     if let Some(segs) = x {
+                        if let [only] = segs.as_slice() {
+                            a.sources.push((only.group, out.clone()));
+                        }
                         a.set(out, segs);
                     }
                     continue;
@@ -165,6 +205,7 @@ pub fn analyse(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                     }
                 }
                 let g = a.new_group(&n.name, c_out);
+                a.sources.push((g, out.clone()));
                 if *group > 1 {
                     a.blocked[g] = Some(why("grouped convolution"));
                 }
@@ -191,6 +232,7 @@ pub fn analyse(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                     }
                 }
                 let g = a.new_group(&n.name, width);
+                a.sources.push((g, out.clone()));
                 if !weight_const {
                     a.blocked[g] = Some(why("non-constant weight"));
                 }
@@ -372,15 +414,34 @@ pub fn analyse(graph: &Graph) -> Result<Vec<ChannelGroup>> {
                 consumers: a.consumers[r].clone(),
                 prunable: a.blocked[r].is_none(),
                 reason: a.blocked[r].clone(),
+                gates: Vec::new(),
             });
             out.len() - 1
         });
         let tensors = a.tensors[g].clone();
         out[idx].tensors.extend(tensors);
     }
+    for (g, value) in std::mem::take(&mut a.sources) {
+        let idx = root_index[&a.find(g)];
+        out[idx].gates.push(gate_position(graph, &value));
+    }
     for g in &mut out {
         g.tensors.sort();
         g.tensors.dedup();
     }
-    Ok(out)
+    let mut layouts = HashMap::new();
+    for (value, segs) in std::mem::take(&mut a.maps) {
+        let segs = segs
+            .into_iter()
+            .map(|s| Segment {
+                group: root_index[&a.find(s.group)],
+                ..s
+            })
+            .collect();
+        layouts.insert(value, segs);
+    }
+    Ok(ChannelAnalysis {
+        groups: out,
+        layouts,
+    })
 }

@@ -20,7 +20,9 @@ pub mod fsutil;
 pub mod groups;
 pub mod ir;
 pub mod onnx;
+pub mod prune;
 pub mod report;
+pub mod rng;
 pub mod verify;
 
 pub use error::{Error, Result};

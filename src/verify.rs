@@ -60,22 +60,15 @@ pub fn max_abs_diff(a: &crate::ir::Tensor, b: &crate::ir::Tensor) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Deterministic pseudo-random values in [-1, 1) (splitmix64), for checking that two models
-/// compute the same function without needing real data.
+/// Deterministic pseudo-random values in [-1, 1), for checking that two models compute the
+/// same function without needing real data.
 pub fn pseudo_random(shape: &[usize], seed: u64) -> crate::ir::Tensor {
-    let mut state = seed;
+    let mut rng = crate::rng::SplitMix64::new(seed);
     let n: usize = shape.iter().product();
-    let values = (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect();
-    crate::ir::Tensor::f32(shape.to_vec(), values)
+    crate::ir::Tensor::f32(
+        shape.to_vec(),
+        (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect(),
+    )
 }
 
 /// Outcome of running two ONNX encodings of a model on the same inputs in tract.
@@ -123,4 +116,42 @@ pub fn compare_in_tract(
         max_abs_diff: diff,
         tolerance,
     })
+}
+
+/// Median latency in milliseconds of running ONNX bytes in tract at a fixed input shape,
+/// after one warm-up run.
+pub fn tract_latency_ms(bytes: &[u8], inputs: &[crate::ir::Tensor], runs: usize) -> Result<f64> {
+    let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
+    let mut model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(fail)?;
+    for (i, t) in inputs.iter().enumerate() {
+        model = model
+            .with_input_fact(i, f32::fact(&t.shape).into())
+            .map_err(fail)?;
+    }
+    let plan = model
+        .into_optimized()
+        .map_err(fail)?
+        .into_runnable()
+        .map_err(fail)?;
+    let values: TVec<TValue> = inputs
+        .iter()
+        .map(|t| {
+            Ok(
+                tract_onnx::prelude::Tensor::from_shape(&t.shape, &t.to_f32_vec())
+                    .map_err(fail)?
+                    .into(),
+            )
+        })
+        .collect::<Result<_>>()?;
+    plan.run(values.clone()).map_err(fail)?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let start = std::time::Instant::now();
+        plan.run(values.clone()).map_err(fail)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(times[times.len() / 2])
 }
