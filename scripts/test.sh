@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests read (Debian), then runs the whole test suite.
-#   - dataset-fashion-mnist: the full Fashion-MNIST set (accuracy checks against model cards)
-#   - libonnx-testdata: ONNX operator conformance cases
+# Installs what the tests need, then runs the whole test suite:
+#   - Debian: dataset-fashion-mnist (accuracy checks against model cards),
+#             libonnx-testdata (ONNX operator conformance), python3-venv
+#   - PyPI (in a venv under the target dir): onnx and onnxruntime, which check every pruned
+#     model the tests export (ONNX's checker with full_check, and ONNX Runtime's outputs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 [ -d /usr/share/libonnx-testdata/data/node ] || need+=(libonnx-testdata)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -15,4 +18,14 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-cargo test --release "$@"
+target="${CARGO_TARGET_DIR:-target}"
+venv="$target/check-venv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q onnx==1.23.2 onnxruntime==1.31.1 numpy
+fi
+
+exports="$target/pruned-exports"
+rm -rf "$exports"
+COMPRESS_EXPORT_DIR="$PWD/$exports" cargo test --release "$@"
+"$venv/bin/python" scripts/check_exports.py "$exports"

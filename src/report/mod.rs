@@ -1,4 +1,6 @@
-//! Human and JSON renderings of what `inspect` and `eval` find.
+//! Human and JSON renderings of what `inspect`, `eval` and `prune` find.
+
+pub mod prune;
 
 use serde::Serialize;
 

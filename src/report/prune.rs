@@ -1,0 +1,230 @@
+//! The pruning report: what changed, measured on the exported files.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::ir::{Graph, Op, cost::graph_cost};
+use crate::prune::Pruned;
+use crate::verify::{Comparison, pseudo_random, tract_latency_ms};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub batch_1: f64,
+    pub batch_64: f64,
+    /// Runs per median.
+    pub runs: usize,
+    pub runtime: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelFigures {
+    pub params: u64,
+    pub macs: u64,
+    pub file_bytes: usize,
+    /// Median milliseconds per batch in tract; absent when not measured.
+    pub latency_ms: Option<Latency>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupWidth {
+    pub id: usize,
+    pub producers: Vec<String>,
+    pub width_before: usize,
+    pub width_after: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerWidth {
+    pub name: String,
+    pub op: String,
+    /// Output channels / neurons.
+    pub width_before: usize,
+    pub width_after: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub schema_version: u32,
+    pub model: String,
+    pub output: String,
+    pub dense: ModelFigures,
+    pub pruned: ModelFigures,
+    /// pruned MACs / dense MACs.
+    pub macs_ratio: f64,
+    /// Widths of the prunable groups in graph order, e.g. "20-50-500" -> "9-18-25".
+    pub widths_before: String,
+    pub widths_after: String,
+    pub groups: Vec<GroupWidth>,
+    pub layers: Vec<LayerWidth>,
+    pub verification: Comparison,
+    pub notes: Vec<String>,
+}
+
+/// Output widths (axis 1 at batch 1) of every Conv/Gemm/MatMul, by node name.
+fn layer_widths(g: &Graph) -> Result<Vec<(String, String, usize)>> {
+    let shapes = g.infer_shapes(1)?;
+    Ok(g.nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul))
+        .map(|n| {
+            (
+                n.name.clone(),
+                n.op.onnx_type().to_string(),
+                shapes[&n.outputs[0]].get(1).copied().unwrap_or(1),
+            )
+        })
+        .collect())
+}
+
+pub fn latency(g: &Graph, bytes: &[u8], runs: usize) -> Result<Latency> {
+    let at = |batch: usize| -> Result<f64> {
+        let inputs: Vec<_> = g
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| pseudo_random(&v.shape(batch), 3 + i as u64))
+            .collect();
+        tract_latency_ms(bytes, &inputs, runs)
+    };
+    Ok(Latency {
+        batch_1: at(1)?,
+        batch_64: at(64)?,
+        runs,
+        runtime: "tract",
+    })
+}
+
+pub struct ReportInput<'a> {
+    pub model: &'a str,
+    pub output: &'a str,
+    pub original: &'a Graph,
+    pub original_bytes: &'a [u8],
+    pub pruned: &'a Pruned,
+    pub pruned_bytes: &'a [u8],
+    pub verification: Comparison,
+    /// Runs per latency median; 0 skips latency.
+    pub latency_runs: usize,
+}
+
+pub fn prune_report(r: ReportInput) -> Result<PruneReport> {
+    let figures = |g: &Graph, bytes: &[u8]| -> Result<ModelFigures> {
+        let c = graph_cost(g, 1)?;
+        let latency_ms = if r.latency_runs > 0 {
+            Some(latency(g, bytes, r.latency_runs)?)
+        } else {
+            None
+        };
+        Ok(ModelFigures {
+            params: c.params,
+            macs: c.macs,
+            file_bytes: bytes.len(),
+            latency_ms,
+        })
+    };
+    let dense = figures(r.original, r.original_bytes)?;
+    let pruned = figures(&r.pruned.graph, r.pruned_bytes)?;
+    let groups: Vec<GroupWidth> = r
+        .pruned
+        .analysis
+        .groups
+        .iter()
+        .filter(|g| g.prunable)
+        .map(|g| GroupWidth {
+            id: g.id,
+            producers: g.producers.clone(),
+            width_before: g.width,
+            width_after: r.pruned.keep.get(&g.id).map_or(g.width, |k| k.len()),
+        })
+        .collect();
+    let join = |f: &dyn Fn(&GroupWidth) -> usize| {
+        groups
+            .iter()
+            .map(|g| f(g).to_string())
+            .collect::<Vec<_>>()
+            .join("-")
+    };
+    let after: std::collections::HashMap<String, usize> = layer_widths(&r.pruned.graph)?
+        .into_iter()
+        .map(|(n, _, w)| (n, w))
+        .collect();
+    let layers = layer_widths(r.original)?
+        .into_iter()
+        .map(|(name, op, w)| LayerWidth {
+            width_after: after.get(&name).copied().unwrap_or(w),
+            name,
+            op,
+            width_before: w,
+        })
+        .collect();
+    Ok(PruneReport {
+        schema_version: SCHEMA_VERSION,
+        model: r.model.to_string(),
+        output: r.output.to_string(),
+        macs_ratio: if dense.macs == 0 {
+            1.0
+        } else {
+            pruned.macs as f64 / dense.macs as f64
+        },
+        widths_before: join(&|g| g.width_before),
+        widths_after: join(&|g| g.width_after),
+        dense,
+        pruned,
+        groups,
+        layers,
+        verification: r.verification,
+        notes: r.pruned.notes.clone(),
+    })
+}
+
+pub fn render(r: &PruneReport) -> String {
+    use super::human;
+    use std::fmt::Write;
+    let mut s = String::new();
+    let pct = |a: u64, b: u64| {
+        if b == 0 {
+            0.0
+        } else {
+            100.0 * a as f64 / b as f64
+        }
+    };
+    let _ = writeln!(s, "{} -> {}", r.model, r.output);
+    let _ = writeln!(s, "  widths  {} -> {}", r.widths_before, r.widths_after);
+    let _ = writeln!(
+        s,
+        "  params  {} -> {} ({:.1}%)",
+        human(r.dense.params),
+        human(r.pruned.params),
+        pct(r.pruned.params, r.dense.params)
+    );
+    let _ = writeln!(
+        s,
+        "  MACs    {} -> {} ({:.1}%)",
+        human(r.dense.macs),
+        human(r.pruned.macs),
+        pct(r.pruned.macs, r.dense.macs)
+    );
+    let _ = writeln!(
+        s,
+        "  file    {} -> {} bytes",
+        human(r.dense.file_bytes as u64),
+        human(r.pruned.file_bytes as u64)
+    );
+    if let (Some(a), Some(b)) = (&r.dense.latency_ms, &r.pruned.latency_ms) {
+        let _ = writeln!(
+            s,
+            "  latency batch 1:  {:.3} -> {:.3} ms; batch 64: {:.2} -> {:.2} ms (tract, median of {})",
+            a.batch_1, b.batch_1, a.batch_64, b.batch_64, a.runs
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  verified in {}: max abs difference {:.2e} (tolerance {:.0e})",
+        r.verification.runtime, r.verification.max_abs_diff, r.verification.tolerance
+    );
+    for n in &r.notes {
+        let _ = writeln!(s, "  note: {n}");
+    }
+    s
+}
