@@ -25,7 +25,8 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/pip" install -q onnx==1.23.2 onnxruntime==1.31.1 numpy
 fi
 
-exports="$target/pruned-exports"
+mkdir -p "$target"
+exports="$(cd "$target" && pwd)/pruned-exports"
 rm -rf "$exports"
-COMPRESS_EXPORT_DIR="$PWD/$exports" cargo test --release "$@"
+COMPRESS_EXPORT_DIR="$exports" cargo test --release "$@"
 "$venv/bin/python" scripts/check_exports.py "$exports"
