@@ -11,7 +11,8 @@ const RUNS: usize = 15;
 
 fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let graph = compress::onnx::import_file(&root.join("fixtures/models/resnet18/model.onnx")).expect("fixture");
+    let graph = compress::onnx::import_file(&root.join("fixtures/models/resnet18/model.onnx"))
+        .expect("fixture");
     let groups = compress::groups::analyse(&graph).expect("analysis");
     let dense_bytes = compress::onnx::export(&graph);
     let dense_macs = graph_cost(&graph, 1).unwrap().macs;
@@ -54,5 +55,9 @@ fn main() {
     });
     let dir = root.join("bench-results");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("prune_speed.json"), serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("prune_speed.json"),
+        serde_json::to_string_pretty(&result).unwrap(),
+    )
+    .unwrap();
 }

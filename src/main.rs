@@ -168,7 +168,10 @@ fn convert(model: &Path, output: &Path, force: bool) -> Result<()> {
 /// exported gets one weight changed, so verification must fail with exit code 3.
 fn inject_fault(graph: &mut compress::ir::Graph) {
     if std::env::var_os("COMPRESS_INJECT_FAULT").is_some_and(|v| v == "1")
-        && let Some(t) = graph.initializers.values_mut().find(|t| t.as_f32().is_some_and(|v| !v.is_empty()))
+        && let Some(t) = graph
+            .initializers
+            .values_mut()
+            .find(|t| t.as_f32().is_some_and(|v| !v.is_empty()))
         && let compress::ir::Data::F32(v) = &mut t.data
     {
         v[0] += 1.0;

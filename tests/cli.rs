@@ -189,7 +189,10 @@ fn unknown_option_is_a_usage_error() {
 }
 
 fn resnet18() -> String {
-    common::repo().join("fixtures/models/resnet18/model.onnx").display().to_string()
+    common::repo()
+        .join("fixtures/models/resnet18/model.onnx")
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -197,15 +200,33 @@ fn prune_random_keep_writes_model_and_report() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r18.onnx");
     let rep = dir.path().join("r18.json");
-    let args = ["prune", &resnet18(), "--random-keep", "0.5", "--seed", "4", "--round-to", "8", "--latency-runs", "2"];
+    let args = [
+        "prune",
+        &resnet18(),
+        "--random-keep",
+        "0.5",
+        "--seed",
+        "4",
+        "--round-to",
+        "8",
+        "--latency-runs",
+        "2",
+    ];
     let o = compress()
         .args(args)
-        .args(["-o", out.to_str().unwrap(), "--report", rep.to_str().unwrap(), "--json"])
+        .args([
+            "-o",
+            out.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = json_of(&o.stdout);
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&rep).unwrap()).unwrap();
     assert_eq!(stdout, report);
     assert_eq!(report["schema_version"], 1);
     // The report's MACs are those of the file that was written.
@@ -213,10 +234,16 @@ fn prune_random_keep_writes_model_and_report() {
     let cost = compress::ir::cost::graph_cost(&written, 1).unwrap();
     assert_eq!(report["pruned"]["macs"].as_u64().unwrap(), cost.macs);
     assert_eq!(report["pruned"]["params"].as_u64().unwrap(), cost.params);
-    assert_eq!(report["pruned"]["file_bytes"].as_u64().unwrap(), std::fs::metadata(&out).unwrap().len());
+    assert_eq!(
+        report["pruned"]["file_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&out).unwrap().len()
+    );
     assert!(report["pruned"]["macs"].as_u64() < report["dense"]["macs"].as_u64());
     for g in report["groups"].as_array().unwrap() {
-        let (b, a) = (g["width_before"].as_u64().unwrap(), g["width_after"].as_u64().unwrap());
+        let (b, a) = (
+            g["width_before"].as_u64().unwrap(),
+            g["width_after"].as_u64().unwrap(),
+        );
         assert!(a % 8 == 0 || a == b, "round-to 8: {g}");
     }
     for key in ["batch_1", "batch_64"] {
@@ -233,7 +260,17 @@ fn prune_with_a_keep_plan_file() {
     std::fs::write(&plan, r#"{"groups": [{"id": 0, "keep": [0,1,2,3,4,5,6,7,8]}, {"id": 1, "keep": [0,2,4,6,8,10,12,14,16,18,20,22,24,26,28,30,32,34]}, {"id": 2, "keep": [0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24]}]}"#).unwrap();
     let out = dir.path().join("l5.onnx");
     let o = compress()
-        .args(["prune", &lenet5(), "--keep", plan.to_str().unwrap(), "-o", out.to_str().unwrap(), "--json", "--latency-runs", "0"])
+        .args([
+            "prune",
+            &lenet5(),
+            "--keep",
+            plan.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+            "--latency-runs",
+            "0",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -242,7 +279,12 @@ fn prune_with_a_keep_plan_file() {
     assert_eq!(v["widths_after"], "9-18-25");
     // Weights only (no biases), as METHODS.md counts: 9*25 + 18*9*25 + (18*16)*25 + 25*10.
     let g = compress::onnx::import_file(&out).unwrap();
-    let weights: usize = g.nodes.iter().filter_map(|n| g.initializers.get(n.inputs.get(1)?)).map(|t| t.len()).sum();
+    let weights: usize = g
+        .nodes
+        .iter()
+        .filter_map(|n| g.initializers.get(n.inputs.get(1)?))
+        .map(|t| t.len())
+        .sum();
     assert_eq!(weights, 9 * 25 + 18 * 9 * 25 + 18 * 16 * 25 + 25 * 10);
 }
 
@@ -252,14 +294,34 @@ fn verification_failure_exits_3_and_writes_nothing() {
     let out = dir.path().join("bad.onnx");
     let o = compress()
         .env("COMPRESS_INJECT_FAULT", "1")
-        .args(["prune", &lenet5(), "--random-keep", "0.5", "-o", out.to_str().unwrap()])
+        .args([
+            "prune",
+            &lenet5(),
+            "--random-keep",
+            "0.5",
+            "-o",
+            out.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("differ by"));
     assert!(!out.exists());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temp files left behind");
-    let o = compress().env("COMPRESS_INJECT_FAULT", "1").args(["convert", &lenet5(), "-o", out.to_str().unwrap()]).output().unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no temp files left behind"
+    );
+    let o = compress()
+        .env("COMPRESS_INJECT_FAULT", "1")
+        .args(["convert", &lenet5(), "-o", out.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(3));
     assert!(!out.exists());
 }
@@ -269,10 +331,33 @@ fn prune_bad_options() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.onnx");
     let out = out.to_str().unwrap();
-    bad_input(&["prune", &lenet5(), "--random-keep", "1.5", "-o", out], "--random-keep 1.5");
+    bad_input(
+        &["prune", &lenet5(), "--random-keep", "1.5", "-o", out],
+        "--random-keep 1.5",
+    );
     let plan = dir.path().join("plan.json");
     std::fs::write(&plan, "{not json").unwrap();
-    bad_input(&["prune", &lenet5(), "--keep", plan.to_str().unwrap(), "-o", out], "plan.json: not a keep plan");
+    bad_input(
+        &[
+            "prune",
+            &lenet5(),
+            "--keep",
+            plan.to_str().unwrap(),
+            "-o",
+            out,
+        ],
+        "plan.json: not a keep plan",
+    );
     std::fs::write(&plan, r#"{"groups": [{"id": 3, "keep": [0]}]}"#).unwrap();
-    bad_input(&["prune", &lenet5(), "--keep", plan.to_str().unwrap(), "-o", out], "group 3 cannot be pruned (reaches graph output 'logits')");
+    bad_input(
+        &[
+            "prune",
+            &lenet5(),
+            "--keep",
+            plan.to_str().unwrap(),
+            "-o",
+            out,
+        ],
+        "group 3 cannot be pruned (reaches graph output 'logits')",
+    );
 }

@@ -243,7 +243,7 @@ impl Walk<'_> {
         let mut out = Vec::new();
         for f in self.removed_features(x) {
             match self.state(x, f) {
-                Some(k) if k == 0.0 => {}
+                Some(0.0) => {}
                 Some(k) => out.push((f, k)),
                 None => {
                     return Err(Error::node(
@@ -373,17 +373,15 @@ impl Walk<'_> {
                     }
                 }
             }
-            Op::Reshape { shape } => {
-                if self.kept(&n.inputs[0]).is_some() {
-                    // The analysis only admits the flatten form [N, C*...]: recompute it.
-                    n.op = Op::Reshape {
-                        shape: if shape[0] == -1 {
-                            vec![-1, self.kept(&out).map_or(0, |k| k.len()) as i64]
-                        } else {
-                            vec![shape[0], -1]
-                        },
-                    };
-                }
+            // The analysis only admits the flatten form [N, C*...]: recompute it.
+            Op::Reshape { shape } if self.kept(&n.inputs[0]).is_some() => {
+                n.op = Op::Reshape {
+                    shape: if shape[0] == -1 {
+                        vec![-1, self.kept(&out).map_or(0, |k| k.len()) as i64]
+                    } else {
+                        vec![shape[0], -1]
+                    },
+                };
             }
             _ => {}
         }
