@@ -16,6 +16,11 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::ir::Graph;
 
+/// Imports ONNX bytes (errors say "<bytes>" where a file name would go; see `import_file`).
+pub fn import(bytes: &[u8]) -> Result<Graph> {
+    import_bytes(bytes, "<bytes>")
+}
+
 /// Reads and imports an ONNX file; errors name the file.
 pub fn import_file(path: &Path) -> Result<Graph> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
