@@ -43,7 +43,8 @@ pub fn sample_shape(net: &Network, data: &Dataset, data_name: &str) -> Result<Ve
         return Err(Error::Data {
             path: data_name.to_string(),
             reason: format!(
-                "samples are {}x{} single-channel images, but model input '{}' expects {} per sample",
+                "samples are {}x{}x{} (CxHxW) images, but model input '{}' expects {} per sample",
+                data.channels,
                 data.height,
                 data.width,
                 input.name,

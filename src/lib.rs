@@ -17,6 +17,7 @@ pub mod error;
 pub mod eval;
 pub mod exec;
 pub mod fsutil;
+pub mod gates;
 pub mod groups;
 pub mod ir;
 pub mod onnx;

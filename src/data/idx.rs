@@ -5,35 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// A labelled image set with pixels scaled to [0, 1] (the models in models/ expect that).
-#[derive(Debug, Clone)]
-pub struct Dataset {
-    /// Row-major pixels, `len * height * width` values in [0, 1].
-    pub images: Vec<f32>,
-    pub labels: Vec<u8>,
-    pub height: usize,
-    pub width: usize,
-}
-
-impl Dataset {
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    pub fn sample_len(&self) -> usize {
-        self.height * self.width
-    }
-
-    /// Pixels of samples `range`.
-    pub fn batch(&self, range: std::ops::Range<usize>) -> &[f32] {
-        let n = self.sample_len();
-        &self.images[range.start * n..range.end * n]
-    }
-}
+use super::Dataset;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -138,7 +110,8 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
     }
     Ok(Dataset {
         images: img[16..].iter().map(|&b| b as f32 / 255.0).collect(),
-        labels: lbl[8..].to_vec(),
+        labels: lbl[8..].iter().map(|&l| l as u32).collect(),
+        channels: 1,
         height: idims[1],
         width: idims[2],
     })
