@@ -53,6 +53,9 @@ pub enum Error {
     /// Verification of an exported model failed.
     #[error("verification failed: {0}")]
     Verify(String),
+    /// Training produced a NaN or infinite loss.
+    #[error("training diverged: {0}")]
+    Diverged(String),
     /// A runtime (burn, tract, ort) failed on input we believed valid.
     #[error("internal error: {0}")]
     Internal(String),
@@ -62,6 +65,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Verify(_) => exit_code::VERIFY_FAILED,
+            Error::Diverged(_) => exit_code::DIVERGED,
             Error::Internal(_) => exit_code::INTERNAL,
             _ => exit_code::BAD_INPUT,
         }

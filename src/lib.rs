@@ -21,9 +21,11 @@ pub mod gates;
 pub mod groups;
 pub mod ir;
 pub mod onnx;
+pub mod pipeline;
 pub mod prune;
 pub mod report;
 pub mod rng;
+pub mod train;
 pub mod verify;
 
 pub use error::{Error, Result};

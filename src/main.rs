@@ -28,6 +28,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Fine-tune with gates, prune, export, verify and report (the main job; `compress MODEL
+    /// --method M` is the same). Writes OUT.onnx, OUT.report.json and OUT.report.md.
+    ///
+    /// Example: compress models/lenet5/model.onnx --method dep-l0 --epochs 2 -o lenet5.pruned.onnx
+    Run(RunArgs),
     /// Print every node (op, output shape, params, MACs), totals and prunable channel groups.
     ///
     /// Example: compress inspect models/lenet5/model.onnx --json
@@ -75,6 +80,68 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    model: PathBuf,
+    /// l0-hc, l0-arm, l0-ar, dep-l0 or swp.
+    #[arg(long, default_value = "dep-l0")]
+    method: String,
+    /// Dataset directory (IDX, CIFAR binary or image folder); default: the shipped subset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output model; default MODEL.pruned.onnx beside the input.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Learning rate of the weights (Adam).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Learning rate of the gate parameters (Adam).
+    #[arg(long, default_value_t = 0.1)]
+    gate_lr: f64,
+    /// Weight of the expected-MACs penalty (lambda x E[MACs] / dense MACs).
+    #[arg(long = "lambda", default_value_t = 1.0)]
+    lambda: f64,
+    /// Fraction of the dense MACs to reach; lambda then adapts (dual ascent).
+    #[arg(long, value_name = "F")]
+    target_macs: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Share of the training split held out for per-epoch validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Stop after this many optimiser steps (all epochs when absent).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Round each kept width up to a multiple of N.
+    #[arg(long, value_name = "N")]
+    round_to: Option<usize>,
+    /// SWP: tau = kappa x std(W) in the zeroing probability exp(-(|w|/tau)^2).
+    #[arg(long, default_value_t = 0.05)]
+    swp_kappa: f64,
+    /// L2 weight decay of the weights (default: 5e-4 for swp, 0 otherwise).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// cpu (always available); wgpu and cuda when compiled with those features.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Runs per latency median (0 skips latency measurement).
+    #[arg(long, default_value_t = 10)]
+    latency_runs: usize,
+    /// Errors only.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the report as JSON on stdout and nothing else.
+    #[arg(long)]
+    json: bool,
+    /// Overwrite existing output files.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -126,6 +193,7 @@ fn run(cli: Cli) -> Result<()> {
             force,
         } => convert(&model, &output, force),
         Command::Prune(args) => prune(args),
+        Command::Run(args) => run_job(args),
         Command::Eval {
             model,
             data,
@@ -245,6 +313,165 @@ fn prune(args: PruneArgs) -> Result<()> {
     Ok(())
 }
 
+fn device(name: &str) -> Result<burn::prelude::Device> {
+    match name {
+        "cpu" => Ok(exec::default_device()),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Ok(burn::prelude::Device::wgpu(Default::default())),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(burn::prelude::Device::cuda(0)),
+        other => Err(Error::Usage(format!(
+            "--device {other}: not available in this build (compiled: cpu{}{})",
+            if cfg!(feature = "wgpu") { ", wgpu" } else { "" },
+            if cfg!(feature = "cuda") { ", cuda" } else { "" }
+        ))),
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}{suffix}"))
+}
+
+fn run_job(a: RunArgs) -> Result<()> {
+    use compress::pipeline;
+    use compress::train::{Method, TrainConfig};
+    let start = std::time::Instant::now();
+    let method = Method::parse(&a.method).ok_or_else(|| {
+        Error::Usage(format!(
+            "--method {}: expected l0-hc, l0-arm, l0-ar, dep-l0 or swp",
+            a.method
+        ))
+    })?;
+    if let Some(t) = a.target_macs.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
+        return Err(Error::Usage(format!(
+            "--target-macs {t}: expected a fraction in (0, 1]"
+        )));
+    }
+    let dev = device(&a.device)?;
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| sibling(&a.model, ".pruned.onnx"));
+    let report_json = sibling(&output, ".report.json");
+    let report_md = sibling(&output, ".report.md");
+    for path in [&output, &report_json, &report_md] {
+        if path.exists() && !a.force {
+            return Err(Error::Usage(format!(
+                "{} already exists (pass --force to overwrite)",
+                path.display()
+            )));
+        }
+    }
+    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
+    let graph = onnx::import_bytes(&original, &a.model.display().to_string())?;
+    let data_dir = a
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+    let data_name = data_dir.display().to_string();
+    let say = |msg: String| {
+        if !a.quiet && !a.json {
+            eprintln!("{msg}");
+        }
+    };
+    if a.data.is_none() {
+        say(format!(
+            "no --data given: using the shipped Fashion-MNIST subset ({data_name})"
+        ));
+    }
+    let (train, test) = pipeline::load_data(&data_dir, &graph)?;
+    let t0 = std::time::Instant::now();
+    let dense_acc = pipeline::evaluate(&graph, &test, &data_name, &dev)?;
+    let dense_eval_s = t0.elapsed().as_secs_f64();
+    say(format!(
+        "dense: accuracy {:.4} on {} test samples",
+        dense_acc.accuracy, dense_acc.samples
+    ));
+    let mut cfg = TrainConfig::new(method);
+    cfg.epochs = a.epochs;
+    cfg.batch_size = a.batch_size;
+    cfg.lr = a.lr;
+    cfg.gate_lr = a.gate_lr;
+    cfg.lambda = a.lambda;
+    cfg.target_macs = a.target_macs;
+    cfg.seed = a.seed;
+    cfg.max_steps = a.max_steps;
+    cfg.swp_kappa = a.swp_kappa;
+    cfg.weight_decay = a
+        .weight_decay
+        .unwrap_or(if method == Method::Swp { 5e-4 } else { 0.0 });
+    cfg.quiet = a.quiet || a.json;
+    let t1 = std::time::Instant::now();
+    let outcome = pipeline::train(&graph, &train, a.val_fraction, &cfg, &dev)?;
+    let train_s = t1.elapsed().as_secs_f64();
+    let t2 = std::time::Instant::now();
+    let compressed = pipeline::compress_trained(&outcome, &cfg, a.round_to)?;
+    let prune_verify_s = t2.elapsed().as_secs_f64();
+    let t3 = std::time::Instant::now();
+    let pruned_acc = pipeline::evaluate(&compressed.graph, &test, &data_name, &dev)?;
+    let pruned_eval_s = t3.elapsed().as_secs_f64();
+    let t4 = std::time::Instant::now();
+    let mut pruned_for_report = compressed.pruned.clone();
+    pruned_for_report.graph = compressed.graph.clone();
+    let prune_report = report::prune::prune_report(report::prune::ReportInput {
+        model: &a.model.display().to_string(),
+        output: &output.display().to_string(),
+        original: &graph,
+        original_bytes: &original,
+        pruned: &pruned_for_report,
+        pruned_bytes: &compressed.bytes,
+        verification: compressed.verification.clone(),
+        latency_runs: a.latency_runs,
+    })?;
+    let latency_s = t4.elapsed().as_secs_f64();
+    let settings = serde_json::json!({
+        "method": method.name(), "data": data_name, "epochs": a.epochs, "batch_size": a.batch_size,
+        "lr": a.lr, "gate_lr": a.gate_lr, "lambda": a.lambda, "target_macs": a.target_macs,
+        "seed": a.seed, "val_fraction": a.val_fraction, "max_steps": a.max_steps,
+        "round_to": a.round_to, "device": a.device, "latency_runs": a.latency_runs,
+        "init_logit": cfg.init_logit, "arm_k": cfg.arm_k,
+        "swp_kappa": cfg.swp_kappa, "weight_decay": cfg.weight_decay,
+    });
+    let timings = pipeline::Timings {
+        dense_eval_s,
+        train_s,
+        prune_verify_s,
+        pruned_eval_s,
+        latency_s,
+        total_s: start.elapsed().as_secs_f64(),
+    };
+    let r = report::run::run_report(report::run::RunInput {
+        prune: prune_report,
+        method: method.name().to_string(),
+        settings,
+        dense_accuracy: dense_acc,
+        pruned_accuracy: pruned_acc,
+        history: outcome.history.clone(),
+        timings,
+    });
+    let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Internal(e.to_string()))?;
+    let md = report::run::render(&r);
+    compress::fsutil::write_atomic(&output, &compressed.bytes, a.force)?;
+    compress::fsutil::write_atomic(&report_json, text.as_bytes(), a.force)?;
+    compress::fsutil::write_atomic(&report_md, md.as_bytes(), a.force)?;
+    if a.json {
+        println!("{text}");
+    } else if !a.quiet {
+        print!("{md}");
+        println!(
+            "wrote {}, {}, {}",
+            output.display(),
+            report_json.display(),
+            report_md.display()
+        );
+    }
+    Ok(())
+}
+
 fn eval(
     model: &Path,
     data: Option<PathBuf>,
@@ -277,8 +504,20 @@ fn eval(
     }
 }
 
+/// `compress MODEL.onnx --method M ...` is `compress run MODEL.onnx --method M ...`.
+fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const SUBCOMMANDS: &[&str] = &["run", "inspect", "convert", "prune", "eval", "help"];
+    if let Some(first) = args.get(1).map(|a| a.to_string_lossy().to_string())
+        && !first.starts_with('-')
+        && !SUBCOMMANDS.contains(&first.as_str())
+    {
+        args.insert(1, "run".into());
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(with_default_subcommand(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() {

@@ -30,11 +30,30 @@ pub struct Network {
     graph: Graph,
     steps: Vec<Step>,
     slot_count: usize,
+    slot_names: Vec<String>,
     inputs: Vec<(usize, ValueInfo)>,
     outputs: Vec<usize>,
     constants: Vec<(usize, Val)>,
     /// Batch sizes for which every shape rule has been checked.
     checked_batches: Mutex<HashSet<usize>>,
+}
+
+/// What a training-mode forward pass changes relative to plain evaluation.
+#[derive(Default)]
+pub struct Frame<'a> {
+    /// Values that replace constant slots (trainable parameters living on an autodiff device).
+    pub overrides: HashMap<usize, Val>,
+    /// Multipliers applied to a slot right after it is computed (gates); must broadcast.
+    pub scales: HashMap<usize, Val>,
+    /// When set, BatchNormalization uses batch statistics and reports them here, per node index.
+    pub bn_stats: Option<&'a mut HashMap<usize, BatchStats>>,
+}
+
+/// Batch mean and (unbiased) variance of one BatchNormalization node, detached.
+#[derive(Debug, Clone)]
+pub struct BatchStats {
+    pub mean: Tensor<1>,
+    pub var: Tensor<1>,
 }
 
 /// The CPU device used by default.
@@ -104,6 +123,7 @@ impl Network {
             graph: graph.clone(),
             steps,
             slot_count: names.len(),
+            slot_names: names,
             inputs,
             outputs,
             constants,
@@ -159,21 +179,50 @@ impl Network {
 
     /// Runs the graph on device values; returns the graph outputs in order.
     pub fn forward(&self, inputs: Vec<Val>) -> Result<Vec<Val>> {
+        self.forward_frame(inputs, Frame::default())
+    }
+
+    /// The slot a named value lives in (parameters, gate positions).
+    pub fn slot_of(&self, name: &str) -> Option<usize> {
+        self.slot_names.iter().position(|n| n == name)
+    }
+
+    /// Device values of the graph's constants, by slot (for building trainable parameters).
+    pub fn constant(&self, slot: usize) -> Option<&Val> {
+        self.constants
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, v)| v)
+    }
+
+    /// A forward pass with parameter overrides, gate scales and optionally BN in train mode.
+    pub fn forward_frame(&self, inputs: Vec<Val>, mut frame: Frame) -> Result<Vec<Val>> {
         self.check_inputs(&inputs)?;
         let mut slots: Vec<Option<Val>> = vec![None; self.slot_count];
         for (s, v) in &self.constants {
-            slots[*s] = Some(v.clone());
+            slots[*s] = Some(frame.overrides.remove(s).unwrap_or_else(|| v.clone()));
         }
         for ((s, _), v) in self.inputs.iter().zip(inputs) {
             slots[*s] = Some(v);
         }
-        for step in &self.steps {
+        for (index, step) in self.steps.iter().enumerate() {
             let ins: Vec<Val> = step
                 .inputs
                 .iter()
                 .map(|&s| slots[s].clone().expect("validated: defined before use"))
                 .collect();
-            slots[step.output] = Some(ops::apply(&step.op, ins));
+            let mut out = match (&step.op, frame.bn_stats.as_deref_mut()) {
+                (Op::BatchNorm { epsilon }, Some(stats)) => {
+                    let (y, batch) = ops::batch_norm_train(ins, *epsilon);
+                    stats.insert(index, batch);
+                    y
+                }
+                _ => ops::apply(&step.op, ins),
+            };
+            if let Some(scale) = frame.scales.get(&step.output) {
+                out = Val::new(out.t * scale.t.clone(), out.rank);
+            }
+            slots[step.output] = Some(out);
             for &s in &step.release {
                 slots[s] = None;
             }

@@ -274,3 +274,36 @@ pub fn apply(op: &Op, mut ins: Vec<Val>) -> Val {
         Op::Identity => x,
     }
 }
+
+/// BatchNormalization with batch statistics (training mode). Returns the normalised value and
+/// the detached batch mean and unbiased variance, for running-statistic updates.
+pub fn batch_norm_train(mut ins: Vec<Val>, epsilon: f32) -> (Val, super::BatchStats) {
+    let x = ins.remove(0);
+    let r = x.rank;
+    let off = x.offset();
+    let dims = x.dims();
+    let axes: Vec<usize> = (0..MAX_RANK).filter(|&a| a != off + 1).collect();
+    let count: usize = dims
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 1)
+        .map(|(_, &d)| d)
+        .product();
+    let mean = x.t.clone().mean_dims(&axes);
+    let centered = x.t - mean.clone();
+    let var = (centered.clone() * centered.clone()).mean_dims(&axes);
+    let (scale, bias) = (&ins[0], &ins[1]);
+    let y = centered * ((var.clone() + epsilon).sqrt().recip() * per_channel(scale, r))
+        + per_channel(bias, r);
+    let c = dims[1];
+    let unbiased = if count > 1 {
+        count as f32 / (count - 1) as f32
+    } else {
+        1.0
+    };
+    let stats = super::BatchStats {
+        mean: mean.detach().reshape([c]),
+        var: (var.detach() * unbiased).reshape([c]),
+    };
+    (Val::new(y, r), stats)
+}

@@ -1,6 +1,7 @@
 //! The project's own graph IR. It never depends on burn, tract or the protobuf types.
 
 pub mod cost;
+pub mod fold;
 pub mod graph;
 pub mod op;
 pub mod shape;

@@ -30,7 +30,7 @@ pub fn prune(graph: &Graph, plan: &KeepPlan, round_to: Option<usize>) -> Result<
     let mut notes = Vec::new();
     let keep = plan::normalise(graph, &analysis.groups, plan, round_to, &mut notes)?;
     let reference = reference::masked_reference(graph, &analysis, &keep);
-    let pruned = surgery::apply(graph, &analysis, &keep)?;
+    let pruned = surgery::apply(graph, &analysis, &keep, None)?;
     Ok(Pruned {
         graph: pruned,
         reference,
@@ -38,4 +38,67 @@ pub fn prune(graph: &Graph, plan: &KeepPlan, round_to: Option<usize>) -> Result<
         keep,
         notes,
     })
+}
+
+/// Removes dead channels: channels whose producers' weights are all zero (stochastic weight
+/// pruning). Such a channel still carries a constant (its bias, through BatchNorm); that constant
+/// is folded into the next layer, so the pruned model computes exactly what `graph` computes,
+/// and `graph` itself is the reference.
+pub fn prune_dead(graph: &Graph, plan: &KeepPlan) -> Result<Pruned> {
+    let analysis = analyse_layouts(graph)?;
+    let mut notes = Vec::new();
+    let keep = plan::normalise(graph, &analysis.groups, plan, None, &mut notes)?;
+    let constants = dead_constants(graph, &analysis);
+    let pruned = surgery::apply(graph, &analysis, &keep, Some(&constants))?;
+    Ok(Pruned {
+        graph: pruned,
+        reference: graph.clone(),
+        analysis,
+        keep,
+        notes,
+    })
+}
+
+/// Per gate value, what each channel is when its producer weights are all zero: the bias, passed
+/// through the BatchNorm when the gate sits after one.
+fn dead_constants(
+    graph: &Graph,
+    analysis: &ChannelAnalysis,
+) -> std::collections::HashMap<String, Vec<f32>> {
+    use crate::ir::Op;
+    let producer = |v: &str| graph.nodes.iter().find(|n| n.outputs[0] == v);
+    let init = |n: &crate::ir::Node, i: usize| {
+        n.inputs
+            .get(i)
+            .and_then(|x| graph.initializers.get(x))
+            .map(|t| t.to_f32_vec())
+    };
+    let mut out = std::collections::HashMap::new();
+    for g in &analysis.groups {
+        for gate in &g.gates {
+            let Some(node) = producer(gate) else { continue };
+            let (layer, bn) = match node.op {
+                Op::BatchNorm { epsilon } => (producer(&node.inputs[0]), Some((node, epsilon))),
+                _ => (Some(node), None),
+            };
+            let Some(layer) = layer else { continue };
+            let bias = match layer.op {
+                Op::Conv { .. } | Op::Gemm { .. } => init(layer, 2).filter(|b| b.len() == g.width),
+                _ => None,
+            };
+            let mut k = bias.unwrap_or_else(|| vec![0.0; g.width]);
+            if let Some((bn, eps)) = bn {
+                let (Some(s), Some(b), Some(m), Some(v)) =
+                    (init(bn, 1), init(bn, 2), init(bn, 3), init(bn, 4))
+                else {
+                    continue;
+                };
+                for c in 0..g.width {
+                    k[c] = (k[c] - m[c]) / (v[c] + eps).sqrt() * s[c] + b[c];
+                }
+            }
+            out.insert(gate.clone(), k);
+        }
+    }
+    out
 }

@@ -67,6 +67,8 @@ struct Walk<'a> {
     /// Gate value -> group.
     gates: HashMap<&'a str, usize>,
     removed: HashMap<String, Removed>,
+    /// Gate value -> per-channel constant of dead channels (None: removed channels are masked).
+    gate_constants: Option<&'a HashMap<String, Vec<f32>>>,
     inits: BTreeMap<String, Tensor>,
     uses: HashMap<String, usize>,
 }
@@ -135,10 +137,14 @@ impl Walk<'_> {
     fn propagate(&self, n: &Node) -> Removed {
         let out = &n.outputs[0];
         let removed = self.removed_features(out);
-        if let Some(&g) = self.gates.get(out.as_str()) {
-            // Masked here: removed channels of the gated group are exactly 0.
-            let _ = g;
-            return removed.into_iter().map(|f| (f, Some(0.0))).collect();
+        if self.gates.contains_key(out.as_str()) {
+            // At a gate position a removed channel is 0 (masked), or, for dead channels, the
+            // constant the network really computes there.
+            let dead = self.gate_constants.and_then(|c| c.get(out.as_str()));
+            return removed
+                .into_iter()
+                .map(|f| (f, Some(dead.map_or(0.0, |v| v[f]))))
+                .collect();
         }
         let x = n.inputs.first().map(String::as_str).unwrap_or("");
         let input_rank = self.shapes.get(x).map_or(0, |s| s.len());
@@ -470,6 +476,7 @@ pub fn apply(
     graph: &Graph,
     analysis: &ChannelAnalysis,
     keep: &BTreeMap<usize, Vec<usize>>,
+    gate_constants: Option<&HashMap<String, Vec<f32>>>,
 ) -> Result<Graph> {
     let mut uses: HashMap<String, usize> = HashMap::new();
     for n in &graph.nodes {
@@ -489,6 +496,7 @@ pub fn apply(
         shapes: graph.infer_shapes(1)?,
         gates,
         removed: HashMap::new(),
+        gate_constants,
         inits: graph.initializers.clone(),
         uses,
     };

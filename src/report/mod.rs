@@ -1,6 +1,7 @@
 //! Human and JSON renderings of what `inspect`, `eval` and `prune` find.
 
 pub mod prune;
+pub mod run;
 
 use serde::Serialize;
 

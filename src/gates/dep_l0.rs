@@ -1,0 +1,303 @@
+//! The Dep-L0 logit generator (METHODS §3).
+//!
+//! A chain of affine maps `h_j = ln(100) * tanh(W_j h_{j-1} + b_j)` with `h_0 = ones(n0)`; `h_j`
+//! is the hard-concrete logit vector of gated layer `j`. With forward dependency the chain runs
+//! from the first gated layer to the last; with backward dependency it is built from the last to
+//! the first and its output list is reversed, so [`DepGenerator::forward`] always returns the
+//! logits in network order.
+//!
+//! Init: `W_j ~ U(+-1/sqrt(fan_in))`, `b_j ~ N(3, 0.01^2)`.
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::prelude::{Device, Tensor};
+use burn::tensor::{Distribution, TensorData, activation};
+
+/// Bias mean at init.
+pub const BIAS_INIT_MEAN: f64 = 3.0;
+/// Bias standard deviation at init.
+pub const BIAS_INIT_STD: f64 = 0.01;
+
+/// The generator. Its parameters (one [`Linear`] per gated layer) train jointly with the network
+/// (Adam, lr 1e-3 in the reference).
+#[derive(Module, Debug)]
+pub struct DepGenerator {
+    /// Maps in chain order (network order for forward dependency, reversed for backward).
+    pub layers: Vec<Linear>,
+    /// Length of the constant all-ones input.
+    #[module(skip)]
+    pub n0: usize,
+    /// Backward dependency (chain built from the last gated layer to the first).
+    #[module(skip)]
+    pub backward: bool,
+}
+
+/// Chain order of the widths: network order, or reversed for backward dependency.
+fn chain_widths(widths: &[usize], backward: bool) -> Vec<usize> {
+    let mut w = widths.to_vec();
+    if backward {
+        w.reverse();
+    }
+    w
+}
+
+fn linear_from(weight: Tensor<2>, bias: Tensor<1>) -> Linear {
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
+    }
+}
+
+impl DepGenerator {
+    /// Reference init from burn's device generator (seed with `device.seed(..)`).
+    /// `widths` are the channel counts of the gated layers in network order.
+    pub fn new(widths: &[usize], n0: usize, backward: bool, device: &Device) -> Self {
+        let mut fan_in = n0;
+        let layers = chain_widths(widths, backward)
+            .into_iter()
+            .map(|c| {
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                let w =
+                    Tensor::<2>::random([fan_in, c], Distribution::Uniform(-bound, bound), device);
+                let b = Tensor::<1>::random(
+                    [c],
+                    Distribution::Normal(BIAS_INIT_MEAN, BIAS_INIT_STD),
+                    device,
+                );
+                fan_in = c;
+                linear_from(w, b)
+            })
+            .collect();
+        DepGenerator {
+            layers,
+            n0,
+            backward,
+        }
+    }
+
+    /// Reference init from the deterministic [`SplitMix64`](crate::rng::SplitMix64) generator
+    /// (bitwise reproducible on every backend).
+    pub fn new_seeded(
+        widths: &[usize],
+        n0: usize,
+        backward: bool,
+        seed: u64,
+        device: &Device,
+    ) -> Self {
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let mut fan_in = n0;
+        let layers = chain_widths(widths, backward)
+            .into_iter()
+            .map(|c| {
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                let w: Vec<f32> = (0..fan_in * c)
+                    .map(|_| ((2.0 * super::uniform_f64(&mut rng) - 1.0) * bound) as f32)
+                    .collect();
+                let b: Vec<f32> = (0..c)
+                    .map(|_| (BIAS_INIT_MEAN + BIAS_INIT_STD * std_normal(&mut rng)) as f32)
+                    .collect();
+                let w = Tensor::<2>::from_data(TensorData::new(w, [fan_in, c]), device);
+                let b = Tensor::<1>::from_data(TensorData::new(b, [c]), device);
+                fan_in = c;
+                linear_from(w, b)
+            })
+            .collect();
+        DepGenerator {
+            layers,
+            n0,
+            backward,
+        }
+    }
+
+    /// All weights zero and all biases equal to `bias` (METHODS §10.8 uses `bias = 3`):
+    /// every logit is then `ln(100) * tanh(bias)`.
+    pub fn new_zero_weights(
+        widths: &[usize],
+        n0: usize,
+        backward: bool,
+        bias: f64,
+        device: &Device,
+    ) -> Self {
+        let mut fan_in = n0;
+        let layers = chain_widths(widths, backward)
+            .into_iter()
+            .map(|c| {
+                let w = Tensor::<2>::zeros([fan_in, c], device);
+                let b = Tensor::<1>::full([c], bias, device);
+                fan_in = c;
+                linear_from(w, b)
+            })
+            .collect();
+        DepGenerator {
+            layers,
+            n0,
+            backward,
+        }
+    }
+
+    /// Number of gated layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Channel counts of the gated layers in network order.
+    pub fn widths(&self) -> Vec<usize> {
+        let w: Vec<usize> = self.layers.iter().map(|l| l.weight.dims()[1]).collect();
+        chain_widths(&w, self.backward)
+    }
+
+    /// The HC logit vector of every gated layer, in network order.
+    pub fn forward(&self) -> Vec<Tensor<1>> {
+        let Some(first) = self.layers.first() else {
+            return Vec::new();
+        };
+        let device = first.weight.device();
+        let scale = 100f64.ln();
+        let mut h = Tensor::<2>::ones([1, self.n0], &device);
+        let mut out = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            h = activation::tanh(layer.forward(h)).mul_scalar(scale);
+            let c = h.dims()[1];
+            out.push(h.clone().reshape([c]));
+        }
+        if self.backward {
+            out.reverse();
+        }
+        out
+    }
+}
+
+/// Standard normal by Box-Muller.
+fn std_normal(rng: &mut crate::rng::SplitMix64) -> f64 {
+    let u1 = 1.0 - super::uniform_f64(rng); // (0, 1]
+    let u2 = super::uniform_f64(rng);
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gates::hard_concrete::{prob_open, prob_open_t};
+    use crate::gates::penalty::{dep_l0_cost, dep_l0_cost_t};
+
+    const VGG16: [usize; 13] = [
+        64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512,
+    ];
+
+    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    /// §10.8: zero generator weights, biases 3.
+    #[test]
+    fn vgg16_zero_weights() {
+        let dev = Device::flex();
+        for backward in [false, true] {
+            let g = DepGenerator::new_zero_weights(&VGG16, 64, backward, 3.0, &dev);
+            let logits = g.forward();
+            assert_eq!(logits.len(), 13);
+            let a = 100f64.ln() * 3f64.tanh();
+            assert!((a - 4.582396).abs() < 1e-6);
+            assert!((prob_open(a) - 0.997936).abs() < 1e-6);
+            let mut probs = Vec::new();
+            for (l, t) in logits.iter().enumerate() {
+                assert_eq!(t.dims(), [VGG16[l]]);
+                let p = prob_open_t(t.clone());
+                let pv = to_vec(p.clone());
+                assert!(pv.iter().all(|&x| (x as f64 - 0.997936).abs() < 1e-6));
+                probs.push(p);
+            }
+            let e: Vec<f64> = VGG16.iter().map(|&c| c as f64 * prob_open(a)).collect();
+            let k = [3.0; 13];
+            let r = dep_l0_cost(&e, &k, 1e-6, 3.0);
+            assert!((r - 14.6498).abs() < 1e-4, "penalty {r}");
+            let rt = to_vec(dep_l0_cost_t(probs, &k, 1e-6, 3.0))[0] as f64;
+            assert!((rt - 14.6498).abs() < 1e-4, "tensor penalty {rt}");
+            let full: Vec<f64> = VGG16.iter().map(|&c| c as f64).collect();
+            assert!((dep_l0_cost(&full, &k, 1e-6, 3.0) - 14.710464).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn chain_order_and_init() {
+        let dev = Device::flex();
+        let widths = [3usize, 5, 7];
+        let n0 = 4;
+        for seeded in [false, true] {
+            for backward in [false, true] {
+                let g = if seeded {
+                    DepGenerator::new_seeded(&widths, n0, backward, 42, &dev)
+                } else {
+                    DepGenerator::new(&widths, n0, backward, &dev)
+                };
+                assert_eq!(g.widths(), widths.to_vec());
+                let first = &g.layers[0];
+                let expect_out = if backward { 7 } else { 3 };
+                assert_eq!(first.weight.dims(), [n0, expect_out]);
+                let dims: Vec<usize> = g.forward().iter().map(|t| t.dims()[0]).collect();
+                assert_eq!(dims, widths.to_vec());
+                // W ~ U(+-1/sqrt(fan_in)), b ~ N(3, 0.01^2)
+                let mut fan_in = n0;
+                for l in &g.layers {
+                    let bound = 1.0 / (fan_in as f32).sqrt();
+                    let w = to_vec(l.weight.val());
+                    assert!(w.iter().all(|x| x.abs() <= bound));
+                    assert!(w.iter().any(|x| *x != 0.0));
+                    let b = to_vec(l.bias.as_ref().unwrap().val());
+                    assert!(b.iter().all(|x| (x - 3.0).abs() < 0.06));
+                    fan_in = l.weight.dims()[1];
+                }
+                for t in g.forward() {
+                    let a = to_vec(t);
+                    assert!(a.iter().all(|x| x.abs() <= 100f32.ln() + 1e-5));
+                }
+            }
+        }
+        // seeded init is reproducible
+        let a = DepGenerator::new_seeded(&widths, n0, false, 1, &dev);
+        let b = DepGenerator::new_seeded(&widths, n0, false, 1, &dev);
+        for (x, y) in a.forward().into_iter().zip(b.forward()) {
+            assert_eq!(to_vec(x), to_vec(y));
+        }
+    }
+
+    /// Backward dependency reverses the chain: with hand-set weights, the logit of the last
+    /// network layer depends only on the input, the first on everything.
+    #[test]
+    fn backward_dependency_is_reversed() {
+        let dev = Device::flex();
+        let widths = [2usize, 3];
+        let mut g = DepGenerator::new_zero_weights(&widths, 1, true, 0.5, &dev);
+        // chain layer 0 produces the network's last layer (width 3); make layer 1 depend on it.
+        g.layers[1].weight = Param::from_tensor(Tensor::<2>::full([3, 2], 0.1, &dev));
+        let out = g.forward();
+        let h_last = 100f64.ln() * 0.5f64.tanh();
+        let h_first = 100f64.ln() * (0.5 + 3.0 * 0.1 * h_last).tanh();
+        let v1 = to_vec(out[1].clone());
+        let v0 = to_vec(out[0].clone());
+        assert_eq!(v1.len(), 3);
+        assert_eq!(v0.len(), 2);
+        assert!(v1.iter().all(|&x| (x as f64 - h_last).abs() < 1e-5));
+        assert!(v0.iter().all(|&x| (x as f64 - h_first).abs() < 1e-5));
+    }
+
+    /// The generator is trainable: gradients of a penalty reach every weight and bias.
+    #[test]
+    fn gradients_reach_generator() {
+        let dev = Device::flex().autodiff();
+        let g = DepGenerator::new_seeded(&[4, 6, 5], 8, false, 7, &dev);
+        let probs: Vec<Tensor<1>> = g.forward().into_iter().map(prob_open_t).collect();
+        let loss = dep_l0_cost_t(probs, &[3.0, 3.0, 3.0], 1e-3, 3.0);
+        let grads = loss.backward();
+        for l in &g.layers {
+            let gw = to_vec(l.weight.grad(&grads).expect("weight grad"));
+            assert!(gw.iter().any(|x| *x != 0.0));
+            let gb = to_vec(l.bias.as_ref().unwrap().grad(&grads).expect("bias grad"));
+            assert!(gb.iter().all(|x| x.is_finite()) && gb.iter().any(|x| *x != 0.0));
+        }
+        assert_eq!(g.num_params(), 8 * 4 + 4 + 4 * 6 + 6 + 6 * 5 + 5);
+    }
+}

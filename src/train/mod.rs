@@ -1,0 +1,570 @@
+//! Gated fine-tuning: pretrained weights and gate parameters trained jointly with a penalty on
+//! the expected cost, by one of the methods of ../shared/METHODS.md.
+//!
+//! The penalty is `lambda * E[MACs] / dense MACs`, with E[MACs] computed from the graph's real
+//! layer costs under independent gates (see `cost`). This is our common form of METHODS' cost
+//! terms: Dep-L0's `k^2 E_{l-1} E_l` is the same product for a conv chain, and it counts every
+//! weight of a residual-tied group. With `--target-macs F`, lambda becomes a Lagrange multiplier
+//! updated by dual ascent so that E[MACs] converges to F x dense.
+
+pub mod cost;
+pub mod net;
+
+use burn::module::{Module, Param};
+use burn::nn::loss::CrossEntropyLoss;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use serde::Serialize;
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::exec::Val;
+use crate::gates::DepGenerator;
+use crate::gates::hard_concrete as hc;
+use crate::groups::analyse_layouts;
+use crate::ir::Graph;
+use crate::rng::SplitMix64;
+use cost::CostModel;
+use net::GatedNet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    L0Hc,
+    L0Arm,
+    L0Ar,
+    DepL0,
+    Swp,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Option<Method> {
+        Some(match s {
+            "l0-hc" => Method::L0Hc,
+            "l0-arm" => Method::L0Arm,
+            "l0-ar" => Method::L0Ar,
+            "dep-l0" => Method::DepL0,
+            "swp" => Method::Swp,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::L0Hc => "l0-hc",
+            Method::L0Arm => "l0-arm",
+            Method::L0Ar => "l0-ar",
+            Method::DepL0 => "dep-l0",
+            Method::Swp => "swp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub gate_lr: f64,
+    /// Weight of the expected-MACs penalty (the initial multiplier with a target).
+    pub lambda: f64,
+    /// Fraction of dense MACs to reach (turns lambda into a Lagrange multiplier).
+    pub target_macs: Option<f64>,
+    pub seed: u64,
+    /// Stop after this many optimiser steps (all epochs when None); for tests and dry runs.
+    pub max_steps: Option<usize>,
+    /// ARM/AR: slope k of p = sigmoid(k * phi).
+    pub arm_k: f64,
+    /// SWP: tau = kappa * std(W) in the zeroing probability exp(-(|w| / tau)^2).
+    pub swp_kappa: f64,
+    /// L2 weight decay of the weights (Adam), used by SWP.
+    pub weight_decay: f64,
+    /// Initial HC logit (log alpha); 3 gives P(open) = 0.99 (METHODS [ours]: start almost open).
+    pub init_logit: f64,
+    pub quiet: bool,
+}
+
+impl TrainConfig {
+    pub fn new(method: Method) -> Self {
+        TrainConfig {
+            method,
+            epochs: 3,
+            batch_size: 128,
+            lr: 1e-3,
+            gate_lr: 0.1,
+            lambda: 1.0,
+            target_macs: None,
+            seed: 0,
+            max_steps: None,
+            arm_k: 7.0,
+            swp_kappa: 0.05,
+            weight_decay: 0.0,
+            init_logit: 3.0,
+            quiet: false,
+        }
+    }
+}
+
+/// One epoch of training, as the report shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub loss: f64,
+    pub penalty: f64,
+    /// Validation accuracy with deterministic gates.
+    pub accuracy: f64,
+    pub expected_macs: f64,
+    pub deterministic_macs: f64,
+    /// Open (kept) gates per gated group, in group order.
+    pub open_gates: Vec<usize>,
+    pub lambda: f64,
+    pub seconds: f64,
+}
+
+pub struct TrainOutcome {
+    pub net: GatedNet,
+    /// Gate parameter vectors (HC log alpha / ARM phi), one per gated group.
+    pub gate_params: Vec<Vec<f32>>,
+    pub history: Vec<EpochRecord>,
+    pub dense_macs: f64,
+}
+
+/// Gate parameters as a burn module (one vector per gated group).
+#[derive(Module, Debug)]
+pub struct GateParams {
+    pub logits: Vec<Param<Tensor<1>>>,
+}
+
+fn host_vec(t: Tensor<1>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 tensor")
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    host_vec(t)[0] as f64
+}
+
+/// Deterministic test-time gate values of each gated group.
+pub fn test_gates(method: Method, params: &[Vec<f32>], k: f64) -> Vec<Vec<f32>> {
+    params
+        .iter()
+        .map(|v| {
+            v.iter()
+                .map(|&a| match method {
+                    Method::L0Arm | Method::L0Ar => {
+                        let p = 1.0 / (1.0 + (-(k as f32) * a).exp());
+                        if p >= 0.5 { p } else { 0.0 }
+                    }
+                    Method::Swp => 1.0,
+                    _ => hc::test_gate(a as f64) as f32,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+struct Trainer<'a> {
+    cfg: &'a TrainConfig,
+    net: GatedNet,
+    gates: GateParams,
+    /// Dep-L0: the generator that outputs every group's logits (replaces `gates`).
+    generator: Option<DepGenerator>,
+    cost: CostModel,
+    rng: SplitMix64,
+    lambda: f64,
+    sample: Vec<usize>,
+}
+
+impl Trainer<'_> {
+    fn device(&self) -> Device {
+        self.net.device().clone()
+    }
+
+    fn input(&self, data: &Dataset, idx: &[usize]) -> Val {
+        let batch = data.gather(idx);
+        let mut shape = vec![idx.len()];
+        shape.extend(&self.sample);
+        Val::from_f32(batch.images, &shape, &self.device())
+    }
+
+    fn labels(&self, data: &Dataset, idx: &[usize]) -> Tensor<1, Int> {
+        let v: Vec<i64> = idx.iter().map(|&i| data.labels[i] as i64).collect();
+        Tensor::<1, Int>::from_data(TensorData::new(v, [idx.len()]), &self.device())
+    }
+
+    /// Uniform noise in (0, 1), host-generated so runs are reproducible on every backend.
+    fn noise(&mut self, rows: usize, cols: usize, hard_concrete: bool) -> Tensor<2> {
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|_| {
+                let u = self.rng.uniform() as f64;
+                if hard_concrete {
+                    hc::noise_from_uniform(u) as f32
+                } else {
+                    u as f32
+                }
+            })
+            .collect();
+        self.net.tensor2(values, rows, cols)
+    }
+
+    fn per_example(&self, i: usize) -> bool {
+        self.net.gated[i]
+            .positions
+            .iter()
+            .any(|&(_, rank)| rank >= 3)
+    }
+
+    /// Current expected number of open channels per gated group.
+    /// Each gated group's gate parameters (HC log alpha, ARM phi, or Dep-L0 generator output).
+    fn logits(&self) -> Vec<Tensor<1>> {
+        match &self.generator {
+            Some(g) => g.forward(),
+            None => self.gates.logits.iter().map(|a| a.val()).collect(),
+        }
+    }
+
+    /// Expected number of open channels per gated group, from the given logits.
+    fn expected_open(&self, logits: &[Tensor<1>]) -> Vec<Tensor<1>> {
+        logits
+            .iter()
+            .map(|a| match self.cfg.method {
+                Method::L0Arm | Method::L0Ar => {
+                    burn::tensor::activation::sigmoid(a.clone() * self.cfg.arm_k as f32).sum()
+                }
+                _ => hc::prob_open_t(a.clone()).sum(),
+            })
+            .collect()
+    }
+
+    fn gate_values_host(&self) -> Vec<Vec<f32>> {
+        self.logits()
+            .into_iter()
+            .map(|a| host_vec(a.detach()))
+            .collect()
+    }
+
+    /// Stochastic weight pruning (METHODS section 4, our defaults): after each step, zero each
+    /// conv/linear weight with probability exp(-(|w| / tau)^2), tau = kappa * std(W).
+    fn swp_mask(&mut self) {
+        let kappa = self.cfg.swp_kappa as f32;
+        let device = self.device();
+        let params = std::mem::take(&mut self.net.weights.params);
+        let mut out = Vec::with_capacity(params.len());
+        for (i, p) in params.into_iter().enumerate() {
+            if !self.net.is_prunable_weight(i) {
+                out.push(p);
+                continue;
+            }
+            let id = p.id;
+            let w = p.val().detach();
+            let shape = w.dims();
+            let n: usize = shape.iter().product();
+            let mean = w.clone().sum() / n as f32;
+            let var = (w.clone() - mean.reshape([1, 1, 1, 1, 1, 1]))
+                .powi_scalar(2)
+                .sum()
+                / n as f32;
+            let tau = var.sqrt() * kappa + 1e-12;
+            let v: Vec<f32> = (0..n).map(|_| self.rng.uniform()).collect();
+            let v = crate::exec::value::T6::from_data(TensorData::new(v, shape), &device);
+            let q = (w.clone().abs() / tau.reshape([1, 1, 1, 1, 1, 1]))
+                .powi_scalar(2)
+                .neg()
+                .exp();
+            let keep = v.greater_equal(q).float();
+            out.push(Param::initialized(id, (w * keep).detach().require_grad()));
+        }
+        self.net.weights.params = out;
+    }
+
+    fn eval_gates(&self) -> Vec<Tensor<2>> {
+        test_gates(self.cfg.method, &self.gate_values_host(), self.cfg.arm_k)
+            .into_iter()
+            .map(|v| {
+                let c = v.len();
+                self.net.tensor2(v, 1, c)
+            })
+            .collect()
+    }
+
+    fn kept_counts(&self) -> Vec<usize> {
+        test_gates(self.cfg.method, &self.gate_values_host(), self.cfg.arm_k)
+            .iter()
+            .map(|v| v.iter().filter(|&&z| z > 0.0).count())
+            .collect()
+    }
+
+    fn accuracy(&self, data: &Dataset, indices: &[usize]) -> Result<f64> {
+        let gates = self.eval_gates();
+        let mut correct = 0usize;
+        for chunk in indices.chunks(256) {
+            let logits = self.net.forward_eval(self.input(data, chunk), &gates)?;
+            let pred = host_vec(logits.argmax(1).float().reshape([chunk.len()]));
+            correct += chunk
+                .iter()
+                .zip(pred)
+                .filter(|&(&i, p)| data.labels[i] as f32 == p)
+                .count();
+        }
+        Ok(if indices.is_empty() {
+            0.0
+        } else {
+            correct as f64 / indices.len() as f64
+        })
+    }
+
+    /// One optimiser step; returns (data loss, penalty, expected MACs).
+    fn step(
+        &mut self,
+        data: &Dataset,
+        idx: &[usize],
+        opt_w: &mut burn::optim::ModuleOptimizer,
+        opt_g: &mut burn::optim::ModuleOptimizer,
+    ) -> Result<(f64, f64, f64)> {
+        let x = self.input(data, idx);
+        let y = self.labels(data, idx);
+        let ce = CrossEntropyLoss::new(None, &self.device());
+        let n = idx.len();
+        let method = self.cfg.method;
+        let groups = self.net.gated.len();
+        let logits = self.logits();
+        let (gate_values, arm_noise): (Vec<Tensor<2>>, Vec<Tensor<2>>) = match method {
+            Method::L0Hc | Method::DepL0 => {
+                let mut zs = Vec::new();
+                for i in 0..groups {
+                    let c = self.net.gated[i].width;
+                    let rows = if self.per_example(i) { n } else { 1 };
+                    let u = self.noise(rows, c, true);
+                    let a = logits[i].clone().reshape([1, c]);
+                    zs.push(hc::sample_t(a.expand([rows, c]), u));
+                }
+                (zs, Vec::new())
+            }
+            Method::L0Arm | Method::L0Ar => {
+                let mut masks = Vec::new();
+                let mut us = Vec::new();
+                for i in 0..groups {
+                    let c = self.net.gated[i].width;
+                    let u = self.noise(1, c, false);
+                    let p = burn::tensor::activation::sigmoid(
+                        logits[i].clone().detach() * self.cfg.arm_k as f32,
+                    )
+                    .reshape([1, c]);
+                    masks.push(u.clone().lower(p).float());
+                    us.push(u);
+                }
+                (masks, us)
+            }
+            Method::Swp => (Vec::new(), Vec::new()),
+        };
+        let out = self.net.forward_train(x.clone(), &gate_values)?;
+        let data_loss = ce.forward(out, y.clone());
+        let open = self.expected_open(&logits);
+        let (penalty, expected) = if open.is_empty() {
+            (
+                Tensor::<1>::zeros([1], &self.device()),
+                self.cost.dense_macs,
+            )
+        } else {
+            let e = self.cost.expected(&open);
+            let expected = scalar(e.clone().detach());
+            (
+                (e / self.cost.dense_macs as f32) * self.lambda as f32,
+                expected,
+            )
+        };
+        let loss = data_loss.clone() + penalty.clone();
+        let loss_value = scalar(data_loss.clone().detach());
+        if !loss_value.is_finite() {
+            return Err(Error::Diverged(format!(
+                "the loss became {loss_value} at epoch step; the last good checkpoint is kept"
+            )));
+        }
+        let mut grads = loss.backward();
+        let gw = GradientsParams::from_module(&mut grads, &self.net.weights);
+        let mut gg = match &self.generator {
+            Some(g) => GradientsParams::from_module(&mut grads, g),
+            None => GradientsParams::from_module(&mut grads, &self.gates),
+        };
+        if matches!(method, Method::L0Arm | Method::L0Ar) {
+            // ARM / AR estimates of the data term's gradient w.r.t. phi, added to the penalty's.
+            let f_a = loss_value as f32;
+            let f_b = if method == Method::L0Arm {
+                let masks_b: Vec<Tensor<2>> = arm_noise
+                    .iter()
+                    .zip(&self.gates.logits)
+                    .map(|(u, a)| {
+                        let c = u.dims()[1];
+                        let p = burn::tensor::activation::sigmoid(
+                            a.val().detach() * self.cfg.arm_k as f32,
+                        )
+                        .reshape([1, c]);
+                        u.clone().greater(p.neg() + 1.0).float()
+                    })
+                    .collect();
+                let logits_b = self.net.forward_eval_train_bn(x, &masks_b)?;
+                scalar(ce.forward(logits_b, y).detach()) as f32
+            } else {
+                0.0
+            };
+            let k = self.cfg.arm_k as f32;
+            for (a, u) in self.gates.logits.iter().zip(&arm_noise) {
+                let c = u.dims()[1];
+                let u = u.clone().reshape([c]);
+                let est = if method == Method::L0Arm {
+                    (u - 0.5) * (k * (f_b - f_a))
+                } else {
+                    (u * -2.0 + 1.0) * (k * f_a)
+                };
+                let total = match gg.remove::<1>(a.id) {
+                    Some(g) => g + est,
+                    None => est,
+                };
+                gg.register(a.id, total);
+            }
+        }
+        let weights = std::mem::replace(&mut self.net.weights, net::Weights { params: Vec::new() });
+        self.net.weights = opt_w.step(self.cfg.lr, weights, gw);
+        if let Some(g) = self.generator.take() {
+            self.generator = Some(opt_g.step(self.cfg.gate_lr, g, gg));
+        } else if groups > 0 {
+            let gates = std::mem::replace(&mut self.gates, GateParams { logits: Vec::new() });
+            self.gates = opt_g.step(self.cfg.gate_lr, gates, gg);
+        }
+        if method == Method::Swp {
+            self.swp_mask();
+        }
+        if let Some(target) = self.cfg.target_macs {
+            // Dual ascent on the multiplier of the budget constraint E[MACs] <= target.
+            let gap = expected / self.cost.dense_macs - target;
+            self.lambda = (self.lambda + 0.05 * gap * 10.0).max(0.0);
+        }
+        Ok((loss_value, scalar(penalty.detach()), expected))
+    }
+}
+
+/// Fine-tunes `graph` on `train` (minus a validation share), returning the trained gated net.
+pub fn fine_tune(
+    graph: &Graph,
+    train: &Dataset,
+    val_fraction: f64,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<TrainOutcome> {
+    let analysis = analyse_layouts(graph)?;
+    let gate_groups: Vec<usize> = if cfg.method == Method::Swp {
+        Vec::new()
+    } else {
+        analysis
+            .groups
+            .iter()
+            .filter(|g| g.prunable && g.width > 1)
+            .map(|g| g.id)
+            .collect()
+    };
+    let cost = CostModel::new(graph, &analysis, &gate_groups)?;
+    let net = GatedNet::new(graph, analysis, &gate_groups, device)?;
+    let sample = crate::eval::sample_shape(&net.net, train, "training data")?;
+    let mut rng = SplitMix64::new(cfg.seed);
+    let init = match cfg.method {
+        Method::L0Arm | Method::L0Ar => (cfg.init_logit / cfg.arm_k) as f32,
+        _ => cfg.init_logit as f32,
+    };
+    let widths: Vec<usize> = net.gated.iter().map(|g| g.width).collect();
+    let generator = (cfg.method == Method::DepL0 && !widths.is_empty())
+        .then(|| DepGenerator::new_seeded(&widths, 64, false, cfg.seed, device));
+    let logits = net
+        .gated
+        .iter()
+        .filter(|_| generator.is_none())
+        .map(|g| {
+            let v: Vec<f32> = (0..g.width)
+                .map(|_| init + 0.01 * (2.0 * rng.uniform() - 1.0))
+                .collect();
+            Param::from_tensor(Tensor::<1>::from_data(
+                TensorData::new(v, [g.width]),
+                device,
+            ))
+        })
+        .collect();
+    // Hold out the validation share (deterministic by seed).
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    rng.shuffle(&mut order);
+    let n_val = ((train.len() as f64) * val_fraction).round() as usize;
+    let (val_idx, train_idx) = order.split_at(n_val.min(train.len().saturating_sub(1)));
+    let (val_idx, mut train_idx) = (val_idx.to_vec(), train_idx.to_vec());
+    let mut t = Trainer {
+        cfg,
+        net,
+        gates: GateParams { logits },
+        generator,
+        cost,
+        rng,
+        lambda: cfg.lambda,
+        sample,
+    };
+    let decay = (cfg.weight_decay > 0.0)
+        .then(|| burn::optim::decay::WeightDecayConfig::new(cfg.weight_decay as f32));
+    let mut opt_w = AdamConfig::new().with_weight_decay(decay).init();
+    let mut opt_g = AdamConfig::new().init();
+    let mut history = Vec::new();
+    let mut steps = 0usize;
+    'epochs: for epoch in 1..=cfg.epochs {
+        let start = std::time::Instant::now();
+        t.rng.shuffle(&mut train_idx);
+        let (mut loss_sum, mut pen_sum, mut exp_macs, mut batches) = (0.0, 0.0, 0.0, 0usize);
+        for chunk in train_idx.chunks(cfg.batch_size.max(1)) {
+            if cfg.max_steps.is_some_and(|m| steps >= m) {
+                break;
+            }
+            let (l, p, e) = t.step(train, chunk, &mut opt_w, &mut opt_g)?;
+            loss_sum += l;
+            pen_sum += p;
+            exp_macs = e;
+            batches += 1;
+            steps += 1;
+        }
+        let accuracy = t.accuracy(train, &val_idx)?;
+        let kept = t.kept_counts();
+        let record = EpochRecord {
+            epoch,
+            loss: loss_sum / batches.max(1) as f64,
+            penalty: pen_sum / batches.max(1) as f64,
+            accuracy,
+            expected_macs: exp_macs,
+            deterministic_macs: t.cost.deterministic(&kept),
+            open_gates: kept,
+            lambda: t.lambda,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        if !cfg.quiet {
+            eprintln!(
+                "epoch {epoch}/{}: loss {:.4} penalty {:.4} val acc {:.4} E[MACs] {:.0} MACs {:.0} ({:.1}% of dense) lambda {:.3} [{:.1}s]",
+                cfg.epochs,
+                record.loss,
+                record.penalty,
+                record.accuracy,
+                record.expected_macs,
+                record.deterministic_macs,
+                100.0 * record.deterministic_macs / t.cost.dense_macs,
+                record.lambda,
+                record.seconds
+            );
+        }
+        history.push(record);
+        if cfg.max_steps.is_some_and(|m| steps >= m) {
+            break 'epochs;
+        }
+    }
+    let gate_params = t.gate_values_host();
+    Ok(TrainOutcome {
+        dense_macs: t.cost.dense_macs,
+        net: t.net,
+        gate_params,
+        history,
+    })
+}

@@ -1,0 +1,291 @@
+//! A graph made trainable: its weights as burn parameters, a gate vector per prunable channel
+//! group multiplying the group at its gate positions, BatchNorm running statistics.
+
+use std::collections::HashMap;
+
+use burn::module::{Module, Param};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+use crate::error::Result;
+use crate::exec::value::{MAX_RANK, T6, padded};
+use crate::exec::{BatchStats, Frame, Network, Val};
+use crate::groups::ChannelAnalysis;
+use crate::ir::{Graph, Op, Tensor as HostTensor};
+
+/// Trainable weights: conv and linear weights and biases, BatchNorm scale and shift.
+#[derive(Module, Debug)]
+pub struct Weights {
+    pub params: Vec<Param<T6>>,
+}
+
+/// One gated channel group.
+#[derive(Debug, Clone)]
+pub struct GatedGroup {
+    /// Group id in the channel analysis.
+    pub group: usize,
+    pub width: usize,
+    /// Producer names, for reports.
+    pub name: String,
+    /// (slot, rank) of each value the gate multiplies.
+    pub positions: Vec<(usize, usize)>,
+}
+
+/// A parameter: which slot it replaces, its rank, its initializer name.
+#[derive(Debug, Clone)]
+struct ParamSlot {
+    slot: usize,
+    rank: usize,
+    name: String,
+}
+
+/// BatchNorm bookkeeping: step index -> (mean slot, var slot).
+#[derive(Debug, Clone)]
+struct BnNode {
+    mean: usize,
+    var: usize,
+}
+
+pub struct GatedNet {
+    pub net: Network,
+    pub graph: Graph,
+    pub analysis: ChannelAnalysis,
+    pub weights: Weights,
+    pub gated: Vec<GatedGroup>,
+    params: Vec<ParamSlot>,
+    bn: HashMap<usize, BnNode>,
+    /// Current running statistics by slot (detached).
+    running: HashMap<usize, Val>,
+    /// ONNX momentum: running = momentum * running + (1 - momentum) * batch.
+    pub bn_momentum: f32,
+}
+
+/// Inputs of a node that are trainable parameters.
+fn trainable_inputs(op: &Op) -> &'static [usize] {
+    match op {
+        Op::Conv { .. } | Op::Gemm { .. } => &[1, 2],
+        Op::MatMul => &[1],
+        Op::BatchNorm { .. } => &[1, 2],
+        _ => &[],
+    }
+}
+
+impl GatedNet {
+    /// `gate_groups`: which analysis groups get a gate (normally every prunable one).
+    pub fn new(
+        graph: &Graph,
+        analysis: ChannelAnalysis,
+        gate_groups: &[usize],
+        device: &Device,
+    ) -> Result<Self> {
+        let net = Network::new(graph, device)?;
+        let mut params = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut bn = HashMap::new();
+        let mut running = HashMap::new();
+        for (index, n) in graph.nodes.iter().enumerate() {
+            for &i in trainable_inputs(&n.op) {
+                if let Some(name) = n.inputs.get(i)
+                    && graph.initializers.contains_key(name)
+                    && seen.insert(name.clone())
+                {
+                    let slot = net.slot_of(name).expect("initializers have slots");
+                    params.push(ParamSlot {
+                        slot,
+                        rank: graph.initializers[name].shape.len(),
+                        name: name.clone(),
+                    });
+                }
+            }
+            if let Op::BatchNorm { .. } = n.op {
+                let (mean, var) = (
+                    net.slot_of(&n.inputs[3]).expect("slot"),
+                    net.slot_of(&n.inputs[4]).expect("slot"),
+                );
+                for s in [mean, var] {
+                    if let Some(v) = net.constant(s) {
+                        running.insert(s, v.clone());
+                    }
+                }
+                bn.insert(index, BnNode { mean, var });
+            }
+        }
+        let weights = Weights {
+            params: params
+                .iter()
+                .map(|p| Param::from_tensor(net.constant(p.slot).expect("constant").t.clone()))
+                .collect(),
+        };
+        let shapes = graph.infer_shapes(1)?;
+        let gated = gate_groups
+            .iter()
+            .map(|&g| {
+                let grp = &analysis.groups[g];
+                GatedGroup {
+                    group: g,
+                    width: grp.width,
+                    name: grp.producers.join("+"),
+                    positions: grp
+                        .gates
+                        .iter()
+                        .map(|v| {
+                            (
+                                net.slot_of(v).expect("gate values have slots"),
+                                shapes[v].len(),
+                            )
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(GatedNet {
+            net,
+            graph: graph.clone(),
+            analysis,
+            weights,
+            gated,
+            params,
+            bn,
+            running,
+            bn_momentum: 0.9,
+        })
+    }
+
+    /// Is parameter `i` a conv or linear weight matrix (what SWP zeroes)?
+    pub fn is_prunable_weight(&self, i: usize) -> bool {
+        self.params[i].rank >= 2
+            && self.graph.nodes.iter().any(|n| {
+                matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul)
+                    && n.inputs.get(1) == Some(&self.params[i].name)
+            })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.net.device()
+    }
+
+    /// Gate multipliers for a forward pass. `values[i]` is gate vector i: shape [C] (shared by
+    /// the batch) or [N, C] (one draw per example).
+    fn scales(&self, values: &[Tensor<2>]) -> HashMap<usize, Val> {
+        let mut scales = HashMap::new();
+        for (g, z) in self.gated.iter().zip(values) {
+            let [n, c] = z.dims();
+            for &(slot, rank) in &g.positions {
+                let mut shape = vec![1; rank];
+                shape[0] = n;
+                shape[1] = c;
+                scales.insert(slot, Val::new(z.clone().reshape(padded(&shape)), rank));
+            }
+        }
+        scales
+    }
+
+    fn overrides(&self, detach: bool) -> HashMap<usize, Val> {
+        let mut out: HashMap<usize, Val> = self
+            .params
+            .iter()
+            .zip(&self.weights.params)
+            .map(|(p, w)| {
+                let t = w.val();
+                (
+                    p.slot,
+                    Val::new(if detach { t.detach() } else { t }, p.rank),
+                )
+            })
+            .collect();
+        for (&slot, v) in &self.running {
+            out.insert(slot, v.clone());
+        }
+        out
+    }
+
+    /// Training-mode forward: batch statistics in BatchNorm (running statistics updated).
+    pub fn forward_train(&mut self, x: Val, gates: &[Tensor<2>]) -> Result<Tensor<2>> {
+        let mut stats: HashMap<usize, BatchStats> = HashMap::new();
+        let frame = Frame {
+            overrides: self.overrides(false),
+            scales: self.scales(gates),
+            bn_stats: Some(&mut stats),
+        };
+        let out = self.net.forward_frame(vec![x], frame)?.remove(0);
+        let m = self.bn_momentum;
+        for (index, s) in stats {
+            let node = &self.bn[&index];
+            for (slot, batch) in [(node.mean, s.mean), (node.var, s.var)] {
+                let old = &self.running[&slot];
+                let c = batch.dims()[0];
+                let new = old.t.clone() * m + batch.reshape(padded(&[c])) * (1.0 - m);
+                self.running.insert(slot, Val::new(new.detach(), 1));
+            }
+        }
+        Ok(out.to2())
+    }
+
+    /// Batch-statistics forward that leaves the running statistics alone (ARM's second pass).
+    pub fn forward_eval_train_bn(&self, x: Val, gates: &[Tensor<2>]) -> Result<Tensor<2>> {
+        let mut stats: HashMap<usize, BatchStats> = HashMap::new();
+        let frame = Frame {
+            overrides: self.overrides(true),
+            scales: self.scales(gates),
+            bn_stats: Some(&mut stats),
+        };
+        Ok(self.net.forward_frame(vec![x], frame)?.remove(0).to2())
+    }
+
+    /// Evaluation-mode forward (running statistics, no gradient tracking needed).
+    pub fn forward_eval(&self, x: Val, gates: &[Tensor<2>]) -> Result<Tensor<2>> {
+        let frame = Frame {
+            overrides: self.overrides(true),
+            scales: self.scales(gates),
+            bn_stats: None,
+        };
+        Ok(self.net.forward_frame(vec![x], frame)?.remove(0).to2())
+    }
+
+    /// The graph with the current weights and running statistics written back.
+    pub fn trained_graph(&self) -> Graph {
+        let mut g = self.graph.clone();
+        let host = |v: &T6, shape: &[usize]| {
+            let values = v
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32 tensor");
+            HostTensor::f32(shape.to_vec(), values)
+        };
+        for (p, w) in self.params.iter().zip(&self.weights.params) {
+            let shape = g.initializers[&p.name].shape.clone();
+            g.initializers
+                .insert(p.name.clone(), host(&w.val(), &shape));
+        }
+        let names: HashMap<usize, &String> = g
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, Op::BatchNorm { .. }))
+            .flat_map(|n| [&n.inputs[3], &n.inputs[4]])
+            .filter_map(|name| self.net.slot_of(name).map(|s| (s, name)))
+            .collect();
+        let updates: Vec<(String, HostTensor)> = self
+            .running
+            .iter()
+            .filter_map(|(slot, v)| {
+                names
+                    .get(slot)
+                    .map(|name| ((*name).clone(), host(&v.t, &[v.dims().iter().product()])))
+            })
+            .collect();
+        for (name, t) in updates {
+            g.initializers.insert(name, t);
+        }
+        g
+    }
+
+    /// Uploads host values as a [rows, cols] tensor on this device.
+    pub fn tensor2(&self, values: Vec<f32>, rows: usize, cols: usize) -> Tensor<2> {
+        Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), self.device())
+    }
+}
+
+/// Keeps `MAX_RANK` referenced for readers of this module's padded layout.
+const _: usize = MAX_RANK;
