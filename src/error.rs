@@ -53,6 +53,9 @@ pub enum Error {
     /// Verification of an exported model failed.
     #[error("verification failed: {0}")]
     Verify(String),
+    /// `compress check` found this many failed conditions (already printed).
+    #[error("{0} check condition(s) failed")]
+    CheckFailed(usize),
     /// Training produced a NaN or infinite loss.
     #[error("training diverged: {0}")]
     Diverged(String),
@@ -66,6 +69,7 @@ impl Error {
         match self {
             Error::Verify(_) => exit_code::VERIFY_FAILED,
             Error::Diverged(_) => exit_code::DIVERGED,
+            Error::CheckFailed(_) => exit_code::CHECK_FAILED,
             Error::Internal(_) => exit_code::INTERNAL,
             _ => exit_code::BAD_INPUT,
         }

@@ -63,6 +63,25 @@ enum Command {
     /// `compress inspect`, groups not listed keep all channels.
     #[command(verbatim_doc_comment)]
     Prune(PruneArgs),
+    /// Check a run report against limits (and a baseline report): exit 0 when all hold, 1 when
+    /// any fails (one line each), 2 when a report is unreadable.
+    ///
+    /// Example: compress check out.report.json --max-accuracy-drop 1 --min-macs-reduction 0.4
+    Check {
+        report: PathBuf,
+        /// Compare with this earlier report of the same model and data.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Largest allowed accuracy loss, in percentage points.
+        #[arg(long, value_name = "PTS")]
+        max_accuracy_drop: Option<f64>,
+        /// Smallest required MACs reduction versus dense, as a fraction (0.4 = 40% fewer).
+        #[arg(long, value_name = "F")]
+        min_macs_reduction: Option<f64>,
+        /// Largest allowed batch-1 latency of the pruned model, in milliseconds.
+        #[arg(long, value_name = "MS")]
+        max_latency_ms: Option<f64>,
+    },
     /// Top-1 accuracy of a model on a labelled IDX dataset (MNIST / Fashion-MNIST layout).
     ///
     /// Example: compress eval models/lenet5/model.onnx --data /usr/share/datasets/fashion-mnist
@@ -94,7 +113,7 @@ struct RunArgs {
     /// Output model; default MODEL.pruned.onnx beside the input.
     #[arg(short, long)]
     output: Option<PathBuf>,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     epochs: usize,
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
@@ -104,9 +123,10 @@ struct RunArgs {
     /// Learning rate of the gate parameters (Adam).
     #[arg(long, default_value_t = 0.1)]
     gate_lr: f64,
-    /// Weight of the expected-MACs penalty (lambda x E[MACs] / dense MACs).
-    #[arg(long = "lambda", default_value_t = 1.0)]
-    lambda: f64,
+    /// Weight of the expected-MACs penalty (lambda x E[MACs] / dense MACs); default 0.5 for
+    /// dep-l0, 1 for the other methods.
+    #[arg(long = "lambda")]
+    lambda: Option<f64>,
     /// Fraction of the dense MACs to reach; lambda then adapts (dual ascent).
     #[arg(long, value_name = "F")]
     target_macs: Option<f64>,
@@ -127,6 +147,12 @@ struct RunArgs {
     /// L2 weight decay of the weights (default: 5e-4 for swp, 0 otherwise).
     #[arg(long)]
     weight_decay: Option<f64>,
+    /// Write a checkpoint after every epoch into this directory.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Continue from the newest checkpoint in --checkpoint-dir (same method and seed).
+    #[arg(long, requires = "checkpoint_dir")]
+    resume: bool,
     /// cpu (always available); wgpu and cuda when compiled with those features.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -194,6 +220,20 @@ fn run(cli: Cli) -> Result<()> {
         } => convert(&model, &output, force),
         Command::Prune(args) => prune(args),
         Command::Run(args) => run_job(args),
+        Command::Check {
+            report,
+            baseline,
+            max_accuracy_drop,
+            min_macs_reduction,
+            max_latency_ms,
+        } => {
+            let opts = report::check::CheckOptions {
+                max_accuracy_drop,
+                min_macs_reduction,
+                max_latency_ms,
+            };
+            check(&report, baseline.as_deref(), &opts)
+        }
         Command::Eval {
             model,
             data,
@@ -313,6 +353,41 @@ fn prune(args: PruneArgs) -> Result<()> {
     Ok(())
 }
 
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Data {
+        path: path.display().to_string(),
+        reason: format!("not JSON ({e})"),
+    })
+}
+
+fn check(
+    report_path: &Path,
+    baseline: Option<&Path>,
+    opts: &report::check::CheckOptions,
+) -> Result<()> {
+    let report = read_json(report_path)?;
+    let base = baseline
+        .map(|b| read_json(b).map(|v| (v, b.display().to_string())))
+        .transpose()?;
+    let name = report_path.display().to_string();
+    let failures = report::check::check(
+        &report,
+        &name,
+        base.as_ref().map(|(v, n)| (v, n.as_str())),
+        opts,
+    )?;
+    if failures.is_empty() {
+        println!("ok: {name} meets every condition");
+        Ok(())
+    } else {
+        for f in &failures {
+            println!("FAILED: {f}");
+        }
+        Err(Error::CheckFailed(failures.len()))
+    }
+}
+
 fn device(name: &str) -> Result<burn::prelude::Device> {
     match name {
         "cpu" => Ok(exec::default_device()),
@@ -358,7 +433,8 @@ fn run_job(a: RunArgs) -> Result<()> {
         .unwrap_or_else(|| sibling(&a.model, ".pruned.onnx"));
     let report_json = sibling(&output, ".report.json");
     let report_md = sibling(&output, ".report.md");
-    for path in [&output, &report_json, &report_md] {
+    let plot = sibling(&output, ".svg");
+    for path in [&output, &report_json, &report_md, &plot] {
         if path.exists() && !a.force {
             return Err(Error::Usage(format!(
                 "{} already exists (pass --force to overwrite)",
@@ -396,11 +472,15 @@ fn run_job(a: RunArgs) -> Result<()> {
     cfg.batch_size = a.batch_size;
     cfg.lr = a.lr;
     cfg.gate_lr = a.gate_lr;
-    cfg.lambda = a.lambda;
+    cfg.lambda = a
+        .lambda
+        .unwrap_or(if method == Method::DepL0 { 0.5 } else { 1.0 });
     cfg.target_macs = a.target_macs;
     cfg.seed = a.seed;
     cfg.max_steps = a.max_steps;
     cfg.swp_kappa = a.swp_kappa;
+    cfg.checkpoint_dir = a.checkpoint_dir.clone();
+    cfg.resume = a.resume;
     cfg.weight_decay = a
         .weight_decay
         .unwrap_or(if method == Method::Swp { 5e-4 } else { 0.0 });
@@ -430,11 +510,12 @@ fn run_job(a: RunArgs) -> Result<()> {
     let latency_s = t4.elapsed().as_secs_f64();
     let settings = serde_json::json!({
         "method": method.name(), "data": data_name, "epochs": a.epochs, "batch_size": a.batch_size,
-        "lr": a.lr, "gate_lr": a.gate_lr, "lambda": a.lambda, "target_macs": a.target_macs,
+        "lr": a.lr, "gate_lr": a.gate_lr, "lambda": cfg.lambda, "target_macs": a.target_macs,
         "seed": a.seed, "val_fraction": a.val_fraction, "max_steps": a.max_steps,
         "round_to": a.round_to, "device": a.device, "latency_runs": a.latency_runs,
         "init_logit": cfg.init_logit, "arm_k": cfg.arm_k,
         "swp_kappa": cfg.swp_kappa, "weight_decay": cfg.weight_decay,
+        "checkpoint_dir": a.checkpoint_dir, "resume": a.resume,
     });
     let timings = pipeline::Timings {
         dense_eval_s,
@@ -458,15 +539,18 @@ fn run_job(a: RunArgs) -> Result<()> {
     compress::fsutil::write_atomic(&output, &compressed.bytes, a.force)?;
     compress::fsutil::write_atomic(&report_json, text.as_bytes(), a.force)?;
     compress::fsutil::write_atomic(&report_md, md.as_bytes(), a.force)?;
+    let value = serde_json::to_value(&r).map_err(|e| Error::Internal(e.to_string()))?;
+    compress::fsutil::write_atomic(&plot, report::plot::svg(&value).as_bytes(), a.force)?;
     if a.json {
         println!("{text}");
     } else if !a.quiet {
         print!("{md}");
         println!(
-            "wrote {}, {}, {}",
+            "wrote {}, {}, {}, {}",
             output.display(),
             report_json.display(),
-            report_md.display()
+            report_md.display(),
+            plot.display()
         );
     }
     Ok(())
@@ -506,7 +590,9 @@ fn eval(
 
 /// `compress MODEL.onnx --method M ...` is `compress run MODEL.onnx --method M ...`.
 fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const SUBCOMMANDS: &[&str] = &["run", "inspect", "convert", "prune", "eval", "help"];
+    const SUBCOMMANDS: &[&str] = &[
+        "run", "inspect", "convert", "prune", "eval", "check", "help",
+    ];
     if let Some(first) = args.get(1).map(|a| a.to_string_lossy().to_string())
         && !first.starts_with('-')
         && !SUBCOMMANDS.contains(&first.as_str())

@@ -1,5 +1,7 @@
 //! Human and JSON renderings of what `inspect`, `eval` and `prune` find.
 
+pub mod check;
+pub mod plot;
 pub mod prune;
 pub mod run;
 

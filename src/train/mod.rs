@@ -7,6 +7,7 @@
 //! weight of a residual-tied group. With `--target-macs F`, lambda becomes a Lagrange multiplier
 //! updated by dual ascent so that E[MACs] converges to F x dense.
 
+pub mod checkpoint;
 pub mod cost;
 pub mod net;
 
@@ -81,6 +82,10 @@ pub struct TrainConfig {
     pub swp_kappa: f64,
     /// L2 weight decay of the weights (Adam), used by SWP.
     pub weight_decay: f64,
+    /// Write a checkpoint here after every epoch.
+    pub checkpoint_dir: Option<std::path::PathBuf>,
+    /// Continue from the newest checkpoint in `checkpoint_dir`.
+    pub resume: bool,
     /// Initial HC logit (log alpha); 3 gives P(open) = 0.99 (METHODS [ours]: start almost open).
     pub init_logit: f64,
     pub quiet: bool,
@@ -101,6 +106,8 @@ impl TrainConfig {
             arm_k: 7.0,
             swp_kappa: 0.05,
             weight_decay: 0.0,
+            checkpoint_dir: None,
+            resume: false,
             init_logit: 3.0,
             quiet: false,
         }
@@ -108,7 +115,7 @@ impl TrainConfig {
 }
 
 /// One epoch of training, as the report shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub loss: f64,
@@ -372,10 +379,14 @@ impl Trainer<'_> {
         } else {
             let e = self.cost.expected(&open);
             let expected = scalar(e.clone().detach());
-            (
-                (e / self.cost.dense_macs as f32) * self.lambda as f32,
-                expected,
-            )
+            let fraction = e / self.cost.dense_macs as f32;
+            let pressure = match self.cfg.target_macs {
+                // A budget: no pressure once E[MACs] is within it, so gates stop closing there
+                // (closed hard-concrete gates get no data gradient and would not reopen).
+                Some(target) => (fraction - target as f32).clamp_min(0.0),
+                None => fraction,
+            };
+            (pressure * self.lambda as f32, expected)
         };
         let loss = data_loss.clone() + penalty.clone();
         let loss_value = scalar(data_loss.clone().detach());
@@ -441,9 +452,117 @@ impl Trainer<'_> {
         if let Some(target) = self.cfg.target_macs {
             // Dual ascent on the multiplier of the budget constraint E[MACs] <= target.
             let gap = expected / self.cost.dense_macs - target;
-            self.lambda = (self.lambda + 0.05 * gap * 10.0).max(0.0);
+            self.lambda = (self.lambda + 0.1 * gap).max(0.0);
         }
         Ok((loss_value, scalar(penalty.detach()), expected))
+    }
+}
+
+/// Rebuilds a generator's parameters with fixed ids (see `net::WEIGHT_IDS`).
+fn with_fixed_ids(mut g: DepGenerator) -> DepGenerator {
+    for (i, layer) in g.layers.iter_mut().enumerate() {
+        let base = net::GENERATOR_IDS + 2 * i as u64;
+        layer.weight = net::param_with_id(base, layer.weight.val());
+        if let Some(b) = layer.bias.take() {
+            layer.bias = Some(net::param_with_id(base + 1, b.val()));
+        }
+    }
+    g
+}
+
+fn host_named<const D: usize>(name: String, t: Tensor<D>) -> checkpoint::Named {
+    let shape = t.dims().to_vec();
+    let values = t
+        .detach()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 tensor");
+    (name, shape, values)
+}
+
+impl Trainer<'_> {
+    /// SWP has no gates: its cost is that of the network without its dead channels.
+    fn swp_macs(&self) -> Result<f64> {
+        let g = self.net.trained_graph();
+        let plan = crate::pipeline::dead_channel_plan(&g)?;
+        let pruned = crate::prune::prune_dead(&g, &plan)?;
+        Ok(crate::ir::cost::graph_cost(&pruned.graph, 1)?.macs as f64)
+    }
+
+    /// Every trained tensor, named, for a checkpoint.
+    fn snapshot(&self) -> Vec<checkpoint::Named> {
+        let mut out = Vec::new();
+        for (i, p) in self.net.weights.params.iter().enumerate() {
+            out.push(host_named(format!("weight.{i}"), p.val()));
+        }
+        let mut running: Vec<_> = self.net.running.iter().collect();
+        running.sort_by_key(|(s, _)| **s);
+        for (slot, v) in running {
+            out.push(host_named(format!("running.{slot}"), v.t.clone()));
+        }
+        for (i, a) in self.gates.logits.iter().enumerate() {
+            out.push(host_named(format!("gate.{i}"), a.val()));
+        }
+        if let Some(g) = &self.generator {
+            for (i, l) in g.layers.iter().enumerate() {
+                out.push(host_named(format!("generator.{i}.weight"), l.weight.val()));
+                if let Some(b) = &l.bias {
+                    out.push(host_named(format!("generator.{i}.bias"), b.val()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts checkpointed tensors back (same names and ids as `snapshot`).
+    fn restore(&mut self, tensors: &[checkpoint::Named]) -> Result<()> {
+        let device = self.device();
+        let find = |name: &str| -> Result<&checkpoint::Named> {
+            tensors
+                .iter()
+                .find(|t| t.0 == name)
+                .ok_or_else(|| Error::Data {
+                    path: "checkpoint".into(),
+                    reason: format!("tensor '{name}' is missing (was it made from another model?)"),
+                })
+        };
+        fn make<const D: usize>(t: &checkpoint::Named, device: &Device) -> Tensor<D> {
+            let shape: [usize; D] = t.1.clone().try_into().expect("rank checked by name");
+            Tensor::<D>::from_data(TensorData::new(t.2.clone(), shape), device)
+        }
+        for i in 0..self.net.weights.params.len() {
+            let t = find(&format!("weight.{i}"))?;
+            self.net.weights.params[i] =
+                net::param_with_id(net::WEIGHT_IDS + i as u64, make::<6>(t, &device));
+        }
+        let slots: Vec<usize> = self.net.running.keys().copied().collect();
+        for slot in slots {
+            let t = find(&format!("running.{slot}"))?;
+            let v = Val::new(make::<6>(t, &device), 1);
+            self.net.running.insert(slot, v);
+        }
+        for i in 0..self.gates.logits.len() {
+            let t = find(&format!("gate.{i}"))?;
+            self.gates.logits[i] =
+                net::param_with_id(net::GATE_IDS + i as u64, make::<1>(t, &device));
+        }
+        if let Some(g) = &mut self.generator {
+            for (i, l) in g.layers.iter_mut().enumerate() {
+                let base = net::GENERATOR_IDS + 2 * i as u64;
+                l.weight = net::param_with_id(
+                    base,
+                    make::<2>(find(&format!("generator.{i}.weight"))?, &device),
+                );
+                if l.bias.is_some() {
+                    l.bias = Some(net::param_with_id(
+                        base + 1,
+                        make::<1>(find(&format!("generator.{i}.bias"))?, &device),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -475,9 +594,12 @@ pub fn fine_tune(
         _ => cfg.init_logit as f32,
     };
     let widths: Vec<usize> = net.gated.iter().map(|g| g.width).collect();
-    let generator = (cfg.method == Method::DepL0 && !widths.is_empty())
-        .then(|| DepGenerator::new_seeded(&widths, 64, false, cfg.seed, device));
-    let logits = net
+    let generator = (cfg.method == Method::DepL0 && !widths.is_empty()).then(|| {
+        with_fixed_ids(DepGenerator::new_seeded(
+            &widths, 64, false, cfg.seed, device,
+        ))
+    });
+    let logits: Vec<Tensor<1>> = net
         .gated
         .iter()
         .filter(|_| generator.is_none())
@@ -485,10 +607,7 @@ pub fn fine_tune(
             let v: Vec<f32> = (0..g.width)
                 .map(|_| init + 0.01 * (2.0 * rng.uniform() - 1.0))
                 .collect();
-            Param::from_tensor(Tensor::<1>::from_data(
-                TensorData::new(v, [g.width]),
-                device,
-            ))
+            Tensor::<1>::from_data(TensorData::new(v, [g.width]), device)
         })
         .collect();
     // Hold out the validation share (deterministic by seed).
@@ -497,6 +616,11 @@ pub fn fine_tune(
     let n_val = ((train.len() as f64) * val_fraction).round() as usize;
     let (val_idx, train_idx) = order.split_at(n_val.min(train.len().saturating_sub(1)));
     let (val_idx, mut train_idx) = (val_idx.to_vec(), train_idx.to_vec());
+    let logits = logits
+        .into_iter()
+        .enumerate()
+        .map(|(i, t): (usize, Tensor<1>)| net::param_with_id(net::GATE_IDS + i as u64, t))
+        .collect();
     let mut t = Trainer {
         cfg,
         net,
@@ -513,7 +637,42 @@ pub fn fine_tune(
     let mut opt_g = AdamConfig::new().init();
     let mut history = Vec::new();
     let mut steps = 0usize;
-    'epochs: for epoch in 1..=cfg.epochs {
+    let mut first_epoch = 1;
+    if cfg.resume {
+        let dir = cfg
+            .checkpoint_dir
+            .as_ref()
+            .ok_or_else(|| Error::Usage("--resume needs --checkpoint-dir".into()))?;
+        let loaded = checkpoint::load_latest(dir)?
+            .ok_or_else(|| Error::Usage(format!("--resume: no checkpoint in {}", dir.display())))?;
+        if loaded.state.method != cfg.method.name() || loaded.state.seed != cfg.seed {
+            return Err(Error::Usage(format!(
+                "--resume: {} was made with --method {} --seed {}, not --method {} --seed {}",
+                loaded.path.display(),
+                loaded.state.method,
+                loaded.state.seed,
+                cfg.method.name(),
+                cfg.seed
+            )));
+        }
+        t.restore(&loaded.tensors)?;
+        opt_w = opt_w.load_record(loaded.opt_w);
+        opt_g = opt_g.load_record(loaded.opt_g);
+        t.rng = SplitMix64::new(loaded.state.rng_state);
+        t.lambda = loaded.state.lambda;
+        train_idx = loaded.state.train_order;
+        history = loaded.state.history;
+        steps = loaded.state.steps;
+        first_epoch = loaded.state.epoch + 1;
+        if !cfg.quiet {
+            eprintln!(
+                "resumed from {} (epoch {})",
+                loaded.path.display(),
+                loaded.state.epoch
+            );
+        }
+    }
+    'epochs: for epoch in first_epoch..=cfg.epochs {
         let start = std::time::Instant::now();
         t.rng.shuffle(&mut train_idx);
         let (mut loss_sum, mut pen_sum, mut exp_macs, mut batches) = (0.0, 0.0, 0.0, 0usize);
@@ -521,7 +680,21 @@ pub fn fine_tune(
             if cfg.max_steps.is_some_and(|m| steps >= m) {
                 break;
             }
-            let (l, p, e) = t.step(train, chunk, &mut opt_w, &mut opt_g)?;
+            let (l, p, e) = t
+                .step(train, chunk, &mut opt_w, &mut opt_g)
+                .map_err(|e| match e {
+                    Error::Diverged(why) => Error::Diverged(format!(
+                        "{why} (epoch {epoch}); {}",
+                        match cfg.checkpoint_dir.as_ref().map(|d| checkpoint::epochs(d)
+                            .map(|v| v.last().map(|k| d.join(format!("epoch-{k}")))))
+                        {
+                            Some(Ok(Some(p))) =>
+                                format!("the last good checkpoint is {}", p.display()),
+                            _ => "no checkpoint was written".to_string(),
+                        }
+                    )),
+                    other => other,
+                })?;
             loss_sum += l;
             pen_sum += p;
             exp_macs = e;
@@ -536,7 +709,11 @@ pub fn fine_tune(
             penalty: pen_sum / batches.max(1) as f64,
             accuracy,
             expected_macs: exp_macs,
-            deterministic_macs: t.cost.deterministic(&kept),
+            deterministic_macs: if cfg.method == Method::Swp {
+                t.swp_macs()?
+            } else {
+                t.cost.deterministic(&kept)
+            },
             open_gates: kept,
             lambda: t.lambda,
             seconds: start.elapsed().as_secs_f64(),
@@ -556,6 +733,20 @@ pub fn fine_tune(
             );
         }
         history.push(record);
+        if let Some(dir) = &cfg.checkpoint_dir {
+            let state = checkpoint::State {
+                method: cfg.method.name().to_string(),
+                seed: cfg.seed,
+                epoch,
+                steps,
+                lambda: t.lambda,
+                rng_state: t.rng.state(),
+                train_order: train_idx.clone(),
+                history: history.clone(),
+                tensors: Vec::new(),
+            };
+            checkpoint::save(dir, state, &t.snapshot(), &opt_w, &opt_g)?;
+        }
         if cfg.max_steps.is_some_and(|m| steps >= m) {
             break 'epochs;
         }

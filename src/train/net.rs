@@ -13,6 +13,19 @@ use crate::exec::{BatchStats, Frame, Network, Val};
 use crate::groups::ChannelAnalysis;
 use crate::ir::{Graph, Op, Tensor as HostTensor};
 
+/// Parameter ids are fixed (not random) so that saved optimiser state maps back onto the
+/// parameters of a rebuilt network when a run resumes.
+pub const WEIGHT_IDS: u64 = 1_000_000;
+pub const GATE_IDS: u64 = 2_000_000;
+pub const GENERATOR_IDS: u64 = 3_000_000;
+
+/// A trainable parameter with a fixed id.
+pub fn param_with_id<const D: usize>(id: u64, t: Tensor<D>) -> Param<Tensor<D>> {
+    let mut p = Param::from_tensor(t.detach());
+    p.id = burn::module::ParamId::from(id);
+    p
+}
+
 /// Trainable weights: conv and linear weights and biases, BatchNorm scale and shift.
 #[derive(Module, Debug)]
 pub struct Weights {
@@ -55,7 +68,7 @@ pub struct GatedNet {
     params: Vec<ParamSlot>,
     bn: HashMap<usize, BnNode>,
     /// Current running statistics by slot (detached).
-    running: HashMap<usize, Val>,
+    pub(crate) running: HashMap<usize, Val>,
     /// ONNX momentum: running = momentum * running + (1 - momentum) * batch.
     pub bn_momentum: f32,
 }
@@ -113,7 +126,13 @@ impl GatedNet {
         let weights = Weights {
             params: params
                 .iter()
-                .map(|p| Param::from_tensor(net.constant(p.slot).expect("constant").t.clone()))
+                .enumerate()
+                .map(|(i, p)| {
+                    param_with_id(
+                        WEIGHT_IDS + i as u64,
+                        net.constant(p.slot).expect("constant").t.clone(),
+                    )
+                })
                 .collect(),
         };
         let shapes = graph.infer_shapes(1)?;

@@ -1,0 +1,146 @@
+//! Checkpoints: everything needed to resume a run bit-for-bit after epoch k. A checkpoint is a
+//! directory `epoch-K` holding `state.json` (counters, RNG state, data order, history, tensor
+//! index), `tensors.bin` (little-endian f32) and the two optimisers' records. It is written to a
+//! temporary directory and renamed, so an interrupted write never replaces a good checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use burn::optim::{ModuleOptimizer, OptimizerRecord};
+use serde::{Deserialize, Serialize};
+
+use super::EpochRecord;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TensorEntry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    /// Method and seed the checkpoint was made with; a resume must use the same.
+    pub method: String,
+    pub seed: u64,
+    pub epoch: usize,
+    pub steps: usize,
+    pub lambda: f64,
+    pub rng_state: u64,
+    pub train_order: Vec<usize>,
+    pub history: Vec<EpochRecord>,
+    pub tensors: Vec<TensorEntry>,
+}
+
+/// A named host tensor.
+pub type Named = (String, Vec<usize>, Vec<f32>);
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, e)
+}
+
+fn record_err(path: &Path) -> impl Fn(burn::store::RecordError) -> Error + '_ {
+    move |e| Error::Data {
+        path: path.display().to_string(),
+        reason: format!("optimizer state: {e:?}"),
+    }
+}
+
+/// Writes `dir/epoch-K` atomically and removes older epochs, keeping the newest two.
+pub fn save(
+    dir: &Path,
+    mut state: State,
+    tensors: &[Named],
+    opt_w: &ModuleOptimizer,
+    opt_g: &ModuleOptimizer,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let tmp = dir.join(format!(".epoch-{}.tmp", state.epoch));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let mut blob = Vec::new();
+    state.tensors.clear();
+    for (name, shape, values) in tensors {
+        state.tensors.push(TensorEntry {
+            name: name.clone(),
+            shape: shape.clone(),
+            offset: blob.len() / 4,
+        });
+        blob.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    std::fs::write(tmp.join("tensors.bin"), &blob).map_err(io(&tmp))?;
+    let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(tmp.join("state.json"), json).map_err(io(&tmp))?;
+    opt_w
+        .to_record()
+        .save(tmp.join("optim-weights.bpk"))
+        .map_err(record_err(&tmp))?;
+    opt_g
+        .to_record()
+        .save(tmp.join("optim-gates.bpk"))
+        .map_err(record_err(&tmp))?;
+    let final_dir = dir.join(format!("epoch-{}", state.epoch));
+    let _ = std::fs::remove_dir_all(&final_dir);
+    std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    for old in epochs(dir)?.into_iter().rev().skip(2) {
+        let _ = std::fs::remove_dir_all(dir.join(format!("epoch-{old}")));
+    }
+    Ok(final_dir)
+}
+
+/// Completed checkpoint epochs in `dir`, ascending.
+pub fn epochs(dir: &Path) -> Result<Vec<usize>> {
+    let mut v: Vec<usize> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix("epoch-")?.parse().ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    Ok(v)
+}
+
+pub struct Loaded {
+    pub state: State,
+    pub tensors: Vec<Named>,
+    pub opt_w: OptimizerRecord,
+    pub opt_g: OptimizerRecord,
+    pub path: PathBuf,
+}
+
+/// Loads the newest checkpoint in `dir`, or None when there is none.
+pub fn load_latest(dir: &Path) -> Result<Option<Loaded>> {
+    let Some(&epoch) = epochs(dir)?.last() else {
+        return Ok(None);
+    };
+    let path = dir.join(format!("epoch-{epoch}"));
+    let bad = |reason: String| Error::Data {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path.join("state.json")).map_err(io(&path))?;
+    let state: State = serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
+    let blob = std::fs::read(path.join("tensors.bin")).map_err(io(&path))?;
+    let floats: Vec<f32> = blob
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    let mut tensors = Vec::new();
+    for t in &state.tensors {
+        let n: usize = t.shape.iter().product();
+        let values = floats
+            .get(t.offset..t.offset + n)
+            .ok_or_else(|| bad(format!("tensors.bin is too short for '{}'", t.name)))?;
+        tensors.push((t.name.clone(), t.shape.clone(), values.to_vec()));
+    }
+    let opt_w = OptimizerRecord::load(path.join("optim-weights.bpk")).map_err(record_err(&path))?;
+    let opt_g = OptimizerRecord::load(path.join("optim-gates.bpk")).map_err(record_err(&path))?;
+    Ok(Some(Loaded {
+        state,
+        tensors,
+        opt_w,
+        opt_g,
+        path,
+    }))
+}
