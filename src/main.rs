@@ -82,6 +82,13 @@ enum Command {
         #[arg(long, value_name = "MS")]
         max_latency_ms: Option<f64>,
     },
+    /// Print a shell completion script.
+    ///
+    /// Example: compress completions bash > /etc/bash_completion.d/compress
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Top-1 accuracy of a model on a labelled IDX dataset (MNIST / Fashion-MNIST layout).
     ///
     /// Example: compress eval models/lenet5/model.onnx --data /usr/share/datasets/fashion-mnist
@@ -159,6 +166,13 @@ struct RunArgs {
     /// Runs per latency median (0 skips latency measurement).
     #[arg(long, default_value_t = 10)]
     latency_runs: usize,
+    /// Print the groups, gate count, starting penalty and estimated run time; train nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run several settings and write one report with the accuracy-vs-MACs Pareto front:
+    /// lambda=A,B,... or target-macs=A,B,...
+    #[arg(long, value_name = "SETTING=V1,V2")]
+    sweep: Option<String>,
     /// Errors only.
     #[arg(long)]
     quiet: bool,
@@ -220,6 +234,16 @@ fn run(cli: Cli) -> Result<()> {
         } => convert(&model, &output, force),
         Command::Prune(args) => prune(args),
         Command::Run(args) => run_job(args),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "compress",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Check {
             report,
             baseline,
@@ -411,62 +435,31 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!("{stem}{suffix}"))
 }
 
-fn run_job(a: RunArgs) -> Result<()> {
-    use compress::pipeline;
+/// Files one run writes, derived from its model output path.
+struct RunOutputs {
+    model: PathBuf,
+    json: PathBuf,
+    md: PathBuf,
+    svg: PathBuf,
+}
+
+impl RunOutputs {
+    fn new(model: PathBuf) -> Self {
+        RunOutputs {
+            json: sibling(&model, ".report.json"),
+            md: sibling(&model, ".report.md"),
+            svg: sibling(&model, ".svg"),
+            model,
+        }
+    }
+
+    fn all(&self) -> [&PathBuf; 4] {
+        [&self.model, &self.json, &self.md, &self.svg]
+    }
+}
+
+fn train_config(a: &RunArgs, method: compress::train::Method) -> compress::train::TrainConfig {
     use compress::train::{Method, TrainConfig};
-    let start = std::time::Instant::now();
-    let method = Method::parse(&a.method).ok_or_else(|| {
-        Error::Usage(format!(
-            "--method {}: expected l0-hc, l0-arm, l0-ar, dep-l0 or swp",
-            a.method
-        ))
-    })?;
-    if let Some(t) = a.target_macs.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
-        return Err(Error::Usage(format!(
-            "--target-macs {t}: expected a fraction in (0, 1]"
-        )));
-    }
-    let dev = device(&a.device)?;
-    let output = a
-        .output
-        .clone()
-        .unwrap_or_else(|| sibling(&a.model, ".pruned.onnx"));
-    let report_json = sibling(&output, ".report.json");
-    let report_md = sibling(&output, ".report.md");
-    let plot = sibling(&output, ".svg");
-    for path in [&output, &report_json, &report_md, &plot] {
-        if path.exists() && !a.force {
-            return Err(Error::Usage(format!(
-                "{} already exists (pass --force to overwrite)",
-                path.display()
-            )));
-        }
-    }
-    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
-    let graph = onnx::import_bytes(&original, &a.model.display().to_string())?;
-    let data_dir = a
-        .data
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
-    let data_name = data_dir.display().to_string();
-    let say = |msg: String| {
-        if !a.quiet && !a.json {
-            eprintln!("{msg}");
-        }
-    };
-    if a.data.is_none() {
-        say(format!(
-            "no --data given: using the shipped Fashion-MNIST subset ({data_name})"
-        ));
-    }
-    let (train, test) = pipeline::load_data(&data_dir, &graph)?;
-    let t0 = std::time::Instant::now();
-    let dense_acc = pipeline::evaluate(&graph, &test, &data_name, &dev)?;
-    let dense_eval_s = t0.elapsed().as_secs_f64();
-    say(format!(
-        "dense: accuracy {:.4} on {} test samples",
-        dense_acc.accuracy, dense_acc.samples
-    ));
     let mut cfg = TrainConfig::new(method);
     cfg.epochs = a.epochs;
     cfg.batch_size = a.batch_size;
@@ -479,20 +472,78 @@ fn run_job(a: RunArgs) -> Result<()> {
     cfg.seed = a.seed;
     cfg.max_steps = a.max_steps;
     cfg.swp_kappa = a.swp_kappa;
-    cfg.checkpoint_dir = a.checkpoint_dir.clone();
-    cfg.resume = a.resume;
     cfg.weight_decay = a
         .weight_decay
         .unwrap_or(if method == Method::Swp { 5e-4 } else { 0.0 });
+    cfg.checkpoint_dir = a.checkpoint_dir.clone();
+    cfg.resume = a.resume;
     cfg.quiet = a.quiet || a.json;
+    cfg
+}
+
+/// Everything a run needs that does not depend on its settings.
+struct Job {
+    graph: compress::ir::Graph,
+    original: Vec<u8>,
+    train: compress::data::Dataset,
+    test: compress::data::Dataset,
+    data_name: String,
+    dense: compress::eval::Accuracy,
+    dense_eval_s: f64,
+    device: burn::prelude::Device,
+}
+
+fn prepare(a: &RunArgs) -> Result<Job> {
+    let device = device(&a.device)?;
+    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
+    let graph = onnx::import_bytes(&original, &a.model.display().to_string())?;
+    let data_dir = a
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+    let data_name = data_dir.display().to_string();
+    if a.data.is_none() && !a.quiet && !a.json {
+        eprintln!("no --data given: using the shipped Fashion-MNIST subset ({data_name})");
+    }
+    let (train, test) = compress::pipeline::load_data(&data_dir, &graph)?;
+    let t0 = std::time::Instant::now();
+    let dense = compress::pipeline::evaluate(&graph, &test, &data_name, &device)?;
+    let dense_eval_s = t0.elapsed().as_secs_f64();
+    if !a.quiet && !a.json {
+        eprintln!(
+            "dense: accuracy {:.4} on {} test samples",
+            dense.accuracy, dense.samples
+        );
+    }
+    Ok(Job {
+        graph,
+        original,
+        train,
+        test,
+        data_name,
+        dense,
+        dense_eval_s,
+        device,
+    })
+}
+
+/// One fine-tune -> prune -> verify -> evaluate run; returns the report and the model bytes.
+fn run_once(
+    a: &RunArgs,
+    job: &Job,
+    cfg: &compress::train::TrainConfig,
+    output: &Path,
+) -> Result<(report::run::RunReport, Vec<u8>)> {
+    use compress::pipeline;
+    let start = std::time::Instant::now();
     let t1 = std::time::Instant::now();
-    let outcome = pipeline::train(&graph, &train, a.val_fraction, &cfg, &dev)?;
+    let outcome = pipeline::train(&job.graph, &job.train, a.val_fraction, cfg, &job.device)?;
     let train_s = t1.elapsed().as_secs_f64();
     let t2 = std::time::Instant::now();
-    let compressed = pipeline::compress_trained(&outcome, &cfg, a.round_to)?;
+    let compressed = pipeline::compress_trained(&outcome, cfg, a.round_to)?;
     let prune_verify_s = t2.elapsed().as_secs_f64();
     let t3 = std::time::Instant::now();
-    let pruned_acc = pipeline::evaluate(&compressed.graph, &test, &data_name, &dev)?;
+    let pruned_acc = pipeline::evaluate(&compressed.graph, &job.test, &job.data_name, &job.device)?;
     let pruned_eval_s = t3.elapsed().as_secs_f64();
     let t4 = std::time::Instant::now();
     let mut pruned_for_report = compressed.pruned.clone();
@@ -500,8 +551,8 @@ fn run_job(a: RunArgs) -> Result<()> {
     let prune_report = report::prune::prune_report(report::prune::ReportInput {
         model: &a.model.display().to_string(),
         output: &output.display().to_string(),
-        original: &graph,
-        original_bytes: &original,
+        original: &job.graph,
+        original_bytes: &job.original,
         pruned: &pruned_for_report,
         pruned_bytes: &compressed.bytes,
         verification: compressed.verification.clone(),
@@ -509,50 +560,271 @@ fn run_job(a: RunArgs) -> Result<()> {
     })?;
     let latency_s = t4.elapsed().as_secs_f64();
     let settings = serde_json::json!({
-        "method": method.name(), "data": data_name, "epochs": a.epochs, "batch_size": a.batch_size,
-        "lr": a.lr, "gate_lr": a.gate_lr, "lambda": cfg.lambda, "target_macs": a.target_macs,
-        "seed": a.seed, "val_fraction": a.val_fraction, "max_steps": a.max_steps,
-        "round_to": a.round_to, "device": a.device, "latency_runs": a.latency_runs,
-        "init_logit": cfg.init_logit, "arm_k": cfg.arm_k,
+        "method": cfg.method.name(), "data": job.data_name, "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "gate_lr": cfg.gate_lr, "lambda": cfg.lambda,
+        "target_macs": cfg.target_macs, "seed": cfg.seed, "val_fraction": a.val_fraction,
+        "max_steps": cfg.max_steps, "round_to": a.round_to, "device": a.device,
+        "latency_runs": a.latency_runs, "init_logit": cfg.init_logit, "arm_k": cfg.arm_k,
         "swp_kappa": cfg.swp_kappa, "weight_decay": cfg.weight_decay,
-        "checkpoint_dir": a.checkpoint_dir, "resume": a.resume,
+        "checkpoint_dir": cfg.checkpoint_dir, "resume": cfg.resume,
     });
-    let timings = pipeline::Timings {
-        dense_eval_s,
+    let timings = compress::pipeline::Timings {
+        dense_eval_s: job.dense_eval_s,
         train_s,
         prune_verify_s,
         pruned_eval_s,
         latency_s,
-        total_s: start.elapsed().as_secs_f64(),
+        total_s: start.elapsed().as_secs_f64() + job.dense_eval_s,
     };
     let r = report::run::run_report(report::run::RunInput {
         prune: prune_report,
-        method: method.name().to_string(),
+        method: cfg.method.name().to_string(),
         settings,
-        dense_accuracy: dense_acc,
+        dense_accuracy: job.dense.clone(),
         pruned_accuracy: pruned_acc,
         history: outcome.history.clone(),
         timings,
     });
-    let text = serde_json::to_string_pretty(&r).map_err(|e| Error::Internal(e.to_string()))?;
-    let md = report::run::render(&r);
-    compress::fsutil::write_atomic(&output, &compressed.bytes, a.force)?;
-    compress::fsutil::write_atomic(&report_json, text.as_bytes(), a.force)?;
-    compress::fsutil::write_atomic(&report_md, md.as_bytes(), a.force)?;
-    let value = serde_json::to_value(&r).map_err(|e| Error::Internal(e.to_string()))?;
-    compress::fsutil::write_atomic(&plot, report::plot::svg(&value).as_bytes(), a.force)?;
-    if a.json {
-        println!("{text}");
-    } else if !a.quiet {
-        print!("{md}");
+    Ok((r, compressed.bytes))
+}
+
+fn write_run(
+    out: &RunOutputs,
+    r: &report::run::RunReport,
+    bytes: &[u8],
+    force: bool,
+) -> Result<String> {
+    let text = serde_json::to_string_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
+    compress::fsutil::write_atomic(&out.model, bytes, force)?;
+    compress::fsutil::write_atomic(&out.json, text.as_bytes(), force)?;
+    compress::fsutil::write_atomic(&out.md, report::run::render(r).as_bytes(), force)?;
+    let value = serde_json::to_value(r).map_err(|e| Error::Internal(e.to_string()))?;
+    compress::fsutil::write_atomic(&out.svg, report::plot::svg(&value).as_bytes(), force)?;
+    Ok(text)
+}
+
+/// `--sweep lambda=a,b,c` or `--sweep target-macs=a,b`: the setting name and its values.
+fn parse_sweep(spec: &str) -> Result<(String, Vec<f64>)> {
+    let bad = || {
+        Error::Usage(format!(
+            "--sweep {spec}: expected lambda=A,B,... or target-macs=A,B,..."
+        ))
+    };
+    let (name, values) = spec.split_once('=').ok_or_else(bad)?;
+    if name != "lambda" && name != "target-macs" {
+        return Err(bad());
+    }
+    let values: Vec<f64> = values
+        .split(',')
+        .map(|v| v.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    if values.is_empty() || values.iter().any(|v| !v.is_finite() || *v < 0.0) {
+        return Err(bad());
+    }
+    Ok((name.to_string(), values))
+}
+
+fn run_job(a: RunArgs) -> Result<()> {
+    use compress::train::Method;
+    let method = Method::parse(&a.method).ok_or_else(|| {
+        Error::Usage(format!(
+            "--method {}: expected l0-hc, l0-arm, l0-ar, dep-l0 or swp",
+            a.method
+        ))
+    })?;
+    if let Some(t) = a.target_macs.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
+        return Err(Error::Usage(format!(
+            "--target-macs {t}: expected a fraction in (0, 1]"
+        )));
+    }
+    let sweep = a.sweep.as_deref().map(parse_sweep).transpose()?;
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| sibling(&a.model, ".pruned.onnx"));
+    let base = train_config(&a, method);
+    let runs: Vec<(String, compress::train::TrainConfig, RunOutputs)> = match &sweep {
+        None => vec![(String::new(), base.clone(), RunOutputs::new(output.clone()))],
+        Some((name, values)) => values
+            .iter()
+            .map(|&v| {
+                let mut cfg = base.clone();
+                if name == "lambda" {
+                    cfg.lambda = v;
+                } else {
+                    cfg.target_macs = Some(v);
+                }
+                let label = format!("{name}={v}");
+                (
+                    label,
+                    cfg,
+                    RunOutputs::new(sibling(&output, &format!(".{name}-{v}.onnx"))),
+                )
+            })
+            .collect(),
+    };
+    let sweep_files = sweep.as_ref().map(|_| {
+        (
+            sibling(&output, ".sweep.json"),
+            sibling(&output, ".sweep.svg"),
+        )
+    });
+    if !a.dry_run {
+        let extra: Vec<&PathBuf> = sweep_files.iter().flat_map(|(j, s)| [j, s]).collect();
+        for path in runs.iter().flat_map(|r| r.2.all()).chain(extra) {
+            if path.exists() && !a.force {
+                return Err(Error::Usage(format!(
+                    "{} already exists (pass --force to overwrite)",
+                    path.display()
+                )));
+            }
+        }
+    }
+    let job = prepare(&a)?;
+    if a.dry_run {
+        return dry_run(&a, &job, &base, runs.len());
+    }
+    let mut reports = Vec::new();
+    for (label, cfg, out) in &runs {
+        if !label.is_empty() && !a.quiet && !a.json {
+            eprintln!("sweep: {label}");
+        }
+        let (r, bytes) = run_once(&a, &job, cfg, &out.model)?;
+        let text = write_run(out, &r, &bytes, a.force)?;
+        if sweep.is_none() {
+            if a.json {
+                println!("{text}");
+            } else if !a.quiet {
+                print!("{}", report::run::render(&r));
+                let [m, j, d, s] = out.all();
+                println!(
+                    "wrote {}, {}, {}, {}",
+                    m.display(),
+                    j.display(),
+                    d.display(),
+                    s.display()
+                );
+            }
+        }
+        reports.push((label.clone(), r));
+    }
+    if let Some((json_path, svg_path)) = sweep_files {
+        let points: Vec<(String, f64, f64)> = reports
+            .iter()
+            .map(|(l, r)| (l.clone(), r.pruned.macs as f64, r.pruned.accuracy))
+            .collect();
+        let front = report::plot::pareto_front(&points);
+        let doc = serde_json::json!({
+            "schema_version": report::run::SCHEMA_VERSION,
+            "model": a.model.display().to_string(),
+            "sweep": a.sweep,
+            "dense": {"accuracy": job.dense.accuracy, "macs": reports[0].1.dense.macs},
+            "pareto_front": front.iter().map(|&i| points[i].0.clone()).collect::<Vec<_>>(),
+            "runs": reports.iter().map(|(l, r)| serde_json::json!({"label": l, "report": r})).collect::<Vec<_>>(),
+        });
+        let text =
+            serde_json::to_string_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
+        compress::fsutil::write_atomic(&json_path, text.as_bytes(), a.force)?;
+        let svg = report::plot::pareto_svg(
+            &points,
+            (reports[0].1.dense.macs as f64, job.dense.accuracy),
+        );
+        compress::fsutil::write_atomic(&svg_path, svg.as_bytes(), a.force)?;
+        if a.json {
+            println!("{text}");
+        } else if !a.quiet {
+            for (l, r) in &reports {
+                let on = if front.iter().any(|&i| points[i].0 == *l) {
+                    "  (Pareto front)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{l}: accuracy {:.4}, MACs {} ({:.1}% of dense){on}",
+                    r.pruned.accuracy,
+                    r.pruned.macs,
+                    100.0 * r.macs_ratio
+                );
+            }
+            println!("wrote {}, {}", json_path.display(), svg_path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Prints what a run would do and an estimate of its duration, from a few timed steps.
+fn dry_run(a: &RunArgs, job: &Job, cfg: &compress::train::TrainConfig, runs: usize) -> Result<()> {
+    let analysis = compress::groups::analyse(&job.graph)?;
+    let gated: Vec<&compress::groups::ChannelGroup> = analysis
+        .iter()
+        .filter(|g| g.prunable && g.width > 1)
+        .collect();
+    let gates: usize = gated.iter().map(|g| g.width).sum();
+    // Two probes of 2 and 6 steps: their difference is the cost of 4 steps without set-up and
+    // validation.
+    let time = |steps: usize| -> Result<(f64, compress::train::TrainOutcome)> {
+        let mut probe = cfg.clone();
+        probe.epochs = 1;
+        probe.max_steps = Some(steps);
+        probe.quiet = true;
+        probe.checkpoint_dir = None;
+        probe.resume = false;
+        let start = std::time::Instant::now();
+        let outcome =
+            compress::pipeline::train(&job.graph, &job.train, a.val_fraction, &probe, &job.device)?;
+        Ok((start.elapsed().as_secs_f64(), outcome))
+    };
+    let (short_s, outcome) = time(2)?;
+    let (long_s, _) = time(6)?;
+    let step_s = ((long_s - short_s) / 4.0).max(1e-3);
+    let fixed_s = (short_s - 2.0 * step_s).max(0.0);
+    let steps_per_epoch =
+        ((job.train.len() as f64 * (1.0 - a.val_fraction)) / cfg.batch_size as f64).ceil();
+    let steps = cfg
+        .max_steps
+        .map_or(steps_per_epoch * cfg.epochs as f64, |m| {
+            (m as f64).min(steps_per_epoch * cfg.epochs as f64)
+        });
+    let estimate =
+        runs as f64 * (step_s * steps + fixed_s * cfg.epochs as f64 + job.dense_eval_s * 2.0);
+    println!(
+        "model {} ({} test samples from {})",
+        a.model.display(),
+        job.test.len(),
+        job.data_name
+    );
+    println!(
+        "method {}: {} gated groups, {} gates",
+        cfg.method.name(),
+        if cfg.method == compress::train::Method::Swp {
+            0
+        } else {
+            gated.len()
+        },
+        if cfg.method == compress::train::Method::Swp {
+            0
+        } else {
+            gates
+        }
+    );
+    for g in &gated {
         println!(
-            "wrote {}, {}, {}, {}",
-            output.display(),
-            report_json.display(),
-            report_md.display(),
-            plot.display()
+            "  group {:<3} width {:<5} {}",
+            g.id,
+            g.width,
+            g.producers.join(", ")
         );
     }
+    let first = outcome.history.first();
+    println!(
+        "penalty at start: {:.4} (lambda {})",
+        first.map_or(0.0, |h| h.penalty),
+        cfg.lambda
+    );
+    println!(
+        "estimated run time: {estimate:.0} s ({runs} run(s), {steps} steps each, {step_s:.3} s per step and {fixed_s:.1} s per epoch for validation, measured)"
+    );
     Ok(())
 }
 
@@ -591,7 +863,14 @@ fn eval(
 /// `compress MODEL.onnx --method M ...` is `compress run MODEL.onnx --method M ...`.
 fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     const SUBCOMMANDS: &[&str] = &[
-        "run", "inspect", "convert", "prune", "eval", "check", "help",
+        "run",
+        "inspect",
+        "convert",
+        "prune",
+        "eval",
+        "check",
+        "completions",
+        "help",
     ];
     if let Some(first) = args.get(1).map(|a| a.to_string_lossy().to_string())
         && !first.starts_with('-')

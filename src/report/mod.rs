@@ -4,6 +4,7 @@ pub mod check;
 pub mod plot;
 pub mod prune;
 pub mod run;
+pub mod schema;
 
 use serde::Serialize;
 

@@ -342,11 +342,11 @@ impl Trainer<'_> {
         let (gate_values, arm_noise): (Vec<Tensor<2>>, Vec<Tensor<2>>) = match method {
             Method::L0Hc | Method::DepL0 => {
                 let mut zs = Vec::new();
-                for i in 0..groups {
+                for (i, a) in logits.iter().enumerate() {
                     let c = self.net.gated[i].width;
                     let rows = if self.per_example(i) { n } else { 1 };
                     let u = self.noise(rows, c, true);
-                    let a = logits[i].clone().reshape([1, c]);
+                    let a = a.clone().reshape([1, c]);
                     zs.push(hc::sample_t(a.expand([rows, c]), u));
                 }
                 (zs, Vec::new())
@@ -354,11 +354,11 @@ impl Trainer<'_> {
             Method::L0Arm | Method::L0Ar => {
                 let mut masks = Vec::new();
                 let mut us = Vec::new();
-                for i in 0..groups {
+                for (i, a) in logits.iter().enumerate() {
                     let c = self.net.gated[i].width;
                     let u = self.noise(1, c, false);
                     let p = burn::tensor::activation::sigmoid(
-                        logits[i].clone().detach() * self.cfg.arm_k as f32,
+                        a.clone().detach() * self.cfg.arm_k as f32,
                     )
                     .reshape([1, c]);
                     masks.push(u.clone().lower(p).float());
