@@ -135,6 +135,16 @@ fn per_channel_or_scalar(shape: &[usize], x_rank: usize) -> bool {
         .all(|(i, &d)| d == 1 || i as isize + off == 1)
 }
 
+/// The channel groups of a graph.
+///
+/// ```
+/// let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lenet5/model.onnx");
+/// let graph = compress::onnx::import_file(&path)?;
+/// let groups = compress::groups::analyse(&graph)?;
+/// let widths: Vec<usize> = groups.iter().filter(|g| g.prunable).map(|g| g.width).collect();
+/// assert_eq!(widths, vec![20, 50, 500]); // conv1, conv2, fc1; the logits are fixed
+/// # Ok::<(), compress::Error>(())
+/// ```
 pub fn analyse(graph: &Graph) -> Result<Vec<ChannelGroup>> {
     Ok(analyse_layouts(graph)?.groups)
 }

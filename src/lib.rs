@@ -4,13 +4,17 @@
 //! [`onnx::import_file`] -> [`ir::Graph`] -> [`exec::Network`] (burn, any device) ->
 //! [`onnx::export`] -> [`verify::run_tract`].
 //!
-//! ```no_run
-//! let graph = compress::onnx::import_file("models/lenet5/model.onnx".as_ref())?;
+//! ```
+//! let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lenet5/model.onnx");
+//! let graph = compress::onnx::import_file(&path)?;
 //! let cost = compress::ir::cost::graph_cost(&graph, 1)?;
-//! println!("{} params, {} MACs", cost.params, cost.macs);
+//! assert_eq!((cost.params, cost.macs), (431_080, 2_293_000));
 //! let bytes = compress::onnx::export(&graph);
+//! assert_eq!(compress::onnx::import(&bytes)?.nodes, graph.nodes);
 //! # Ok::<(), compress::Error>(())
 //! ```
+//!
+//! The whole job (what `compress MODEL --method M` runs) as library calls; see [`pipeline`].
 
 pub mod data;
 pub mod error;

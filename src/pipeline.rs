@@ -1,5 +1,21 @@
 //! The whole job: evaluate the dense model, fine-tune with gates, turn the deterministic gates
 //! into a keep plan, fold gate values into the weights, prune, verify, evaluate the result.
+//!
+//! ```
+//! use compress::{exec::default_device, pipeline, train::{Method, TrainConfig}};
+//! let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+//! let graph = compress::onnx::import_file(&root.join("models/lenet5/model.onnx"))?;
+//! let (train, test) = pipeline::load_data(&root.join("fixtures/data/fashion-mnist-subset"), &graph)?;
+//! let mut cfg = TrainConfig::new(Method::DepL0);
+//! cfg.max_steps = Some(5); // a real run trains for epochs; this only shows the calls
+//! cfg.quiet = true;
+//! let device = default_device();
+//! let trained = pipeline::train(&graph, &train, 0.1, &cfg, &device)?;
+//! let compressed = pipeline::compress_trained(&trained, &cfg, None)?; // pruned + verified
+//! let accuracy = pipeline::evaluate(&compressed.graph, &test, "subset", &device)?;
+//! assert!(accuracy.accuracy > 0.5);
+//! # Ok::<(), compress::Error>(())
+//! ```
 
 use std::path::Path;
 

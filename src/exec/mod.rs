@@ -235,6 +235,17 @@ impl Network {
     }
 
     /// Convenience: host tensors in, host tensors out.
+    ///
+    /// ```
+    /// use compress::exec::{Network, default_device};
+    /// let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lenet5/model.onnx");
+    /// let graph = compress::onnx::import_file(&path)?;
+    /// let net = Network::new(&graph, &default_device())?;
+    /// let x = compress::verify::pseudo_random(&[4, 1, 28, 28], 0);
+    /// let logits = net.run(&[x])?;
+    /// assert_eq!(logits[0].shape, vec![4, 10]);
+    /// # Ok::<(), compress::Error>(())
+    /// ```
     pub fn run(&self, inputs: &[crate::ir::Tensor]) -> Result<Vec<crate::ir::Tensor>> {
         let vals = inputs
             .iter()

@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::ir::Graph;
 
-/// Imports ONNX bytes (errors say "<bytes>" where a file name would go; see `import_file`).
+/// Imports ONNX bytes (errors say `<bytes>` where a file name would go; see `import_file`).
 pub fn import(bytes: &[u8]) -> Result<Graph> {
     import_bytes(bytes, "<bytes>")
 }

@@ -25,6 +25,19 @@ pub struct Pruned {
 }
 
 /// Applies a keep plan: normalise it, build the masked reference, cut the channels.
+///
+/// ```
+/// use compress::prune::{GroupKeep, KeepPlan, prune};
+/// let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/lenet5/model.onnx");
+/// let graph = compress::onnx::import_file(&path)?;
+/// // Keep 10 of conv1's 20 channels.
+/// let plan = KeepPlan { groups: vec![GroupKeep { id: 0, keep: (0..10).collect() }] };
+/// let pruned = prune(&graph, &plan, None)?;
+/// let (a, b) = (compress::onnx::export(&pruned.graph), compress::onnx::export(&pruned.reference));
+/// let cmp = compress::verify::compare_in_tract(&graph, &b, &a, 2, 1e-4)?;
+/// assert!(cmp.max_abs_diff <= 1e-4);
+/// # Ok::<(), compress::Error>(())
+/// ```
 pub fn prune(graph: &Graph, plan: &KeepPlan, round_to: Option<usize>) -> Result<Pruned> {
     let analysis = analyse_layouts(graph)?;
     let mut notes = Vec::new();

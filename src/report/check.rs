@@ -145,6 +145,19 @@ impl<'a> Doc<'a> {
 /// With a baseline the two reports must first be comparable: the same model (same `model`
 /// path, or the same dense params and MACs) evaluated on the same data (`settings.data`).
 /// If they are not, the single failed line says why and no other comparison is made.
+/// ```
+/// use compress::report::check::{CheckOptions, check};
+/// let report = serde_json::json!({
+///     "schema_version": 1, "model": "m.onnx", "macs_ratio": 0.5, "accuracy_drop_points": 0.3,
+///     "settings": {"data": "d"},
+///     "dense": {"accuracy": 0.9, "params": 100, "macs": 1000},
+///     "pruned": {"accuracy": 0.897, "params": 50, "macs": 500, "latency_ms": null}
+/// });
+/// let opts = CheckOptions { max_accuracy_drop: Some(1.0), min_macs_reduction: Some(0.6), ..Default::default() };
+/// let failed = check(&report, "r.json", None, &opts)?;
+/// assert_eq!(failed.len(), 1); // 50% fewer MACs, 60% required
+/// # Ok::<(), compress::Error>(())
+/// ```
 pub fn check(
     report: &Value,
     report_name: &str,

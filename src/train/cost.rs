@@ -101,7 +101,7 @@ impl CostModel {
         })
     }
 
-    /// Expected MACs given each gate vector's expected number of open channels (shape [1] each).
+    /// Expected MACs given each gate vector's expected number of open channels (shape `[1]` each).
     pub fn expected(&self, open: &[Tensor<1>]) -> Tensor<1> {
         let device = open.first().map(|t| t.device()).unwrap_or_default();
         let frac = |s: &Option<Side>| -> Option<Tensor<1>> {

@@ -1,11 +1,11 @@
 //! Gated fine-tuning: pretrained weights and gate parameters trained jointly with a penalty on
 //! the expected cost, by one of the methods of ../shared/METHODS.md.
 //!
-//! The penalty is `lambda * E[MACs] / dense MACs`, with E[MACs] computed from the graph's real
+//! The penalty is `lambda * E[MACs] / dense MACs`, with `E[MACs]` computed from the graph's real
 //! layer costs under independent gates (see `cost`). This is our common form of METHODS' cost
 //! terms: Dep-L0's `k^2 E_{l-1} E_l` is the same product for a conv chain, and it counts every
 //! weight of a residual-tied group. With `--target-macs F`, lambda becomes a Lagrange multiplier
-//! updated by dual ascent so that E[MACs] converges to F x dense.
+//! updated by dual ascent so that `E[MACs]` converges to F x dense.
 
 pub mod checkpoint;
 pub mod cost;
@@ -86,7 +86,7 @@ pub struct TrainConfig {
     pub checkpoint_dir: Option<std::path::PathBuf>,
     /// Continue from the newest checkpoint in `checkpoint_dir`.
     pub resume: bool,
-    /// Initial HC logit (log alpha); 3 gives P(open) = 0.99 (METHODS [ours]: start almost open).
+    /// Initial HC logit (log alpha); 3 gives P(open) = 0.99 (METHODS, ours: start almost open).
     pub init_logit: f64,
     pub quiet: bool,
 }
