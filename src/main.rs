@@ -32,7 +32,7 @@ enum Command {
     /// --method M` is the same). Writes OUT.onnx, OUT.report.json and OUT.report.md.
     ///
     /// Example: compress models/lenet5/model.onnx --method dep-l0 --epochs 2 -o lenet5.pruned.onnx
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print every node (op, output shape, params, MACs), totals and prunable channel groups.
     ///
     /// Example: compress inspect models/lenet5/model.onnx --json
@@ -166,6 +166,36 @@ struct RunArgs {
     /// Runs per latency median (0 skips latency measurement).
     #[arg(long, default_value_t = 10)]
     latency_runs: usize,
+    /// Weights' optimiser: adam or sgd (gate parameters always use Adam).
+    #[arg(long, default_value = "adam", value_parser = ["adam", "sgd"])]
+    optimizer: String,
+    /// SGD momentum (PyTorch convention: no dampening).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Nesterov momentum for SGD.
+    #[arg(long)]
+    nesterov: bool,
+    /// Weights' learning-rate schedule: constant, cosine or step:M1,M2,...:GAMMA (epochs).
+    #[arg(long, default_value = "constant")]
+    schedule: String,
+    /// What the gates are penalised for: macs (expected MACs) or l0 (METHODS' expected L0:
+    /// lambda x P(open) x weights per gate / N).
+    #[arg(long, default_value = "macs", value_parser = ["macs", "l0"])]
+    penalty: String,
+    /// Per-group lambdas for --penalty l0: JSON {"GROUP_ID or PRODUCER_NODE": lambda, ...}.
+    #[arg(long, value_name = "FILE")]
+    lambda_config: Option<PathBuf>,
+    /// Weight of a distillation term from the dense model (T^2 x KL on softened logits).
+    #[arg(long, default_value_t = 0.0)]
+    distill_weight: f64,
+    /// Temperature of the distillation term.
+    #[arg(long, default_value_t = 4.0)]
+    distill_temperature: f64,
+    /// Random crop (pad 4) and horizontal flip of training images: default on for CIFAR data.
+    #[arg(long, overrides_with = "no_augment")]
+    augment: bool,
+    #[arg(long)]
+    no_augment: bool,
     /// Print the groups, gate count, starting penalty and estimated run time; train nothing.
     #[arg(long)]
     dry_run: bool,
@@ -233,7 +263,7 @@ fn run(cli: Cli) -> Result<()> {
             force,
         } => convert(&model, &output, force),
         Command::Prune(args) => prune(args),
-        Command::Run(args) => run_job(args),
+        Command::Run(args) => run_job(*args),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -478,7 +508,75 @@ fn train_config(a: &RunArgs, method: compress::train::Method) -> compress::train
     cfg.checkpoint_dir = a.checkpoint_dir.clone();
     cfg.resume = a.resume;
     cfg.quiet = a.quiet || a.json;
+    cfg.progress = true;
+    cfg.optimizer = if a.optimizer == "sgd" {
+        compress::train::Optimizer::Sgd {
+            momentum: a.momentum,
+            nesterov: a.nesterov,
+        }
+    } else {
+        compress::train::Optimizer::Adam
+    };
+    cfg.distill_weight = a.distill_weight;
+    cfg.distill_temperature = a.distill_temperature;
     cfg
+}
+
+/// Settings that need the model or the data: the schedule, per-group lambdas, augmentation.
+fn finish_config(a: &RunArgs, job: &Job, cfg: &mut compress::train::TrainConfig) -> Result<()> {
+    cfg.schedule = compress::train::Schedule::parse(&a.schedule).ok_or_else(|| {
+        Error::Usage(format!(
+            "--schedule {}: expected constant, cosine or step:M1,M2:GAMMA",
+            a.schedule
+        ))
+    })?;
+    if a.penalty == "l0" {
+        let mut group_lambda = std::collections::BTreeMap::new();
+        if let Some(path) = &a.lambda_config {
+            let v = read_json(path)?;
+            let groups = compress::groups::analyse(&job.graph)?;
+            let obj = v.as_object().ok_or_else(|| Error::Data {
+                path: path.display().to_string(),
+                reason: "expected a JSON object {group: lambda}".into(),
+            })?;
+            for (key, value) in obj {
+                let lambda = value.as_f64().ok_or_else(|| Error::Data {
+                    path: path.display().to_string(),
+                    reason: format!("'{key}': lambda must be a number"),
+                })?;
+                let id = key
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&i| i < groups.len())
+                    .or_else(|| {
+                        groups
+                            .iter()
+                            .find(|g| g.producers.iter().any(|p| p == key))
+                            .map(|g| g.id)
+                    });
+                let id = id.ok_or_else(|| Error::Data {
+                    path: path.display().to_string(),
+                    reason: format!(
+                        "'{key}' is neither a group id nor a producer node (see compress inspect)"
+                    ),
+                })?;
+                group_lambda.insert(id, lambda);
+            }
+        }
+        cfg.penalty = compress::train::Penalty::L0 { group_lambda };
+    } else if a.lambda_config.is_some() {
+        return Err(Error::Usage(
+            "--lambda-config applies to --penalty l0".into(),
+        ));
+    }
+    let cifar = a
+        .data
+        .as_ref()
+        .is_some_and(|d| matches!(compress::data::detect(d), Ok(compress::data::Format::Cifar)));
+    if (a.augment || cifar) && !a.no_augment {
+        cfg.augment = Some(compress::data::transform::Augment::CIFAR);
+    }
+    Ok(())
 }
 
 /// Everything a run needs that does not depend on its settings.
@@ -567,6 +665,9 @@ fn run_once(
         "latency_runs": a.latency_runs, "init_logit": cfg.init_logit, "arm_k": cfg.arm_k,
         "swp_kappa": cfg.swp_kappa, "weight_decay": cfg.weight_decay,
         "checkpoint_dir": cfg.checkpoint_dir, "resume": cfg.resume,
+        "optimizer": cfg.optimizer, "schedule": cfg.schedule, "penalty": cfg.penalty,
+        "distill_weight": cfg.distill_weight, "distill_temperature": cfg.distill_temperature,
+        "augment": cfg.augment.is_some(),
     });
     let timings = compress::pipeline::Timings {
         dense_eval_s: job.dense_eval_s,
@@ -643,7 +744,7 @@ fn run_job(a: RunArgs) -> Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| sibling(&a.model, ".pruned.onnx"));
-    let base = train_config(&a, method);
+    let mut base = train_config(&a, method);
     let runs: Vec<(String, compress::train::TrainConfig, RunOutputs)> = match &sweep {
         None => vec![(String::new(), base.clone(), RunOutputs::new(output.clone()))],
         Some((name, values)) => values
@@ -682,6 +783,16 @@ fn run_job(a: RunArgs) -> Result<()> {
         }
     }
     let job = prepare(&a)?;
+    finish_config(&a, &job, &mut base)?;
+    let runs: Vec<(String, compress::train::TrainConfig, RunOutputs)> = runs
+        .into_iter()
+        .map(|(label, mut cfg, out)| {
+            cfg.schedule = base.schedule.clone();
+            cfg.penalty = base.penalty.clone();
+            cfg.augment = base.augment;
+            (label, cfg, out)
+        })
+        .collect();
     if a.dry_run {
         return dry_run(&a, &job, &base, runs.len());
     }

@@ -4,8 +4,11 @@ use tract_onnx::prelude::*;
 
 use crate::error::{Error, Result};
 
-/// Runs ONNX bytes in tract with the given inputs (f32), returning f32 outputs.
-pub fn run_tract(bytes: &[u8], inputs: &[crate::ir::Tensor]) -> Result<Vec<crate::ir::Tensor>> {
+/// An optimised tract plan for fixed input shapes, and the inputs as tract values.
+fn tract_plan(
+    bytes: &[u8],
+    inputs: &[crate::ir::Tensor],
+) -> Result<(std::sync::Arc<TypedRunnableModel>, TVec<TValue>)> {
     let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
     let mut model = tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
@@ -30,6 +33,13 @@ pub fn run_tract(bytes: &[u8], inputs: &[crate::ir::Tensor]) -> Result<Vec<crate
             )
         })
         .collect::<Result<_>>()?;
+    Ok((plan, values))
+}
+
+/// Runs ONNX bytes in tract with the given inputs (f32), returning f32 outputs.
+pub fn run_tract(bytes: &[u8], inputs: &[crate::ir::Tensor]) -> Result<Vec<crate::ir::Tensor>> {
+    let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
+    let (plan, values) = tract_plan(bytes, inputs)?;
     let outs = plan.run(values).map_err(fail)?;
     outs.iter()
         .map(|o| {
@@ -122,29 +132,7 @@ pub fn compare_in_tract(
 /// after one warm-up run.
 pub fn tract_latency_ms(bytes: &[u8], inputs: &[crate::ir::Tensor], runs: usize) -> Result<f64> {
     let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
-    let mut model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .map_err(fail)?;
-    for (i, t) in inputs.iter().enumerate() {
-        model = model
-            .with_input_fact(i, f32::fact(&t.shape).into())
-            .map_err(fail)?;
-    }
-    let plan = model
-        .into_optimized()
-        .map_err(fail)?
-        .into_runnable()
-        .map_err(fail)?;
-    let values: TVec<TValue> = inputs
-        .iter()
-        .map(|t| {
-            Ok(
-                tract_onnx::prelude::Tensor::from_shape(&t.shape, &t.to_f32_vec())
-                    .map_err(fail)?
-                    .into(),
-            )
-        })
-        .collect::<Result<_>>()?;
+    let (plan, values) = tract_plan(bytes, inputs)?;
     plan.run(values.clone()).map_err(fail)?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {

@@ -206,3 +206,67 @@ fn divergence_exits_4_and_keeps_the_last_good_checkpoint() {
     );
     assert!(!out.exists(), "nothing written");
 }
+
+#[test]
+fn sgd_schedules_l0_penalty_and_distillation_train_and_verify() {
+    use compress::train::{Optimizer, Penalty, Schedule};
+    type Tweak = Box<dyn Fn(&mut TrainConfig)>;
+    let variants: Vec<Tweak> = vec![
+        Box::new(|c| {
+            c.optimizer = Optimizer::Sgd {
+                momentum: 0.9,
+                nesterov: true,
+            };
+            c.lr = 0.01;
+            c.schedule = Schedule::Step {
+                milestones: vec![1],
+                gamma: 0.1,
+            };
+        }),
+        Box::new(|c| {
+            c.penalty = Penalty::L0 {
+                group_lambda: [(0, 10.0), (2, 0.1)].into_iter().collect(),
+            }
+        }),
+        Box::new(|c| {
+            c.distill_weight = 1.0;
+            c.schedule = Schedule::Cosine;
+        }),
+        Box::new(|c| c.augment = Some(compress::data::transform::Augment::CIFAR)),
+    ];
+    let graph = lenet5();
+    let (train, test) = data(&graph);
+    let dev = default_device();
+    for tweak in variants {
+        let mut cfg = TrainConfig::new(Method::L0Hc);
+        cfg.epochs = 2;
+        cfg.max_steps = Some(40);
+        cfg.quiet = true;
+        tweak(&mut cfg);
+        let outcome = pipeline::train(&graph, &train, 0.1, &cfg, &dev).unwrap();
+        let compressed = pipeline::compress_trained(&outcome, &cfg, None).unwrap();
+        let acc = pipeline::evaluate(&compressed.graph, &test, "subset", &dev).unwrap();
+        assert!(
+            acc.accuracy > 0.8,
+            "{:?} {:?}: {}",
+            cfg.optimizer,
+            cfg.penalty,
+            acc.accuracy
+        );
+        assert!(outcome.history.iter().all(|h| h.loss.is_finite()));
+    }
+}
+
+#[test]
+fn schedules() {
+    use compress::train::Schedule;
+    let step = Schedule::parse("step:2,4:0.1").unwrap();
+    let f: Vec<f64> = (1..=5).map(|e| step.factor(e, 5)).collect();
+    for (a, b) in f.iter().zip([1.0, 1.0, 0.1, 0.1, 0.01]) {
+        assert!((a - b).abs() < 1e-12, "{f:?}");
+    }
+    let cos = Schedule::Cosine;
+    assert_eq!(cos.factor(1, 4), 1.0);
+    assert!((cos.factor(3, 4) - 0.5).abs() < 1e-12);
+    assert!(Schedule::parse("step:x:0.1").is_none() && Schedule::parse("linear").is_none());
+}

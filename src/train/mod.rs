@@ -62,6 +62,74 @@ impl Method {
     }
 }
 
+/// Optimiser of the weights (gate parameters always use Adam, as in the reference code).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Optimizer {
+    Adam,
+    Sgd { momentum: f64, nesterov: bool },
+}
+
+/// Learning-rate schedule of the weights, per epoch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` at each milestone epoch (1-based: the lr of epoch e counts the
+    /// milestones < e).
+    Step {
+        milestones: Vec<usize>,
+        gamma: f64,
+    },
+    /// Cosine decay from the base rate towards 0 over the run.
+    Cosine,
+}
+
+impl Schedule {
+    pub fn factor(&self, epoch: usize, epochs: usize) -> f64 {
+        match self {
+            Schedule::Constant => 1.0,
+            Schedule::Step { milestones, gamma } => {
+                gamma.powi(milestones.iter().filter(|&&m| m < epoch).count() as i32)
+            }
+            Schedule::Cosine => {
+                0.5 * (1.0
+                    + (std::f64::consts::PI * (epoch - 1) as f64 / epochs.max(1) as f64).cos())
+            }
+        }
+    }
+
+    /// `constant`, `cosine` or `step:M1,M2,...:GAMMA`.
+    pub fn parse(s: &str) -> Option<Schedule> {
+        match s {
+            "constant" => Some(Schedule::Constant),
+            "cosine" => Some(Schedule::Cosine),
+            _ => {
+                let rest = s.strip_prefix("step:")?;
+                let (ms, gamma) = rest.rsplit_once(':')?;
+                let milestones = ms
+                    .split(',')
+                    .map(|m| m.trim().parse().ok())
+                    .collect::<Option<Vec<usize>>>()?;
+                Some(Schedule::Step {
+                    milestones,
+                    gamma: gamma.parse().ok()?,
+                })
+            }
+        }
+    }
+}
+
+/// The cost the gates are penalised for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Penalty {
+    /// `lambda * E[MACs] / dense MACs` (default).
+    Macs,
+    /// METHODS' expected L0: `(1/N) * sum_g lambda_g * P(open_g) * n_g`, n_g the weights a gate
+    /// switches off in its producers; `group_lambda` overrides lambda per group id.
+    L0 {
+        group_lambda: std::collections::BTreeMap<usize, f64>,
+    },
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainConfig {
     pub method: Method,
@@ -86,6 +154,17 @@ pub struct TrainConfig {
     pub checkpoint_dir: Option<std::path::PathBuf>,
     /// Continue from the newest checkpoint in `checkpoint_dir`.
     pub resume: bool,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub penalty: Penalty,
+    /// Weight of the distillation term `T^2 * KL(teacher || student)` from the dense model.
+    pub distill_weight: f64,
+    pub distill_temperature: f64,
+    /// Random crop (zero padding in normalised space) and flip on training batches.
+    #[serde(skip)]
+    pub augment: Option<crate::data::transform::Augment>,
+    /// Show a progress bar (only when stderr is a terminal).
+    pub progress: bool,
     /// Initial HC logit (log alpha); 3 gives P(open) = 0.99 (METHODS, ours: start almost open).
     pub init_logit: f64,
     pub quiet: bool,
@@ -108,6 +187,13 @@ impl TrainConfig {
             weight_decay: 0.0,
             checkpoint_dir: None,
             resume: false,
+            optimizer: Optimizer::Adam,
+            schedule: Schedule::Constant,
+            penalty: Penalty::Macs,
+            distill_weight: 0.0,
+            distill_temperature: 4.0,
+            augment: None,
+            progress: false,
             init_logit: 3.0,
             quiet: false,
         }
@@ -184,6 +270,13 @@ struct Trainer<'a> {
     rng: SplitMix64,
     lambda: f64,
     sample: Vec<usize>,
+    /// The dense network, for distillation.
+    teacher: Option<crate::exec::Network>,
+    /// The weights' learning rate in the current epoch (after the schedule).
+    lr_now: f64,
+    /// n_g per gated group (weights one gate switches off in its producers), for the L0 penalty.
+    group_sizes: Vec<f64>,
+    n_train: f64,
 }
 
 impl Trainer<'_> {
@@ -196,6 +289,24 @@ impl Trainer<'_> {
         let mut shape = vec![idx.len()];
         shape.extend(&self.sample);
         Val::from_f32(batch.images, &shape, &self.device())
+    }
+
+    /// A training batch, augmented when configured.
+    fn train_input(&mut self, data: &Dataset, idx: &[usize]) -> Result<Val> {
+        let mut batch = data.gather(idx);
+        if let Some(aug) = &self.cfg.augment {
+            aug.apply(
+                &mut batch.images,
+                idx.len(),
+                data.channels,
+                data.height,
+                data.width,
+                &mut self.rng,
+            )?;
+        }
+        let mut shape = vec![idx.len()];
+        shape.extend(&self.sample);
+        Ok(Val::from_f32(batch.images, &shape, &self.device()))
     }
 
     fn labels(&self, data: &Dataset, idx: &[usize]) -> Tensor<1, Int> {
@@ -257,6 +368,9 @@ impl Trainer<'_> {
     /// Stochastic weight pruning (METHODS section 4, our defaults): after each step, zero each
     /// conv/linear weight with probability exp(-(|w| / tau)^2), tau = kappa * std(W).
     fn swp_mask(&mut self) {
+        if self.cfg.swp_kappa <= 0.0 {
+            return; // kappa 0: plain (dense) fine-tuning, the benchmarks' reference
+        }
         let kappa = self.cfg.swp_kappa as f32;
         let device = self.device();
         let params = std::mem::take(&mut self.net.weights.params);
@@ -332,7 +446,7 @@ impl Trainer<'_> {
         opt_w: &mut burn::optim::ModuleOptimizer,
         opt_g: &mut burn::optim::ModuleOptimizer,
     ) -> Result<(f64, f64, f64)> {
-        let x = self.input(data, idx);
+        let x = self.train_input(data, idx)?;
         let y = self.labels(data, idx);
         let ce = CrossEntropyLoss::new(None, &self.device());
         let n = idx.len();
@@ -369,7 +483,19 @@ impl Trainer<'_> {
             Method::Swp => (Vec::new(), Vec::new()),
         };
         let out = self.net.forward_train(x.clone(), &gate_values)?;
-        let data_loss = ce.forward(out, y.clone());
+        let mut data_loss = ce.forward(out.clone(), y.clone());
+        if let Some(teacher) = &self.teacher
+            && self.cfg.distill_weight > 0.0
+        {
+            // Hinton et al.'s soft targets: T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean.
+            let t = self.cfg.distill_temperature as f32;
+            let logits_t = teacher.forward(vec![x.clone()])?.remove(0).to2().detach();
+            let p_t = burn::tensor::activation::softmax(logits_t.clone() / t, 1);
+            let log_p_t = burn::tensor::activation::log_softmax(logits_t / t, 1);
+            let log_p_s = burn::tensor::activation::log_softmax(out / t, 1);
+            let kl = (p_t * (log_p_t - log_p_s)).sum_dim(1).mean();
+            data_loss = data_loss + kl * (self.cfg.distill_weight as f32 * t * t);
+        }
         let open = self.expected_open(&logits);
         let (penalty, expected) = if open.is_empty() {
             (
@@ -380,13 +506,22 @@ impl Trainer<'_> {
             let e = self.cost.expected(&open);
             let expected = scalar(e.clone().detach());
             let fraction = e / self.cost.dense_macs as f32;
-            let pressure = match self.cfg.target_macs {
+            let pressure = match (&self.cfg.penalty, self.cfg.target_macs) {
                 // A budget: no pressure once E[MACs] is within it, so gates stop closing there
                 // (closed hard-concrete gates get no data gradient and would not reopen).
-                Some(target) => (fraction - target as f32).clamp_min(0.0),
-                None => fraction,
+                (_, Some(target)) => (fraction - target as f32).clamp_min(0.0) * self.lambda as f32,
+                (Penalty::Macs, None) => fraction * self.lambda as f32,
+                (Penalty::L0 { group_lambda }, None) => {
+                    let mut r = Tensor::<1>::zeros([1], &self.device());
+                    for (i, o) in open.iter().enumerate() {
+                        let g = &self.net.gated[i];
+                        let lambda = group_lambda.get(&g.group).copied().unwrap_or(self.lambda);
+                        r = r + o.clone() * (lambda * self.group_sizes[i] / self.n_train) as f32;
+                    }
+                    r
+                }
             };
-            (pressure * self.lambda as f32, expected)
+            (pressure, expected)
         };
         let loss = data_loss.clone() + penalty.clone();
         let loss_value = scalar(data_loss.clone().detach());
@@ -439,7 +574,7 @@ impl Trainer<'_> {
             }
         }
         let weights = std::mem::replace(&mut self.net.weights, net::Weights { params: Vec::new() });
-        self.net.weights = opt_w.step(self.cfg.lr, weights, gw);
+        self.net.weights = opt_w.step(self.lr_now, weights, gw);
         if let Some(g) = self.generator.take() {
             self.generator = Some(opt_g.step(self.cfg.gate_lr, g, gg));
         } else if groups > 0 {
@@ -456,6 +591,33 @@ impl Trainer<'_> {
         }
         Ok((loss_value, scalar(penalty.detach()), expected))
     }
+}
+
+/// An indicatif bar for one epoch, only when asked for and stderr is a terminal.
+fn progress_bar(cfg: &TrainConfig, epoch: usize, steps: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !cfg.progress || cfg.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    let style =
+        indicatif::ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+            .ok()?;
+    bar.set_style(style.progress_chars("=> "));
+    bar.set_prefix(format!("{epoch}/{}", cfg.epochs));
+    Some(bar)
+}
+
+/// Weights one channel's gate switches off in the group's producers (METHODS section 0: a conv
+/// output channel owns C_in x kh x kw weights, a linear output neuron its input row).
+fn producer_weights_per_channel(graph: &Graph, group: &crate::groups::ChannelGroup) -> f64 {
+    group
+        .producers
+        .iter()
+        .filter_map(|p| graph.nodes.iter().find(|n| &n.name == p))
+        .filter_map(|n| n.inputs.get(1).and_then(|w| graph.initializers.get(w)))
+        .map(|w| w.len() as f64 / group.width as f64)
+        .sum()
 }
 
 /// Rebuilds a generator's parameters with fixed ids (see `net::WEIGHT_IDS`).
@@ -616,6 +778,14 @@ pub fn fine_tune(
     let n_val = ((train.len() as f64) * val_fraction).round() as usize;
     let (val_idx, train_idx) = order.split_at(n_val.min(train.len().saturating_sub(1)));
     let (val_idx, mut train_idx) = (val_idx.to_vec(), train_idx.to_vec());
+    let teacher = (cfg.distill_weight > 0.0)
+        .then(|| crate::exec::Network::new(graph, device))
+        .transpose()?;
+    let group_sizes: Vec<f64> = net
+        .gated
+        .iter()
+        .map(|g| producer_weights_per_channel(graph, &net.analysis.groups[g.group]))
+        .collect();
     let logits = logits
         .into_iter()
         .enumerate()
@@ -630,10 +800,26 @@ pub fn fine_tune(
         rng,
         lambda: cfg.lambda,
         sample,
+        teacher,
+        lr_now: cfg.lr,
+        group_sizes,
+        n_train: train.len() as f64,
     };
     let decay = (cfg.weight_decay > 0.0)
         .then(|| burn::optim::decay::WeightDecayConfig::new(cfg.weight_decay as f32));
-    let mut opt_w = AdamConfig::new().with_weight_decay(decay).init();
+    let mut opt_w = match cfg.optimizer {
+        Optimizer::Adam => AdamConfig::new().with_weight_decay(decay).init(),
+        Optimizer::Sgd { momentum, nesterov } => burn::optim::SgdConfig::new()
+            .with_weight_decay(decay)
+            .with_momentum((momentum > 0.0).then(|| {
+                // PyTorch's convention (no dampening), which the reference schedules assume.
+                burn::optim::momentum::MomentumConfig::new()
+                    .with_momentum(momentum)
+                    .with_dampening(0.0)
+                    .with_nesterov(nesterov)
+            }))
+            .init(),
+    };
     let mut opt_g = AdamConfig::new().init();
     let mut history = Vec::new();
     let mut steps = 0usize;
@@ -674,7 +860,9 @@ pub fn fine_tune(
     }
     'epochs: for epoch in first_epoch..=cfg.epochs {
         let start = std::time::Instant::now();
+        t.lr_now = cfg.lr * cfg.schedule.factor(epoch, cfg.epochs);
         t.rng.shuffle(&mut train_idx);
+        let bar = progress_bar(cfg, epoch, train_idx.len().div_ceil(cfg.batch_size.max(1)));
         let (mut loss_sum, mut pen_sum, mut exp_macs, mut batches) = (0.0, 0.0, 0.0, 0usize);
         for chunk in train_idx.chunks(cfg.batch_size.max(1)) {
             if cfg.max_steps.is_some_and(|m| steps >= m) {
@@ -695,11 +883,21 @@ pub fn fine_tune(
                     )),
                     other => other,
                 })?;
+            if let Some(bar) = &bar {
+                bar.set_message(format!(
+                    "loss {l:.4} E[MACs] {:.1}%",
+                    100.0 * e / t.cost.dense_macs
+                ));
+                bar.inc(1);
+            }
             loss_sum += l;
             pen_sum += p;
             exp_macs = e;
             batches += 1;
             steps += 1;
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
         }
         let accuracy = t.accuracy(train, &val_idx)?;
         let kept = t.kept_counts();
