@@ -196,6 +196,9 @@ struct RunArgs {
     augment: bool,
     #[arg(long)]
     no_augment: bool,
+    /// Also gate channel groups tied by residual adds (off: as in the reference code).
+    #[arg(long)]
+    gate_residual: bool,
     /// Print the groups, gate count, starting penalty and estimated run time; train nothing.
     #[arg(long)]
     dry_run: bool,
@@ -509,6 +512,7 @@ fn train_config(a: &RunArgs, method: compress::train::Method) -> compress::train
     cfg.resume = a.resume;
     cfg.quiet = a.quiet || a.json;
     cfg.progress = true;
+    cfg.gate_residual = a.gate_residual;
     cfg.optimizer = if a.optimizer == "sgd" {
         compress::train::Optimizer::Sgd {
             momentum: a.momentum,
@@ -667,7 +671,7 @@ fn run_once(
         "checkpoint_dir": cfg.checkpoint_dir, "resume": cfg.resume,
         "optimizer": cfg.optimizer, "schedule": cfg.schedule, "penalty": cfg.penalty,
         "distill_weight": cfg.distill_weight, "distill_temperature": cfg.distill_temperature,
-        "augment": cfg.augment.is_some(),
+        "augment": cfg.augment.is_some(), "gate_residual": cfg.gate_residual,
     });
     let timings = compress::pipeline::Timings {
         dense_eval_s: job.dense_eval_s,
@@ -866,10 +870,13 @@ fn run_job(a: RunArgs) -> Result<()> {
 
 /// Prints what a run would do and an estimate of its duration, from a few timed steps.
 fn dry_run(a: &RunArgs, job: &Job, cfg: &compress::train::TrainConfig, runs: usize) -> Result<()> {
-    let analysis = compress::groups::analyse(&job.graph)?;
-    let gated: Vec<&compress::groups::ChannelGroup> = analysis
+    let layouts = compress::groups::analyse_layouts(&job.graph)?;
+    let residual = compress::train::residual_tied_groups(&job.graph, &layouts);
+    let gated: Vec<&compress::groups::ChannelGroup> = layouts
+        .groups
         .iter()
         .filter(|g| g.prunable && g.width > 1)
+        .filter(|g| cfg.gate_residual || !residual.contains(&g.id))
         .collect();
     let gates: usize = gated.iter().map(|g| g.width).sum();
     // Two probes of 2 and 6 steps: their difference is the cost of 4 steps without set-up and

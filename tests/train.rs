@@ -270,3 +270,30 @@ fn schedules() {
     assert!((cos.factor(3, 4) - 0.5).abs() < 1e-12);
     assert!(Schedule::parse("step:x:0.1").is_none() && Schedule::parse("linear").is_none());
 }
+
+#[test]
+fn residual_tied_groups_are_gated_only_on_request() {
+    let graph =
+        compress::onnx::import_file(&common::repo().join("models/resnet20/model.onnx")).unwrap();
+    let (train, _) = data(&graph);
+    let dev = default_device();
+    let mut cfg = TrainConfig::new(Method::L0Hc);
+    cfg.epochs = 1;
+    cfg.max_steps = Some(0);
+    cfg.quiet = true;
+    // The reference placement: the first conv of each of the 9 basic blocks.
+    let default = pipeline::train(&graph, &train, 0.01, &cfg, &dev).unwrap();
+    assert_eq!(default.net.gated.len(), 9);
+    assert!(
+        default
+            .net
+            .gated
+            .iter()
+            .all(|g| g.name.ends_with("conv1/Conv")),
+        "{:?}",
+        default.net.gated
+    );
+    cfg.gate_residual = true;
+    let all = pipeline::train(&graph, &train, 0.01, &cfg, &dev).unwrap();
+    assert_eq!(all.net.gated.len(), 12, "plus the three residual streams");
+}

@@ -165,6 +165,9 @@ pub struct TrainConfig {
     pub augment: Option<crate::data::transform::Augment>,
     /// Show a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// Also gate channel groups tied by a residual Add (off by default, as in the reference
+    /// code: such a gate's cost counts every weight of the tied group).
+    pub gate_residual: bool,
     /// Initial HC logit (log alpha); 3 gives P(open) = 0.99 (METHODS, ours: start almost open).
     pub init_logit: f64,
     pub quiet: bool,
@@ -194,6 +197,7 @@ impl TrainConfig {
             distill_temperature: 4.0,
             augment: None,
             progress: false,
+            gate_residual: false,
             init_logit: 3.0,
             quiet: false,
         }
@@ -608,6 +612,26 @@ fn progress_bar(cfg: &TrainConfig, epoch: usize, steps: usize) -> Option<indicat
     Some(bar)
 }
 
+/// Groups that meet a residual Add or Sub of two computed values (the residual stream).
+pub fn residual_tied_groups(
+    graph: &Graph,
+    analysis: &crate::groups::ChannelAnalysis,
+) -> std::collections::HashSet<usize> {
+    use crate::ir::{BinaryOp, Op};
+    let mut out = std::collections::HashSet::new();
+    for n in &graph.nodes {
+        if let Op::Binary(BinaryOp::Add | BinaryOp::Sub) = n.op
+            && let (Some(a), Some(b)) = (
+                analysis.layouts.get(&n.inputs[0]),
+                analysis.layouts.get(&n.inputs[1]),
+            )
+        {
+            out.extend(a.iter().chain(b).map(|s| s.group));
+        }
+    }
+    out
+}
+
 /// Weights one channel's gate switches off in the group's producers (METHODS section 0: a conv
 /// output channel owns C_in x kh x kw weights, a linear output neuron its input row).
 fn producer_weights_per_channel(graph: &Graph, group: &crate::groups::ChannelGroup) -> f64 {
@@ -737,6 +761,7 @@ pub fn fine_tune(
     device: &Device,
 ) -> Result<TrainOutcome> {
     let analysis = analyse_layouts(graph)?;
+    let residual = residual_tied_groups(graph, &analysis);
     let gate_groups: Vec<usize> = if cfg.method == Method::Swp {
         Vec::new()
     } else {
@@ -744,6 +769,7 @@ pub fn fine_tune(
             .groups
             .iter()
             .filter(|g| g.prunable && g.width > 1)
+            .filter(|g| cfg.gate_residual || !residual.contains(&g.id))
             .map(|g| g.id)
             .collect()
     };
