@@ -2,21 +2,11 @@
 
 mod common;
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
-fn compress() -> Command {
-    Command::cargo_bin("compress").unwrap()
-}
-
-fn lenet5() -> String {
-    common::repo()
-        .join("models/lenet5/model.onnx")
-        .display()
-        .to_string()
-}
+use common::{compress, lenet5};
 
 fn json_of(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out).expect("stdout is one JSON object")

@@ -64,3 +64,16 @@ pub fn card(dir: &Path) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     serde_json::from_str(&text).expect("card.json is JSON")
 }
+
+/// The compress binary built for these tests.
+pub fn compress() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("compress").unwrap()
+}
+
+/// Path of the shipped LeNet-5.
+pub fn lenet5() -> String {
+    repo()
+        .join("models/lenet5/model.onnx")
+        .display()
+        .to_string()
+}

@@ -3,18 +3,7 @@
 
 mod common;
 
-use assert_cmd::Command;
-
-fn compress() -> Command {
-    Command::cargo_bin("compress").unwrap()
-}
-
-fn lenet5() -> String {
-    common::repo()
-        .join("models/lenet5/model.onnx")
-        .display()
-        .to_string()
-}
+use common::{compress, lenet5};
 
 fn read_json(p: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()

@@ -147,7 +147,6 @@ impl Walk<'_> {
                 .collect();
         }
         let x = n.inputs.first().map(String::as_str).unwrap_or("");
-        let input_rank = self.shapes.get(x).map_or(0, |s| s.len());
         removed
             .into_iter()
             .map(|f| {
@@ -237,7 +236,6 @@ impl Walk<'_> {
                     }
                     _ => None,
                 };
-                let _ = input_rank;
                 (f, v)
             })
             .collect()

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 
 use crate::error::Result;
-use crate::exec::value::{MAX_RANK, T6, padded};
+use crate::exec::value::{T6, padded};
 use crate::exec::{BatchStats, Frame, Network, Val};
 use crate::groups::ChannelAnalysis;
 use crate::ir::{Graph, Op, Tensor as HostTensor};
@@ -71,6 +71,8 @@ pub struct GatedNet {
     pub(crate) running: HashMap<usize, Val>,
     /// ONNX momentum: running = momentum * running + (1 - momentum) * batch.
     pub bn_momentum: f32,
+    /// Per parameter: is it a conv/linear weight matrix? Resolved once, read every SWP step.
+    prunable_weight: Vec<bool>,
 }
 
 /// Inputs of a node that are trainable parameters.
@@ -157,6 +159,16 @@ impl GatedNet {
                 }
             })
             .collect();
+        let prunable_weight = params
+            .iter()
+            .map(|p| {
+                p.rank >= 2
+                    && graph.nodes.iter().any(|n| {
+                        matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul)
+                            && n.inputs.get(1) == Some(&p.name)
+                    })
+            })
+            .collect();
         Ok(GatedNet {
             net,
             graph: graph.clone(),
@@ -167,16 +179,13 @@ impl GatedNet {
             bn,
             running,
             bn_momentum: 0.9,
+            prunable_weight,
         })
     }
 
     /// Is parameter `i` a conv or linear weight matrix (what SWP zeroes)?
     pub fn is_prunable_weight(&self, i: usize) -> bool {
-        self.params[i].rank >= 2
-            && self.graph.nodes.iter().any(|n| {
-                matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul)
-                    && n.inputs.get(1) == Some(&self.params[i].name)
-            })
+        self.prunable_weight[i]
     }
 
     pub fn device(&self) -> &Device {
@@ -305,6 +314,3 @@ impl GatedNet {
         Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), self.device())
     }
 }
-
-/// Keeps `MAX_RANK` referenced for readers of this module's padded layout.
-const _: usize = MAX_RANK;
