@@ -4,6 +4,8 @@
 #             libonnx-testdata (ONNX operator conformance), python3-venv
 #   - PyPI (in a venv under the target dir): onnx and onnxruntime, which check every pruned
 #     model the tests export (ONNX's checker with full_check, and ONNX Runtime's outputs)
+# The tests run with the `ort` feature, so every export is also verified in ONNX Runtime from
+# inside compress; the wheel's libonnxruntime is the library it loads (ORT_DYLIB_PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,5 +30,8 @@ fi
 mkdir -p "$target"
 exports="$(cd "$target" && pwd)/pruned-exports"
 rm -rf "$exports"
-COMPRESS_EXPORT_DIR="$exports" cargo test --release "$@"
+ORT_DYLIB_PATH="$("$venv/bin/python" -c 'import glob, os, onnxruntime
+print(glob.glob(os.path.join(os.path.dirname(onnxruntime.__file__), "capi", "libonnxruntime.so*"))[0])')"
+export ORT_DYLIB_PATH
+COMPRESS_EXPORT_DIR="$exports" cargo test --release --features ort "$@"
 "$venv/bin/python" scripts/check_exports.py "$exports"

@@ -42,7 +42,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Import and re-export a model; the output is checked in tract before it is written.
+    /// Import and re-export a model; the output is checked in tract (and ONNX Runtime with the
+    /// `ort` feature) before it is written.
     ///
     /// Example: compress convert models/lenet5/model.onnx -o /tmp/lenet5.onnx
     Convert {
@@ -53,7 +54,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Remove channels by a keep plan; the result is verified in tract before it is written.
+    /// Remove channels by a keep plan; the result is verified in tract (and ONNX Runtime with
+    /// the `ort` feature) before it is written.
     ///
     /// Examples:
     ///   compress prune fixtures/models/resnet18/model.onnx --random-keep 0.5 --seed 1 -o /tmp/r18.onnx
@@ -258,6 +260,14 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Commands that write verified models refuse up front, not after the work, when a
+    // verifying runtime cannot be loaded.
+    if matches!(
+        cli.command,
+        Command::Convert { .. } | Command::Prune(_) | Command::Run(_)
+    ) {
+        verify::check_runtimes()?;
+    }
     match cli.command {
         Command::Inspect { model, json } => inspect(&model, json),
         Command::Convert {
@@ -318,13 +328,13 @@ fn convert(model: &Path, output: &Path, force: bool) -> Result<()> {
     let mut exported = graph.clone();
     inject_fault(&mut exported);
     let bytes = onnx::export(&exported);
-    let cmp = verify::compare_in_tract(&graph, &original, &bytes, 2, 1e-5)?;
+    let cmp = verify::verify_export(&graph, &original, &bytes, 2, 1e-5)?;
     compress::fsutil::write_atomic(output, &bytes, force)?;
     println!(
-        "wrote {} ({} bytes); tract max abs difference vs original: {:e}",
+        "wrote {} ({} bytes); vs original: {}",
         output.display(),
         bytes.len(),
-        cmp.max_abs_diff
+        cmp.summary()
     );
     Ok(())
 }
@@ -386,7 +396,7 @@ fn prune(args: PruneArgs) -> Result<()> {
     inject_fault(&mut pruned.graph);
     let bytes = onnx::export(&pruned.graph);
     let reference = onnx::export(&pruned.reference);
-    let verification = verify::compare_in_tract(&graph, &reference, &bytes, 2, 1e-4)?;
+    let verification = verify::verify_export(&graph, &reference, &bytes, 2, 1e-4)?;
     compress::fsutil::write_atomic(&args.output, &bytes, args.force)?;
     let r = report::prune::prune_report(report::prune::ReportInput {
         model: &args.model.display().to_string(),

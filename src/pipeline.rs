@@ -29,7 +29,7 @@ use crate::exec::Network;
 use crate::ir::Graph;
 use crate::prune::{GroupKeep, KeepPlan, Pruned};
 use crate::train::{Method, TrainConfig, TrainOutcome, fine_tune, test_gates};
-use crate::verify::Comparison;
+use crate::verify::Verification;
 
 /// Loads the train and test splits in the layout the model's input wants, normalised as the
 /// format's default (CIFAR: per-channel mean/std; IDX and image folders: [0, 1] pixels).
@@ -125,7 +125,7 @@ pub struct Compressed {
     /// The pruned model with gate values folded in (no gate ops): what gets written.
     pub graph: Graph,
     pub bytes: Vec<u8>,
-    pub verification: Comparison,
+    pub verification: Verification,
     /// The network the pruned model must reproduce (trained, gated, eval mode).
     pub gated: Graph,
 }
@@ -152,7 +152,7 @@ pub fn compress_trained(
     crate::ir::fold::fold_channel_scales(&mut graph);
     let bytes = crate::onnx::export(&graph);
     let reference = crate::onnx::export(&pruned.reference);
-    let verification = crate::verify::compare_in_tract(&gated, &reference, &bytes, 2, 1e-4)?;
+    let verification = crate::verify::verify_export(&gated, &reference, &bytes, 2, 1e-4)?;
     Ok(Compressed {
         pruned,
         graph,

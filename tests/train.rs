@@ -35,7 +35,11 @@ fn run(method: Method, tweak: impl Fn(&mut TrainConfig)) -> (f64, f64, f64, f64)
     let dev = default_device();
     let outcome = pipeline::train(&graph, &train, 0.1, &cfg, &dev).unwrap();
     let compressed = pipeline::compress_trained(&outcome, &cfg, None).unwrap();
-    assert!(compressed.verification.max_abs_diff <= 1e-4);
+    let v = &compressed.verification;
+    assert_eq!(v.also.len(), usize::from(cfg!(feature = "ort")), "{v:?}");
+    for c in std::iter::once(&v.tract).chain(&v.also) {
+        assert!(c.max_abs_diff <= 1e-4, "{c:?}");
+    }
     let pruned = pipeline::evaluate(&compressed.graph, &test, "subset", &dev).unwrap();
     // The written model computes what the fine-tuned gated network computes.
     let gated = pipeline::evaluate(&compressed.gated, &test, "subset", &dev).unwrap();

@@ -6,7 +6,7 @@ use super::prune::{Latency, LayerWidth, PruneReport};
 use crate::eval::Accuracy;
 use crate::pipeline::Timings;
 use crate::train::EpochRecord;
-use crate::verify::Comparison;
+use crate::verify::Verification;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -40,7 +40,7 @@ pub struct RunReport {
     pub widths_after: String,
     pub layers: Vec<LayerWidth>,
     pub history: Vec<EpochRecord>,
-    pub verification: Comparison,
+    pub verification: Verification,
     pub timings: Timings,
     pub notes: Vec<String>,
 }
@@ -144,11 +144,7 @@ pub fn render(r: &RunReport) -> String {
         );
     }
     let _ = writeln!(s, "\nwidths: {} -> {}", r.widths_before, r.widths_after);
-    let _ = writeln!(
-        s,
-        "verified in {}: max abs difference {:.2e} (tolerance {:.0e})",
-        r.verification.runtime, r.verification.max_abs_diff, r.verification.tolerance
-    );
+    let _ = writeln!(s, "verified in {}", r.verification.summary());
     let _ = writeln!(
         s,
         "wall time: {:.1} s (training {:.1} s)",

@@ -1,0 +1,245 @@
+//! Every export is run in independent runtimes and compared with its reference before it is
+//! written: tract always, ONNX Runtime too when built with the `ort` feature.
+
+#[cfg(feature = "ort")]
+pub mod onnxruntime;
+mod tract;
+
+pub use tract::{run_tract, tract_latencies_ms, tract_latency_ms};
+
+use crate::error::{Error, Result};
+
+/// Largest absolute elementwise difference; infinite when shapes differ.
+pub fn max_abs_diff(a: &crate::ir::Tensor, b: &crate::ir::Tensor) -> f32 {
+    if a.shape != b.shape {
+        return f32::INFINITY;
+    }
+    a.to_f32_vec()
+        .iter()
+        .zip(b.to_f32_vec())
+        .map(|(x, y)| {
+            if x.is_nan() && y.is_nan() {
+                0.0
+            } else {
+                (x - y).abs()
+            }
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Deterministic pseudo-random values in [-1, 1), for checking that two models compute the
+/// same function without needing real data.
+pub fn pseudo_random(shape: &[usize], seed: u64) -> crate::ir::Tensor {
+    let mut rng = crate::rng::SplitMix64::new(seed);
+    let n: usize = shape.iter().product();
+    crate::ir::Tensor::f32(
+        shape.to_vec(),
+        (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect(),
+    )
+}
+
+/// Outcome of running two ONNX encodings of a model on the same inputs in one runtime.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Comparison {
+    pub runtime: &'static str,
+    pub max_abs_diff: f32,
+    pub tolerance: f32,
+}
+
+/// Every runtime's comparison: tract's fields at the top level (report schema 1), the other
+/// runtimes (ONNX Runtime with the `ort` feature) under `also`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verification {
+    #[serde(flatten)]
+    pub tract: Comparison,
+    pub also: Vec<Comparison>,
+}
+
+impl Verification {
+    /// One line per runtime, for human-readable reports.
+    pub fn summary(&self) -> String {
+        std::iter::once(&self.tract)
+            .chain(&self.also)
+            .map(|c| {
+                format!(
+                    "{}: max abs difference {:.2e} (tolerance {:.0e})",
+                    c.runtime, c.max_abs_diff, c.tolerance
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// Median milliseconds of each runner, after one warm-up call of each, calling them round-robin
+/// (one call of each in turn, each round starting one runner later) so that a slow phase of a
+/// shared machine, or whatever the previous run left in the caches, hits every model alike
+/// instead of skewing their ratio.
+pub(crate) fn round_robin_medians_ms(
+    runners: &mut [Box<dyn FnMut() -> Result<()> + '_>],
+    runs: usize,
+) -> Result<Vec<f64>> {
+    for run in runners.iter_mut() {
+        run()?;
+    }
+    let n = runners.len();
+    let mut times = vec![Vec::with_capacity(runs); n];
+    for round in 0..runs.max(1) {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let start = std::time::Instant::now();
+            runners[i]()?;
+            times[i].push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(|a, b| a.total_cmp(b));
+            t[t.len() / 2]
+        })
+        .collect())
+}
+
+/// Pseudo-random inputs shaped like the graph's inputs at `batch`.
+fn probe_inputs(graph: &crate::ir::Graph, batch: usize) -> Vec<crate::ir::Tensor> {
+    graph
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| pseudo_random(&v.shape(batch), 17 + i as u64))
+        .collect()
+}
+
+/// Runs `reference` and `candidate` in one runtime on the same inputs; fails with exit code 3
+/// when any output differs beyond `tolerance` (or the output lists differ).
+fn compare_with(
+    runtime: &'static str,
+    run: impl Fn(&[u8], &[crate::ir::Tensor]) -> Result<Vec<crate::ir::Tensor>>,
+    inputs: &[crate::ir::Tensor],
+    reference: &[u8],
+    candidate: &[u8],
+    tolerance: f32,
+) -> Result<Comparison> {
+    let a = run(reference, inputs)?;
+    let b = run(candidate, inputs)?;
+    let diff = if a.len() == b.len() {
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| max_abs_diff(x, y))
+            .fold(0.0, f32::max)
+    } else {
+        f32::INFINITY
+    };
+    if diff.is_nan() || diff > tolerance {
+        return Err(Error::Verify(format!(
+            "{runtime} outputs differ by {diff:e} (tolerance {tolerance:e}); nothing was written"
+        )));
+    }
+    Ok(Comparison {
+        runtime,
+        max_abs_diff: diff,
+        tolerance,
+    })
+}
+
+/// Runs `reference` and `candidate` bytes in tract on pseudo-random inputs shaped like the
+/// graph's inputs (at `batch`) and fails with exit code 3 when they differ beyond `tolerance`.
+pub fn compare_in_tract(
+    graph: &crate::ir::Graph,
+    reference: &[u8],
+    candidate: &[u8],
+    batch: usize,
+    tolerance: f32,
+) -> Result<Comparison> {
+    let inputs = probe_inputs(graph, batch);
+    compare_with("tract", run_tract, &inputs, reference, candidate, tolerance)
+}
+
+/// Fails (exit code 2, with the fix in the message) when a runtime that `verify_export` needs
+/// cannot be loaded; tract is linked in, ONNX Runtime (with the `ort` feature) is loaded here.
+pub fn check_runtimes() -> Result<()> {
+    #[cfg(feature = "ort")]
+    onnxruntime::load()?;
+    Ok(())
+}
+
+/// The gate before any export is written: tract, then (with the `ort` feature) ONNX Runtime,
+/// must each compute the reference's outputs from `candidate` within `tolerance`.
+pub fn verify_export(
+    graph: &crate::ir::Graph,
+    reference: &[u8],
+    candidate: &[u8],
+    batch: usize,
+    tolerance: f32,
+) -> Result<Verification> {
+    let inputs = probe_inputs(graph, batch);
+    let tract = compare_with("tract", run_tract, &inputs, reference, candidate, tolerance)?;
+    #[cfg(feature = "ort")]
+    let also = vec![compare_with(
+        "onnxruntime",
+        onnxruntime::run_ort,
+        &inputs,
+        reference,
+        candidate,
+        tolerance,
+    )?];
+    #[cfg(not(feature = "ort"))]
+    let also = Vec::new();
+    Ok(Verification { tract, also })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_warms_up_then_times_every_runner_each_round() {
+        let calls = std::cell::RefCell::new(Vec::new());
+        let mut runners: Vec<Box<dyn FnMut() -> Result<()>>> = (0..3)
+            .map(|i| {
+                let calls = &calls;
+                Box::new(move || {
+                    calls.borrow_mut().push(i);
+                    Ok(())
+                }) as Box<dyn FnMut() -> Result<()>>
+            })
+            .collect();
+        let medians = round_robin_medians_ms(&mut runners, 4).unwrap();
+        assert_eq!(medians.len(), 3);
+        drop(runners);
+        let calls = calls.into_inner();
+        // One warm-up each, then 4 rounds of 3, each round starting one runner later.
+        assert_eq!(&calls[..3], &[0, 1, 2]);
+        assert_eq!(&calls[3..6], &[0, 1, 2]);
+        assert_eq!(&calls[6..9], &[1, 2, 0]);
+        assert_eq!(&calls[9..12], &[2, 0, 1]);
+        assert_eq!(calls.len(), 15);
+    }
+
+    #[test]
+    fn a_failing_runner_fails_the_measurement() {
+        let mut runners: Vec<Box<dyn FnMut() -> Result<()>>> =
+            vec![Box::new(|| Err(Error::Internal("boom".into())))];
+        assert!(round_robin_medians_ms(&mut runners, 3).is_err());
+    }
+
+    #[test]
+    fn verification_summary_names_every_runtime() {
+        let c = |runtime| Comparison {
+            runtime,
+            max_abs_diff: 1e-7,
+            tolerance: 1e-4,
+        };
+        let v = Verification {
+            tract: c("tract"),
+            also: vec![c("onnxruntime")],
+        };
+        let s = v.summary();
+        assert!(s.starts_with("tract: max abs difference 1.00e-7"), "{s}");
+        assert!(s.contains("; onnxruntime: max abs difference"), "{s}");
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["runtime"], "tract");
+        assert_eq!(json["also"][0]["runtime"], "onnxruntime");
+    }
+}

@@ -1,0 +1,132 @@
+//! ONNX Runtime (the `ort` feature): a second, independent runtime every export must pass.
+//!
+//! The shared library is loaded at run time, never downloaded: from `ORT_DYLIB_PATH` when set,
+//! otherwise by its platform name (`libonnxruntime.so` on Linux) through the loader's search
+//! path. `pip install onnxruntime` ships it under `onnxruntime/capi/`.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::Tensor as OrtTensor;
+
+use crate::error::{Error, Result};
+use crate::ir::Tensor;
+
+/// Loaded once per process; a failure is remembered so that every caller gets the same message.
+static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+
+/// Where the library is looked for: `ORT_DYLIB_PATH`, else the platform's file name.
+pub fn library_path() -> PathBuf {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
+            format!("{DLL_PREFIX}onnxruntime{DLL_SUFFIX}").into()
+        })
+}
+
+/// Loads the library (once per process) and returns the environment sessions are made in.
+pub fn load() -> Result<&'static Environment> {
+    ENVIRONMENT
+        .get_or_init(|| {
+            // ort panics on first use when no library is loaded, so load it explicitly here,
+            // where a failure can still become an error message.
+            let path = library_path();
+            let builder = ort::init_from(&path).map_err(|e| {
+                format!(
+                    "ONNX Runtime (built in with the `ort` feature) could not be loaded from {}: \
+                     {e}; set ORT_DYLIB_PATH to libonnxruntime (pip install onnxruntime ships \
+                     it in onnxruntime/capi/), version 1.24 or newer",
+                    path.display()
+                )
+            })?;
+            builder
+                .with_name("compress")
+                .with_telemetry(false)
+                .build()
+                .map_err(|e| format!("ONNX Runtime environment: {e}"))
+        })
+        .as_ref()
+        .map_err(|message| Error::Usage(message.clone()))
+}
+
+fn fail(e: ort::Error) -> Error {
+    Error::Internal(format!("onnxruntime: {e}"))
+}
+
+/// A session on the CPU; `threads` intra-op threads, or ONNX Runtime's default (all cores).
+fn session(bytes: &[u8], threads: Option<usize>) -> Result<Session> {
+    let mut builder = Session::builder(load()?).map_err(fail)?;
+    if let Some(n) = threads {
+        builder = builder
+            .with_intra_threads(n)
+            .map_err(|e| fail(ort::Error::from(e)))?;
+    }
+    builder.commit_from_memory(bytes).map_err(fail)
+}
+
+/// The session's inputs, named, from f32 tensors in graph input order.
+fn feed(session: &Session, inputs: &[Tensor]) -> Result<Vec<(String, OrtTensor<f32>)>> {
+    session
+        .inputs()
+        .iter()
+        .zip(inputs)
+        .map(|(outlet, t)| {
+            let value = OrtTensor::from_array((t.shape.clone(), t.to_f32_vec())).map_err(fail)?;
+            Ok((outlet.name().to_string(), value))
+        })
+        .collect()
+}
+
+/// Median latencies in milliseconds of several models on the same inputs in ONNX Runtime with
+/// `threads` intra-op threads, measured round-robin after a warm-up of each (see tract's).
+pub fn ort_latencies_ms(
+    models: &[&[u8]],
+    inputs: &[Tensor],
+    runs: usize,
+    threads: usize,
+) -> Result<Vec<f64>> {
+    let mut runners: Vec<Box<dyn FnMut() -> Result<()>>> = Vec::with_capacity(models.len());
+    for bytes in models {
+        let mut session = session(bytes, Some(threads))?;
+        let values = feed(&session, inputs)?;
+        runners.push(Box::new(move || {
+            let feed: Vec<(&str, &OrtTensor<f32>)> =
+                values.iter().map(|(n, v)| (n.as_str(), v)).collect();
+            session.run(feed).map(drop).map_err(fail)
+        }));
+    }
+    super::round_robin_medians_ms(&mut runners, runs)
+}
+
+/// Runs ONNX bytes in ONNX Runtime with the given f32 inputs (in graph input order), returning
+/// the f32 outputs in graph output order.
+pub fn run_ort(bytes: &[u8], inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    let mut session = session(bytes, None)?;
+    if session.inputs().len() != inputs.len() {
+        return Err(Error::Internal(format!(
+            "onnxruntime: the model has {} inputs, {} were given",
+            session.inputs().len(),
+            inputs.len()
+        )));
+    }
+    let feed = feed(&session, inputs)?;
+    let names: Vec<String> = session
+        .outputs()
+        .iter()
+        .map(|o| o.name().to_string())
+        .collect();
+    let outputs = session.run(feed).map_err(fail)?;
+    names
+        .iter()
+        .map(|name| {
+            let (shape, data) = outputs[name.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(fail)?;
+            let shape = shape.iter().map(|&d| d as usize).collect();
+            Ok(Tensor::f32(shape, data.to_vec()))
+        })
+        .collect()
+}

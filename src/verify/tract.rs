@@ -1,0 +1,80 @@
+//! tract: the runtime every export is verified in, and where latency is measured.
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::SimpleState;
+
+use crate::error::{Error, Result};
+
+/// An optimised tract plan for fixed input shapes, and the inputs as tract values.
+fn tract_plan(
+    bytes: &[u8],
+    inputs: &[crate::ir::Tensor],
+) -> Result<(std::sync::Arc<TypedRunnableModel>, TVec<TValue>)> {
+    let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
+    let mut model = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(fail)?;
+    for (i, t) in inputs.iter().enumerate() {
+        model = model
+            .with_input_fact(i, f32::fact(&t.shape).into())
+            .map_err(fail)?;
+    }
+    let plan = model
+        .into_optimized()
+        .map_err(fail)?
+        .into_runnable()
+        .map_err(fail)?;
+    let values: TVec<TValue> = inputs
+        .iter()
+        .map(|t| {
+            Ok(
+                tract_onnx::prelude::Tensor::from_shape(&t.shape, &t.to_f32_vec())
+                    .map_err(fail)?
+                    .into(),
+            )
+        })
+        .collect::<Result<_>>()?;
+    Ok((plan, values))
+}
+
+/// Runs ONNX bytes in tract with the given inputs (f32), returning f32 outputs.
+pub fn run_tract(bytes: &[u8], inputs: &[crate::ir::Tensor]) -> Result<Vec<crate::ir::Tensor>> {
+    let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
+    let (plan, values) = tract_plan(bytes, inputs)?;
+    let outs = plan.run(values).map_err(fail)?;
+    outs.iter()
+        .map(|o| {
+            let view = o.to_plain_array_view::<f32>().map_err(fail)?;
+            Ok(crate::ir::Tensor::f32(
+                view.shape().to_vec(),
+                view.iter().copied().collect(),
+            ))
+        })
+        .collect()
+}
+
+/// Median latency in milliseconds of running ONNX bytes in tract at a fixed input shape,
+/// after one warm-up run.
+pub fn tract_latency_ms(bytes: &[u8], inputs: &[crate::ir::Tensor], runs: usize) -> Result<f64> {
+    Ok(tract_latencies_ms(&[bytes], inputs, runs)?[0])
+}
+
+/// Median latencies in milliseconds of several models on the same inputs, measured
+/// round-robin after a warm-up of each. Each model keeps one tract state across its runs, as a
+/// serving process would.
+pub fn tract_latencies_ms(
+    models: &[&[u8]],
+    inputs: &[crate::ir::Tensor],
+    runs: usize,
+) -> Result<Vec<f64>> {
+    let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
+    let mut runners: Vec<Box<dyn FnMut() -> Result<()>>> = Vec::with_capacity(models.len());
+    for bytes in models {
+        let (plan, values) = tract_plan(bytes, inputs)?;
+        let mut state = SimpleState::new(&plan).map_err(fail)?;
+        runners.push(Box::new(move || {
+            state.run(values.clone()).map(drop).map_err(fail)
+        }));
+    }
+    super::round_robin_medians_ms(&mut runners, runs)
+}
