@@ -201,6 +201,13 @@ struct RunArgs {
     /// Also gate channel groups tied by residual adds (off: as in the reference code).
     #[arg(long)]
     gate_residual: bool,
+    /// Dep-L0 generator direction: forward (first gated layer to last) or backward (last to
+    /// first, its outputs reversed).
+    #[arg(long, default_value = "forward", value_parser = ["forward", "backward"])]
+    dep_chain: String,
+    /// Dep-L0 generator input width n0 (its input is a vector of n0 ones).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    dep_n0: u64,
     /// Print the groups, gate count, starting penalty and estimated run time; train nothing.
     #[arg(long)]
     dry_run: bool,
@@ -523,6 +530,8 @@ fn train_config(a: &RunArgs, method: compress::train::Method) -> compress::train
     cfg.quiet = a.quiet || a.json;
     cfg.progress = true;
     cfg.gate_residual = a.gate_residual;
+    cfg.dep_backward = a.dep_chain == "backward";
+    cfg.dep_n0 = a.dep_n0 as usize;
     cfg.optimizer = if a.optimizer == "sgd" {
         compress::train::Optimizer::Sgd {
             momentum: a.momentum,
@@ -682,6 +691,7 @@ fn run_once(
         "optimizer": cfg.optimizer, "schedule": cfg.schedule, "penalty": cfg.penalty,
         "distill_weight": cfg.distill_weight, "distill_temperature": cfg.distill_temperature,
         "augment": cfg.augment.is_some(), "gate_residual": cfg.gate_residual,
+        "dep_chain": a.dep_chain, "dep_n0": cfg.dep_n0,
     });
     let timings = compress::pipeline::Timings {
         dense_eval_s: job.dense_eval_s,

@@ -50,6 +50,8 @@ fn run_writes_model_reports_and_plot_and_check_gates_them() {
     assert_schema(&report);
     assert_eq!(report["method"], "dep-l0");
     assert_eq!(report["settings"]["seed"], 0);
+    assert_eq!(report["settings"]["dep_chain"], "forward");
+    assert_eq!(report["settings"]["dep_n0"], 64);
     assert_eq!(report["history"].as_array().unwrap().len(), 1);
     // The model file is the one the report describes, and it is smaller.
     let written = compress::onnx::import_file(&dir.path().join("l5.onnx")).unwrap();
@@ -205,6 +207,8 @@ fn run_rejects_bad_options_with_exit_2() {
         (vec!["--target-macs", "1.5"], "--target-macs 1.5"),
         (vec!["--sweep", "depth=1"], "--sweep depth=1"),
         (vec!["--device", "tpu"], "--device tpu"),
+        (vec!["--dep-chain", "sideways"], "sideways"),
+        (vec!["--dep-n0", "0"], "--dep-n0"),
         (vec!["--data", "/nonexistent"], "/nonexistent"),
     ] {
         let o = compress()

@@ -82,6 +82,57 @@ fn dep_l0_prunes_lenet5() {
 }
 
 #[test]
+fn dep_l0_backward_chain_prunes_lenet5() {
+    let (dense, after, acc, _) = run(Method::DepL0, |c| {
+        c.dep_backward = true;
+        c.dep_n0 = 16;
+    });
+    assert!(after <= 0.8 * dense && acc >= 0.88, "{after} {acc}");
+}
+
+/// A Dep-L0 checkpoint resumes only with the generator it was made with: another chain
+/// direction is refused by name, and a generator of another shape (a checkpoint without the
+/// settings recorded, as older versions wrote) by tensor shape, before anything is replaced.
+#[test]
+fn resume_refuses_another_dep_l0_generator() {
+    let graph = lenet5();
+    let (train, _) = data(&graph);
+    let small = train.gather(&(0..600).collect::<Vec<_>>());
+    let dir = tempfile::tempdir().unwrap();
+    let dev = default_device();
+    let mut cfg = TrainConfig::new(Method::DepL0);
+    cfg.quiet = true;
+    cfg.epochs = 1;
+    cfg.checkpoint_dir = Some(dir.path().to_path_buf());
+    pipeline::train(&graph, &small, 0.1, &cfg, &dev).unwrap();
+
+    cfg.epochs = 2;
+    cfg.resume = true;
+    cfg.dep_backward = true;
+    let err = pipeline::train(&graph, &small, 0.1, &cfg, &dev)
+        .err()
+        .expect("another chain direction must be refused");
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        err.to_string().contains("--dep-chain forward --dep-n0 64"),
+        "{err}"
+    );
+
+    let state_path = dir.path().join("epoch-1/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state.as_object_mut().unwrap().remove("variant");
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    cfg.dep_backward = false;
+    cfg.dep_n0 = 32;
+    let err = pipeline::train(&graph, &small, 0.1, &cfg, &dev)
+        .err()
+        .expect("a generator of another shape must be refused");
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("generator.0.weight"), "{err}");
+}
+
+#[test]
 fn l0_arm_prunes_lenet5() {
     let (dense, after, acc, _) = run(Method::L0Arm, |_| {});
     assert!(after <= 0.8 * dense && acc >= 0.87, "{after} {acc}");

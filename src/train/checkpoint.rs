@@ -23,6 +23,10 @@ pub struct State {
     /// Method and seed the checkpoint was made with; a resume must use the same.
     pub method: String,
     pub seed: u64,
+    /// Method settings that shape the parameters (Dep-L0's chain); a resume must match them.
+    /// Empty in checkpoints of methods without such settings.
+    #[serde(default)]
+    pub variant: String,
     pub epoch: usize,
     pub steps: usize,
     pub lambda: f64,

@@ -170,6 +170,10 @@ pub struct TrainConfig {
     pub gate_residual: bool,
     /// Initial HC logit (log alpha); 3 gives P(open) = 0.99 (METHODS, ours: start almost open).
     pub init_logit: f64,
+    /// Dep-L0: build the generator chain from the last gated layer to the first (METHODS 3).
+    pub dep_backward: bool,
+    /// Dep-L0: width of the generator's all-ones input.
+    pub dep_n0: usize,
     pub quiet: bool,
 }
 
@@ -199,8 +203,24 @@ impl TrainConfig {
             progress: false,
             gate_residual: false,
             init_logit: 3.0,
+            dep_backward: false,
+            dep_n0: 64,
             quiet: false,
         }
+    }
+}
+
+/// The method settings that shape its parameters, as options (checked on resume).
+fn variant(cfg: &TrainConfig) -> String {
+    if cfg.method == Method::DepL0 {
+        let chain = if cfg.dep_backward {
+            "backward"
+        } else {
+            "forward"
+        };
+        format!("--dep-chain {chain} --dep-n0 {}", cfg.dep_n0)
+    } else {
+        String::new()
     }
 }
 
@@ -703,6 +723,21 @@ impl Trainer<'_> {
 
     /// Puts checkpointed tensors back (same names and ids as `snapshot`).
     fn restore(&mut self, tensors: &[checkpoint::Named]) -> Result<()> {
+        // Every tensor this net has must be there with its shape, before anything is replaced.
+        for (name, shape, _) in self.snapshot() {
+            if let Some(t) = tensors.iter().find(|t| t.0 == name)
+                && t.1 != shape
+            {
+                return Err(Error::Data {
+                    path: "checkpoint".into(),
+                    reason: format!(
+                        "tensor '{name}' has shape {:?} there but {shape:?} here (was it made \
+                         from another model or with other settings?)",
+                        t.1
+                    ),
+                });
+            }
+        }
         let device = self.device();
         let find = |name: &str| -> Result<&checkpoint::Named> {
             tensors
@@ -784,7 +819,11 @@ pub fn fine_tune(
     let widths: Vec<usize> = net.gated.iter().map(|g| g.width).collect();
     let generator = (cfg.method == Method::DepL0 && !widths.is_empty()).then(|| {
         with_fixed_ids(DepGenerator::new_seeded(
-            &widths, 64, false, cfg.seed, device,
+            &widths,
+            cfg.dep_n0,
+            cfg.dep_backward,
+            cfg.seed,
+            device,
         ))
     });
     let logits: Vec<Tensor<1>> = net
@@ -865,6 +904,16 @@ pub fn fine_tune(
                 loaded.state.seed,
                 cfg.method.name(),
                 cfg.seed
+            )));
+        }
+        // Checkpoints from before `variant` existed have it empty; the shape check in
+        // `restore` still guards them.
+        if !loaded.state.variant.is_empty() && loaded.state.variant != variant(cfg) {
+            return Err(Error::Usage(format!(
+                "--resume: {} was made with {}, not {}",
+                loaded.path.display(),
+                loaded.state.variant,
+                variant(cfg)
             )));
         }
         t.restore(&loaded.tensors)?;
@@ -961,6 +1010,7 @@ pub fn fine_tune(
             let state = checkpoint::State {
                 method: cfg.method.name().to_string(),
                 seed: cfg.seed,
+                variant: variant(cfg),
                 epoch,
                 steps,
                 lambda: t.lambda,
