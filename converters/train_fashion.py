@@ -3,7 +3,7 @@
 
 Usage:
   OMP_WAIT_POLICY=passive python converters/train_fashion.py [DATA_DIR] \
-      [--models lenet300,lenet5,resnet20] [--epochs lenet300=8,lenet5=8,resnet20=3] [--out models]
+      [--models lenet300,lenet5,resnet20] [--epochs lenet300=8,lenet5=8,resnet20=10] [--out models]
 
 DATA_DIR (default /usr/share/datasets/fashion-mnist) must hold the four standard IDX
 gzip files (train-images-idx3-ubyte.gz, ...).  Input preprocessing: pixels / 255.0 as
@@ -34,7 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 0
 BATCH = 128
 LR = 1e-3
-DEFAULT_EPOCHS = {"lenet300": 8, "lenet5": 8, "resnet20": 3}
+DEFAULT_EPOCHS = {"lenet300": 8, "lenet5": 8, "resnet20": 10}
 
 
 # ----------------------------------------------------------------------------- data
