@@ -392,12 +392,7 @@ fn prune(args: PruneArgs) -> Result<()> {
     }
     // Refuse before doing any work rather than after.
     for path in std::iter::once(&args.output).chain(args.report.iter()) {
-        if path.exists() && !args.force {
-            return Err(Error::Usage(format!(
-                "{} already exists (pass --force to overwrite)",
-                path.display()
-            )));
-        }
+        compress::fsutil::check_writable(path, args.force)?;
     }
     let mut pruned = compress::prune::prune(&graph, &plan, args.round_to)?;
     inject_fault(&mut pruned.graph);
@@ -798,12 +793,7 @@ fn run_job(a: RunArgs) -> Result<()> {
     if !a.dry_run {
         let extra: Vec<&PathBuf> = sweep_files.iter().flat_map(|(j, s)| [j, s]).collect();
         for path in runs.iter().flat_map(|r| r.2.all()).chain(extra) {
-            if path.exists() && !a.force {
-                return Err(Error::Usage(format!(
-                    "{} already exists (pass --force to overwrite)",
-                    path.display()
-                )));
-            }
+            compress::fsutil::check_writable(path, a.force)?;
         }
     }
     let job = prepare(&a)?;

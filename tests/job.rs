@@ -221,6 +221,30 @@ fn run_rejects_bad_options_with_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+    // An output directory that does not exist is refused before training, for run and prune.
+    for args in [
+        vec![lenet5()],
+        vec![
+            "prune".into(),
+            lenet5(),
+            "--random-keep".into(),
+            "0.5".into(),
+        ],
+    ] {
+        let o = compress()
+            .args(&args)
+            .args(["-o", "/nonexistent-dir/out.onnx"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("directory /nonexistent-dir does not exist"),
+            "{args:?}: {err}"
+        );
+        // Refused up front: the error is all it printed (no data loading, no evaluation).
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
     // Data that does not fit the model is named.
     let resnet = common::repo().join("fixtures/models/resnet18/model.onnx");
     let o = compress()
