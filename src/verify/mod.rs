@@ -56,7 +56,7 @@ pub struct Verification {
 }
 
 impl Verification {
-    /// One line per runtime, for human-readable reports.
+    /// Every runtime's result on one line, for human-readable reports.
     pub fn summary(&self) -> String {
         std::iter::once(&self.tract)
             .chain(&self.also)
