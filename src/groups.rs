@@ -196,10 +196,16 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
                 let (c_out, c_in_per_group) = (w[0], w[1]);
                 let c_in = c_in_per_group * group;
                 let depthwise = *group > 1 && c_in_per_group == 1 && c_out == c_in;
+                // Slicing needs the weight (both axes) and the bias (output axis) as constants.
+                let weight_const = is_const(&n.inputs[1]);
+                let bias_const = n.inputs.get(2).is_none_or(|b| is_const(b));
                 if depthwise {
                     // Each output channel reads exactly its own input channel: a pass-through
                     // that also produces the group's channels (so it gets a gate too).
                     if let Some(segs) = x {
+                        if !(weight_const && bias_const) {
+                            a.block(&segs, &why("non-constant weight or bias"));
+                        }
                         if let [only] = segs.as_slice() {
                             a.sources.push((only.group, out.clone()));
                         }
@@ -208,16 +214,20 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
                     continue;
                 }
                 if let Some(segs) = &x {
-                    if *group == 1 {
-                        a.consume(segs, &n.name);
-                    } else {
+                    if *group > 1 {
                         a.block(segs, &why("grouped convolution"));
+                    } else if !weight_const {
+                        a.block(segs, &why("non-constant weight"));
+                    } else {
+                        a.consume(segs, &n.name);
                     }
                 }
                 let g = a.new_group(&n.name, c_out);
                 a.sources.push((g, out.clone()));
                 if *group > 1 {
                     a.blocked[g] = Some(why("grouped convolution"));
+                } else if !(weight_const && bias_const) {
+                    a.blocked[g] = Some(why("non-constant weight or bias"));
                 }
                 a.set(
                     out,

@@ -311,3 +311,38 @@ fn keep_plans_naming_fixed_groups_or_bad_indices_are_refused() {
             .contains("out of range")
     );
 }
+
+/// A conv whose weight or bias is a graph input (not a constant) cannot be sliced: its output
+/// channels are reported as not prunable, and pruning leaves them alone instead of failing.
+#[test]
+fn convs_with_non_constant_weight_or_bias_are_not_prunable() {
+    use compress::ir::{Dim, ValueInfo};
+    let original = compress::onnx::import_file(Path::new(&common::lenet5())).unwrap();
+    let convs: Vec<_> = original
+        .nodes
+        .iter()
+        .filter(|n| n.op.onnx_type() == "Conv")
+        .map(|n| (n.name.clone(), n.inputs.clone()))
+        .collect();
+    for input in [1, 2] {
+        let mut graph = original.clone();
+        let (conv, inputs) = &convs[0];
+        let name = &inputs[input];
+        let t = graph.initializers.remove(name).unwrap();
+        graph.inputs.push(ValueInfo {
+            name: name.clone(),
+            dims: t.shape.iter().map(|&d| Dim::Fixed(d)).collect(),
+        });
+        let groups = analyse(&graph).unwrap();
+        let g = group_of(&groups, conv);
+        assert!(
+            !g.prunable && g.reason.as_deref().unwrap().contains("non-constant"),
+            "input {input}: {g:?}"
+        );
+        let pruned = prune::prune(&graph, &prune::plan::random(&groups, 0.5, 1), None).unwrap();
+        assert!(
+            pruned.keep.keys().all(|&id| id != g.id),
+            "input {input}: the blocked group was pruned"
+        );
+    }
+}

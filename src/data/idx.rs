@@ -69,7 +69,12 @@ fn parse_header(bytes: &[u8], rank: usize, path: &Path) -> Result<Vec<usize>> {
             u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
         })
         .collect();
-    let expected = header + dims.iter().product::<usize>();
+    // A corrupt header can claim more elements than a usize holds: that is a mismatch too.
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|n| n.checked_add(header))
+        .unwrap_or(usize::MAX);
     if bytes.len() != expected {
         return Err(bad(format!(
             "size {} does not match its header dims {dims:?} ({expected} bytes)",
@@ -115,4 +120,30 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
         height: idims[1],
         width: idims[2],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(dims: &[u32]) -> Vec<u8> {
+        let mut b = vec![0, 0, 0x08, dims.len() as u8];
+        for d in dims {
+            b.extend(d.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn header_dims_must_match_the_file_size_even_when_they_overflow() {
+        let p = Path::new("x-idx3-ubyte");
+        let mut ok = header(&[2, 2, 3]);
+        ok.extend([0; 12]);
+        assert_eq!(parse_header(&ok, 3, p).unwrap(), vec![2, 2, 3]);
+        let huge = header(&[u32::MAX, u32::MAX, u32::MAX]);
+        let err = parse_header(&huge, 3, p).unwrap_err().to_string();
+        assert!(err.contains("does not match its header dims"), "{err}");
+        let err = parse_header(&huge[..6], 3, p).unwrap_err().to_string();
+        assert!(err.contains("too short"), "{err}");
+    }
 }

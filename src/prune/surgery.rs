@@ -118,6 +118,17 @@ impl Walk<'_> {
         self.inits.get(name)
     }
 
+    /// A node input that slicing needs as a constant (the analysis blocks groups where it is not).
+    fn constant(&self, node: &Node, name: &str) -> Result<&Tensor> {
+        self.init(name).ok_or_else(|| {
+            Error::node(
+                &node.name,
+                node.op.onnx_type(),
+                format!("'{name}' is not a constant"),
+            )
+        })
+    }
+
     /// Replaces an initializer; a weight shared by several nodes cannot be sliced for one.
     fn set_init(&mut self, node: &Node, name: &str, t: Tensor) -> Result<()> {
         if self.uses.get(name).copied().unwrap_or(0) > 1 && self.inits.get(name) != Some(&t) {
@@ -268,18 +279,19 @@ impl Walk<'_> {
         let out = n.outputs[0].clone();
         let state = self.propagate(&n);
         match n.op.clone() {
-            Op::Conv { window, group } => {
-                let w = self
-                    .init(&n.inputs[1])
-                    .cloned()
-                    .ok_or_else(|| Error::node(&n.name, "Conv", "weights are not constant"))?;
+            // A conv that loses no channel on either side is left as it is (its weight need not
+            // even be a constant).
+            Op::Conv { window, group }
+                if self.kept(&n.inputs[0]).is_some() || self.kept(&out).is_some() =>
+            {
+                let w = self.constant(&n, &n.inputs[1])?.clone();
                 let c_in = self.shapes[&n.inputs[0]][1];
                 let depthwise = group > 1 && w.shape[1] == 1 && w.shape[0] == c_in;
                 if depthwise {
                     if let Some(k) = self.kept(&n.inputs[0]) {
                         self.set_init(&n, &n.inputs[1].clone(), slice_axis(&w, 0, &k))?;
                         if let Some(b) = n.inputs.get(2).cloned() {
-                            let bt = slice_axis(self.init(&b).expect("bias is constant"), 0, &k);
+                            let bt = slice_axis(self.constant(&n, &b)?, 0, &k);
                             self.set_init(&n, &b, bt)?;
                         }
                         n.op = Op::Conv {
@@ -302,7 +314,7 @@ impl Walk<'_> {
                         let per_in: usize = w.shape[2..].iter().product();
                         let wv = w.to_f32_vec();
                         let mut bias = match n.inputs.get(2) {
-                            Some(b) => self.init(b).expect("bias is constant").to_f32_vec(),
+                            Some(b) => self.constant(&n, b)?.to_f32_vec(),
                             None => vec![0.0; w.shape[0]],
                         };
                         for (o, b) in bias.iter_mut().enumerate() {
@@ -327,7 +339,7 @@ impl Walk<'_> {
                     if let Some(k) = self.kept(&out) {
                         w = slice_axis(&w, 0, &k);
                         if let Some(b) = n.inputs.get(2).cloned() {
-                            let bt = slice_axis(self.init(&b).expect("bias is constant"), 0, &k);
+                            let bt = slice_axis(self.constant(&n, &b)?, 0, &k);
                             self.set_init(&n, &b, bt)?;
                         }
                     }
@@ -338,17 +350,7 @@ impl Walk<'_> {
                 if let Some(k) = self.kept(&n.inputs[0]) {
                     for i in 1..5 {
                         let name = n.inputs[i].clone();
-                        let t = slice_axis(
-                            self.init(&name).ok_or_else(|| {
-                                Error::node(
-                                    &n.name,
-                                    "BatchNormalization",
-                                    "parameters are not constant",
-                                )
-                            })?,
-                            0,
-                            &k,
-                        );
+                        let t = slice_axis(self.constant(&n, &name)?, 0, &k);
                         self.set_init(&n, &name, t)?;
                     }
                 }
@@ -417,9 +419,7 @@ impl Walk<'_> {
             let wv = w.to_f32_vec();
             let mut bias = match n.inputs.get(2) {
                 Some(c) => {
-                    let t = self
-                        .init(c)
-                        .ok_or_else(|| Error::node(&n.name, op, "bias is not constant"))?;
+                    let t = self.constant(n, c)?;
                     let v = t.to_f32_vec();
                     if v.len() == 1 {
                         vec![v[0]; width]
