@@ -881,12 +881,11 @@ fn run_job(a: RunArgs) -> Result<()> {
 /// Prints what a run would do and an estimate of its duration, from a few timed steps.
 fn dry_run(a: &RunArgs, job: &Job, cfg: &compress::train::TrainConfig, runs: usize) -> Result<()> {
     let layouts = compress::groups::analyse_layouts(&job.graph)?;
-    let residual = compress::train::residual_tied_groups(&job.graph, &layouts);
+    let ids = compress::train::gated_groups(&job.graph, &layouts, cfg);
     let gated: Vec<&compress::groups::ChannelGroup> = layouts
         .groups
         .iter()
-        .filter(|g| g.prunable && g.width > 1)
-        .filter(|g| cfg.gate_residual || !residual.contains(&g.id))
+        .filter(|g| ids.contains(&g.id))
         .collect();
     let gates: usize = gated.iter().map(|g| g.width).sum();
     // Two probes of 2 and 6 steps: their difference is the cost of 4 steps without set-up and
@@ -925,16 +924,8 @@ fn dry_run(a: &RunArgs, job: &Job, cfg: &compress::train::TrainConfig, runs: usi
     println!(
         "method {}: {} gated groups, {} gates",
         cfg.method.name(),
-        if cfg.method == compress::train::Method::Swp {
-            0
-        } else {
-            gated.len()
-        },
-        if cfg.method == compress::train::Method::Swp {
-            0
-        } else {
-            gates
-        }
+        gated.len(),
+        gates
     );
     for g in &gated {
         println!(

@@ -99,29 +99,38 @@ impl Normalize {
         Ok(())
     }
 
-    /// Normalises an NCHW buffer in place; `plane` is `h * w`.
-    pub fn apply(&self, batch: &mut [f32], channels: usize, plane: usize) -> Result<()> {
+    /// Calls `f(plane values, mean, std)` for every channel plane of every sample of an NCHW
+    /// buffer, after checking that the buffer and the statistics fit.
+    fn per_channel(
+        &self,
+        batch: &mut [f32],
+        channels: usize,
+        plane: usize,
+        f: impl Fn(&mut [f32], f32, f32),
+    ) -> Result<()> {
         self.check(batch.len(), channels, plane)?;
         for sample in batch.chunks_exact_mut(channels * plane) {
             for (c, values) in sample.chunks_exact_mut(plane).enumerate() {
                 let (m, s) = self.stats(c);
-                let inv = 1.0 / s;
-                values.iter_mut().for_each(|v| *v = (*v - m) * inv);
+                f(values, m, s);
             }
         }
         Ok(())
     }
 
+    /// Normalises an NCHW buffer in place; `plane` is `h * w`.
+    pub fn apply(&self, batch: &mut [f32], channels: usize, plane: usize) -> Result<()> {
+        self.per_channel(batch, channels, plane, |values, m, s| {
+            let inv = 1.0 / s;
+            values.iter_mut().for_each(|v| *v = (*v - m) * inv);
+        })
+    }
+
     /// Undoes [`Normalize::apply`] in place.
     pub fn invert(&self, batch: &mut [f32], channels: usize, plane: usize) -> Result<()> {
-        self.check(batch.len(), channels, plane)?;
-        for sample in batch.chunks_exact_mut(channels * plane) {
-            for (c, values) in sample.chunks_exact_mut(plane).enumerate() {
-                let (m, s) = self.stats(c);
-                values.iter_mut().for_each(|v| *v = *v * s + m);
-            }
-        }
-        Ok(())
+        self.per_channel(batch, channels, plane, |values, m, s| {
+            values.iter_mut().for_each(|v| *v = *v * s + m);
+        })
     }
 
     /// Normalises every image of `ds` in place.

@@ -9,6 +9,14 @@ use burn::tensor::TensorData;
 pub const MAX_RANK: usize = 6;
 pub type T6 = Tensor<MAX_RANK>;
 
+/// A float tensor's values read back to the host as f32, in row-major order.
+pub fn host_f32<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("a float tensor converts to f32")
+}
+
 #[derive(Debug, Clone)]
 pub struct Val {
     pub t: T6,
@@ -102,13 +110,6 @@ impl Val {
 
     /// Values and shape, read back to the host.
     pub fn to_host(&self) -> crate::ir::Tensor {
-        let values = self
-            .t
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .expect("a float tensor converts to f32");
-        crate::ir::Tensor::f32(self.dims(), values)
+        crate::ir::Tensor::f32(self.dims(), host_f32(self.t.clone()))
     }
 }

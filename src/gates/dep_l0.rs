@@ -49,21 +49,18 @@ fn linear_from(weight: Tensor<2>, bias: Tensor<1>) -> Linear {
 }
 
 impl DepGenerator {
-    /// Reference init from burn's device generator (seed with `device.seed(..)`).
-    /// `widths` are the channel counts of the gated layers in network order.
-    pub fn new(widths: &[usize], n0: usize, backward: bool, device: &Device) -> Self {
+    /// The chain of maps for `widths` (network order), each made by `init(fan_in, width)`.
+    fn build(
+        widths: &[usize],
+        n0: usize,
+        backward: bool,
+        mut init: impl FnMut(usize, usize) -> (Tensor<2>, Tensor<1>),
+    ) -> Self {
         let mut fan_in = n0;
         let layers = chain_widths(widths, backward)
             .into_iter()
             .map(|c| {
-                let bound = 1.0 / (fan_in as f64).sqrt();
-                let w =
-                    Tensor::<2>::random([fan_in, c], Distribution::Uniform(-bound, bound), device);
-                let b = Tensor::<1>::random(
-                    [c],
-                    Distribution::Normal(BIAS_INIT_MEAN, BIAS_INIT_STD),
-                    device,
-                );
+                let (w, b) = init(fan_in, c);
                 fan_in = c;
                 linear_from(w, b)
             })
@@ -73,6 +70,21 @@ impl DepGenerator {
             n0,
             backward,
         }
+    }
+
+    /// Reference init from burn's device generator (seed with `device.seed(..)`).
+    /// `widths` are the channel counts of the gated layers in network order.
+    pub fn new(widths: &[usize], n0: usize, backward: bool, device: &Device) -> Self {
+        Self::build(widths, n0, backward, |fan_in, c| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let w = Tensor::<2>::random([fan_in, c], Distribution::Uniform(-bound, bound), device);
+            let b = Tensor::<1>::random(
+                [c],
+                Distribution::Normal(BIAS_INIT_MEAN, BIAS_INIT_STD),
+                device,
+            );
+            (w, b)
+        })
     }
 
     /// Reference init from the deterministic [`SplitMix64`](crate::rng::SplitMix64) generator
@@ -85,28 +97,19 @@ impl DepGenerator {
         device: &Device,
     ) -> Self {
         let mut rng = crate::rng::SplitMix64::new(seed);
-        let mut fan_in = n0;
-        let layers = chain_widths(widths, backward)
-            .into_iter()
-            .map(|c| {
-                let bound = 1.0 / (fan_in as f64).sqrt();
-                let w: Vec<f32> = (0..fan_in * c)
-                    .map(|_| ((2.0 * super::uniform_f64(&mut rng) - 1.0) * bound) as f32)
-                    .collect();
-                let b: Vec<f32> = (0..c)
-                    .map(|_| (BIAS_INIT_MEAN + BIAS_INIT_STD * std_normal(&mut rng)) as f32)
-                    .collect();
-                let w = Tensor::<2>::from_data(TensorData::new(w, [fan_in, c]), device);
-                let b = Tensor::<1>::from_data(TensorData::new(b, [c]), device);
-                fan_in = c;
-                linear_from(w, b)
-            })
-            .collect();
-        DepGenerator {
-            layers,
-            n0,
-            backward,
-        }
+        Self::build(widths, n0, backward, |fan_in, c| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let w: Vec<f32> = (0..fan_in * c)
+                .map(|_| ((2.0 * super::uniform_f64(&mut rng) - 1.0) * bound) as f32)
+                .collect();
+            let b: Vec<f32> = (0..c)
+                .map(|_| (BIAS_INIT_MEAN + BIAS_INIT_STD * std_normal(&mut rng)) as f32)
+                .collect();
+            (
+                Tensor::<2>::from_data(TensorData::new(w, [fan_in, c]), device),
+                Tensor::<1>::from_data(TensorData::new(b, [c]), device),
+            )
+        })
     }
 
     /// All weights zero and all biases equal to `bias` (METHODS §10.8 uses `bias = 3`):
@@ -118,21 +121,12 @@ impl DepGenerator {
         bias: f64,
         device: &Device,
     ) -> Self {
-        let mut fan_in = n0;
-        let layers = chain_widths(widths, backward)
-            .into_iter()
-            .map(|c| {
-                let w = Tensor::<2>::zeros([fan_in, c], device);
-                let b = Tensor::<1>::full([c], bias, device);
-                fan_in = c;
-                linear_from(w, b)
-            })
-            .collect();
-        DepGenerator {
-            layers,
-            n0,
-            backward,
-        }
+        Self::build(widths, n0, backward, |fan_in, c| {
+            (
+                Tensor::<2>::zeros([fan_in, c], device),
+                Tensor::<1>::full([c], bias, device),
+            )
+        })
     }
 
     /// Number of gated layers.
@@ -184,12 +178,7 @@ mod tests {
         64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512,
     ];
 
-    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-    }
+    use crate::exec::value::host_f32 as to_vec;
 
     /// §10.8: zero generator weights, biases 3.
     #[test]

@@ -291,12 +291,7 @@ mod tests {
         assert!(a.iter().all(|&u| (NOISE_EPS..1.0 - NOISE_EPS).contains(&u)));
     }
 
-    fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-    }
+    use crate::exec::value::host_f32 as to_vec;
 
     /// §10.2 through burn autodiff.
     #[test]

@@ -245,12 +245,7 @@ mod tests {
     use crate::gates::hard_concrete::{prob_open, prob_open_t};
     use burn::prelude::Device;
 
-    fn to_vec(t: Tensor<1>) -> Vec<f32> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-    }
+    use crate::exec::value::host_f32 as to_vec;
 
     fn tensor(v: &[f64], dev: &Device) -> Tensor<1> {
         let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();

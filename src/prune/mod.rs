@@ -34,8 +34,8 @@ pub struct Pruned {
 /// let plan = KeepPlan { groups: vec![GroupKeep { id: 0, keep: (0..10).collect() }] };
 /// let pruned = prune(&graph, &plan, None)?;
 /// let (a, b) = (compress::onnx::export(&pruned.graph), compress::onnx::export(&pruned.reference));
-/// let cmp = compress::verify::compare_in_tract(&graph, &b, &a, 2, 1e-4)?;
-/// assert!(cmp.max_abs_diff <= 1e-4);
+/// let v = compress::verify::verify_export(&graph, &b, &a, 2, 1e-4)?;
+/// assert!(v.tract.max_abs_diff <= 1e-4);
 /// # Ok::<(), compress::Error>(())
 /// ```
 pub fn prune(graph: &Graph, plan: &KeepPlan, round_to: Option<usize>) -> Result<Pruned> {

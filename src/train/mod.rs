@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::exec::Val;
+use crate::exec::value::host_f32;
 use crate::gates::DepGenerator;
 use crate::gates::hard_concrete as hc;
 use crate::groups::analyse_layouts;
@@ -254,15 +255,8 @@ pub struct GateParams {
     pub logits: Vec<Param<Tensor<1>>>,
 }
 
-fn host_vec(t: Tensor<1>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 tensor")
-}
-
 fn scalar(t: Tensor<1>) -> f64 {
-    host_vec(t)[0] as f64
+    host_f32(t)[0] as f64
 }
 
 /// Deterministic test-time gate values of each gated group.
@@ -385,7 +379,7 @@ impl Trainer<'_> {
     fn gate_values_host(&self) -> Vec<Vec<f32>> {
         self.logits()
             .into_iter()
-            .map(|a| host_vec(a.detach()))
+            .map(|a| host_f32(a.detach()))
             .collect()
     }
 
@@ -448,7 +442,7 @@ impl Trainer<'_> {
         let mut correct = 0usize;
         for chunk in indices.chunks(256) {
             let logits = self.net.forward_eval(self.input(data, chunk), &gates)?;
-            let pred = host_vec(logits.argmax(1).float().reshape([chunk.len()]));
+            let pred = host_f32(logits.argmax(1).float().reshape([chunk.len()]));
             correct += chunk
                 .iter()
                 .zip(pred)
@@ -632,6 +626,26 @@ fn progress_bar(cfg: &TrainConfig, epoch: usize, steps: usize) -> Option<indicat
     Some(bar)
 }
 
+/// Ids of the channel groups that get gates: prunable groups wider than one channel, without
+/// the residual-tied ones unless `gate_residual`; none for SWP, which prunes weights, not gates.
+pub fn gated_groups(
+    graph: &Graph,
+    analysis: &crate::groups::ChannelAnalysis,
+    cfg: &TrainConfig,
+) -> Vec<usize> {
+    if cfg.method == Method::Swp {
+        return Vec::new();
+    }
+    let residual = residual_tied_groups(graph, analysis);
+    analysis
+        .groups
+        .iter()
+        .filter(|g| g.prunable && g.width > 1)
+        .filter(|g| cfg.gate_residual || !residual.contains(&g.id))
+        .map(|g| g.id)
+        .collect()
+}
+
 /// Groups that meet a residual Add or Sub of two computed values (the residual stream).
 pub fn residual_tied_groups(
     graph: &Graph,
@@ -678,13 +692,7 @@ fn with_fixed_ids(mut g: DepGenerator) -> DepGenerator {
 
 fn host_named<const D: usize>(name: String, t: Tensor<D>) -> checkpoint::Named {
     let shape = t.dims().to_vec();
-    let values = t
-        .detach()
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 tensor");
-    (name, shape, values)
+    (name, shape, host_f32(t.detach()))
 }
 
 impl Trainer<'_> {
@@ -796,18 +804,7 @@ pub fn fine_tune(
     device: &Device,
 ) -> Result<TrainOutcome> {
     let analysis = analyse_layouts(graph)?;
-    let residual = residual_tied_groups(graph, &analysis);
-    let gate_groups: Vec<usize> = if cfg.method == Method::Swp {
-        Vec::new()
-    } else {
-        analysis
-            .groups
-            .iter()
-            .filter(|g| g.prunable && g.width > 1)
-            .filter(|g| cfg.gate_residual || !residual.contains(&g.id))
-            .map(|g| g.id)
-            .collect()
-    };
+    let gate_groups = gated_groups(graph, &analysis, cfg);
     let cost = CostModel::new(graph, &analysis, &gate_groups)?;
     let net = GatedNet::new(graph, analysis, &gate_groups, device)?;
     let sample = crate::eval::sample_shape(&net.net, train, "training data")?;

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 
 use crate::error::Result;
-use crate::exec::value::{T6, padded};
+use crate::exec::value::{T6, host_f32, padded};
 use crate::exec::{BatchStats, Frame, Network, Val};
 use crate::groups::ChannelAnalysis;
 use crate::ir::{Graph, Op, Tensor as HostTensor};
@@ -273,15 +273,7 @@ impl GatedNet {
     /// The graph with the current weights and running statistics written back.
     pub fn trained_graph(&self) -> Graph {
         let mut g = self.graph.clone();
-        let host = |v: &T6, shape: &[usize]| {
-            let values = v
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32 tensor");
-            HostTensor::f32(shape.to_vec(), values)
-        };
+        let host = |v: &T6, shape: &[usize]| HostTensor::f32(shape.to_vec(), host_f32(v.clone()));
         for (p, w) in self.params.iter().zip(&self.weights.params) {
             let shape = g.initializers[&p.name].shape.clone();
             g.initializers

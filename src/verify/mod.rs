@@ -5,7 +5,7 @@
 pub mod onnxruntime;
 mod tract;
 
-pub use tract::{run_tract, tract_latencies_ms, tract_latency_ms};
+pub use tract::{run_tract, tract_latencies_ms};
 
 use crate::error::{Error, Result};
 
@@ -143,19 +143,6 @@ fn compare_with(
     })
 }
 
-/// Runs `reference` and `candidate` bytes in tract on pseudo-random inputs shaped like the
-/// graph's inputs (at `batch`) and fails with exit code 3 when they differ beyond `tolerance`.
-pub fn compare_in_tract(
-    graph: &crate::ir::Graph,
-    reference: &[u8],
-    candidate: &[u8],
-    batch: usize,
-    tolerance: f32,
-) -> Result<Comparison> {
-    let inputs = probe_inputs(graph, batch);
-    compare_with("tract", run_tract, &inputs, reference, candidate, tolerance)
-}
-
 /// Fails (exit code 2, with the fix in the message) when a runtime that `verify_export` needs
 /// cannot be loaded; tract is linked in, ONNX Runtime (with the `ort` feature) is loaded here.
 pub fn check_runtimes() -> Result<()> {
@@ -164,8 +151,9 @@ pub fn check_runtimes() -> Result<()> {
     Ok(())
 }
 
-/// The gate before any export is written: tract, then (with the `ort` feature) ONNX Runtime,
-/// must each compute the reference's outputs from `candidate` within `tolerance`.
+/// The gate before any export is written: on pseudo-random inputs shaped like the graph's
+/// inputs (at `batch`), tract, then (with the `ort` feature) ONNX Runtime, must each compute
+/// the reference's outputs from `candidate` within `tolerance`; otherwise exit code 3.
 pub fn verify_export(
     graph: &crate::ir::Graph,
     reference: &[u8],

@@ -53,12 +53,6 @@ pub fn run_tract(bytes: &[u8], inputs: &[crate::ir::Tensor]) -> Result<Vec<crate
         .collect()
 }
 
-/// Median latency in milliseconds of running ONNX bytes in tract at a fixed input shape,
-/// after one warm-up run.
-pub fn tract_latency_ms(bytes: &[u8], inputs: &[crate::ir::Tensor], runs: usize) -> Result<f64> {
-    Ok(tract_latencies_ms(&[bytes], inputs, runs)?[0])
-}
-
 /// Median latencies in milliseconds of several models on the same inputs, measured
 /// round-robin after a warm-up of each. Each model keeps one tract state across its runs, as a
 /// serving process would.
