@@ -366,13 +366,17 @@ fn compare(outputs: &[Tensor], expected: &[Tensor]) -> Result<(), String> {
             if !((a - b).abs() <= 1e-5 + 1e-3 * b.abs() || (a.is_nan() && b.is_nan()) || a == b) {
                 first.get_or_insert((i, *a, *b));
                 count += 1;
-                max_diff = max_diff.max((a - b).abs());
+                // A NaN difference sticks, so the message cannot understate it.
+                let d = (a - b).abs();
+                if d.is_nan() || d > max_diff {
+                    max_diff = d;
+                }
             }
         }
         if let Some((i, a, b)) = first {
             return Err(format!(
                 "output {k}: {count} of {} values off (|got - expected| > 1e-5 + 1e-3 |expected|), \
-                 max difference {max_diff}; first at [{i}]: {a} vs expected {b}",
+                 max difference {max_diff:?}; first at [{i}]: {a:?} vs expected {b:?}",
                 w.len()
             ));
         }
