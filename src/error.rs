@@ -50,6 +50,24 @@ pub enum Error {
     /// A bad command-line option or combination of options.
     #[error("{0}")]
     Usage(String),
+    /// Resuming was asked for without a checkpoint directory to resume from.
+    #[error("resuming needs a checkpoint directory")]
+    ResumeWithoutCheckpointDir,
+    /// Resuming found no checkpoint in the directory.
+    #[error("cannot resume: no checkpoint in {}", dir.display())]
+    NoCheckpoint { dir: PathBuf },
+    /// The checkpoint was made with other settings than the run that would continue it.
+    #[error("cannot resume from {}: it was made with {recorded}, not {requested}", path.display())]
+    ResumeMismatch {
+        path: PathBuf,
+        /// The settings the checkpoint records.
+        recorded: String,
+        /// The settings of this run.
+        requested: String,
+    },
+    /// A value that must be a fraction in [0, 1) is not; `what` says what it is the fraction of.
+    #[error("{what} {value}: expected a fraction in [0, 1)")]
+    InvalidFraction { what: &'static str, value: f64 },
     /// Verification of an exported model failed.
     #[error("verification failed: {0}")]
     Verify(String),

@@ -24,6 +24,7 @@ pub mod fsutil;
 pub mod gates;
 pub mod groups;
 pub mod ir;
+pub mod methods;
 pub mod onnx;
 pub mod pipeline;
 pub mod prune;

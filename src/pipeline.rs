@@ -27,8 +27,9 @@ use crate::error::{Error, Result};
 use crate::eval::{Accuracy, accuracy};
 use crate::exec::Network;
 use crate::ir::Graph;
-use crate::prune::{GroupKeep, KeepPlan, Pruned};
-use crate::train::{Method, TrainConfig, TrainOutcome, fine_tune, test_gates};
+use crate::methods;
+use crate::prune::{KeepPlan, Pruned};
+use crate::train::{TrainConfig, TrainOutcome, fine_tune, test_gates};
 use crate::verify::Verification;
 
 /// Loads the train and test splits in the layout the model's input wants, normalised as the
@@ -53,72 +54,23 @@ pub fn load_data(dir: &Path, graph: &Graph) -> Result<(Dataset, Dataset)> {
 /// The trained graph with each gated group's deterministic gate values multiplied in at its gate
 /// positions: what the fine-tuned gated network computes in eval mode.
 pub fn gated_graph(outcome: &TrainOutcome, cfg: &TrainConfig) -> Graph {
-    let mut g = outcome.net.trained_graph();
     let values = test_gates(cfg.method, &outcome.gate_params, cfg.arm_k);
-    for (gated, v) in outcome.net.gated.iter().zip(values) {
-        for value in &outcome.net.analysis.groups[gated.group].gates {
-            crate::prune::reference::scale_channels(&mut g, value, v.clone(), "gate");
-        }
-    }
-    g
+    methods::plan::gated_graph(
+        outcome.net.trained_graph(),
+        &outcome.net.analysis,
+        &outcome.gated_group_ids(),
+        values,
+    )
 }
 
 /// Channels whose deterministic gate is non-zero survive.
 pub fn keep_plan(outcome: &TrainOutcome, cfg: &TrainConfig) -> KeepPlan {
     let values = test_gates(cfg.method, &outcome.gate_params, cfg.arm_k);
-    KeepPlan {
-        groups: outcome
-            .net
-            .gated
-            .iter()
-            .zip(values)
-            .map(|(g, v)| GroupKeep {
-                id: g.group,
-                keep: v
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, z)| **z > 0.0)
-                    .map(|(i, _)| i)
-                    .collect(),
-            })
-            .collect(),
-    }
+    methods::plan::keep_plan(&outcome.gated_group_ids(), &values)
 }
 
 /// Stochastic weight pruning: channels whose producer rows are all zero are dead.
-pub fn dead_channel_plan(graph: &Graph) -> Result<KeepPlan> {
-    let groups = crate::groups::analyse(graph)?;
-    let mut plan = KeepPlan::default();
-    for g in groups.iter().filter(|g| g.prunable) {
-        let mut alive = vec![false; g.width];
-        for p in &g.producers {
-            let Some(node) = graph.nodes.iter().find(|n| &n.name == p) else {
-                continue;
-            };
-            let Some(w) = node.inputs.get(1).and_then(|i| graph.initializers.get(i)) else {
-                continue;
-            };
-            let v = w.to_f32_vec();
-            let rows = matches!(
-                node.op,
-                crate::ir::Op::Conv { .. } | crate::ir::Op::Gemm { trans_b: true, .. }
-            );
-            for (i, x) in v.iter().enumerate() {
-                let c = if rows {
-                    i / (v.len() / g.width)
-                } else {
-                    i % g.width
-                };
-                alive[c] |= *x != 0.0;
-            }
-        }
-        plan.groups.push(GroupKeep {
-            id: g.id,
-            keep: (0..g.width).filter(|&c| alive[c]).collect(),
-        });
-    }
-    Ok(plan)
-}
+pub use crate::methods::swp::dead_channel_plan;
 
 pub struct Compressed {
     pub pruned: Pruned,
@@ -136,14 +88,15 @@ pub fn compress_trained(
     cfg: &TrainConfig,
     round_to: Option<usize>,
 ) -> Result<Compressed> {
-    let (gated, plan) = if cfg.method == Method::Swp {
-        let g = outcome.net.trained_graph();
-        let plan = dead_channel_plan(&g)?;
-        (g, plan)
-    } else {
-        (gated_graph(outcome, cfg), keep_plan(outcome, cfg))
-    };
-    let pruned = if cfg.method == Method::Swp {
+    let method = cfg.gate_method();
+    let (gated, plan) = methods::plan::decide(
+        method.as_ref(),
+        outcome.net.trained_graph(),
+        &outcome.net.analysis,
+        &outcome.gated_group_ids(),
+        &outcome.gate_params,
+    )?;
+    let pruned = if !method.has_gates() {
         crate::prune::prune_dead(&gated, &plan)?
     } else {
         crate::prune::prune(&gated, &plan, round_to)?
@@ -177,9 +130,10 @@ pub fn train(
     device: &Device,
 ) -> Result<TrainOutcome> {
     if !(0.0..1.0).contains(&val_fraction) {
-        return Err(Error::Usage(format!(
-            "--val-fraction {val_fraction}: expected a fraction in [0, 1)"
-        )));
+        return Err(Error::InvalidFraction {
+            what: "validation fraction",
+            value: val_fraction,
+        });
     }
     fine_tune(graph, train, val_fraction, cfg, &device.clone().autodiff())
 }

@@ -14,6 +14,10 @@
 //! `c = G'(phi) / (p (1 - p))` for the exactly unbiased form ([`GradScaling::Unbiased`]).
 //! The two agree for the scaled sigmoid; they differ for the hard sigmoid (§2 caveat i).
 //! The analytic penalty's gradient through `p = G(phi)` is added by autograd ([`Param::prob_t`]).
+//!
+//! These are the f64 reference formulas, with the variants METHODS describes (hard sigmoid,
+//! unbiased scaling, sign test rule). Training runs the f32 tensor forms in
+//! [`crate::methods::l0_arm`], whose tests pin them to METHODS §10 and to these functions.
 
 use super::sigmoid;
 use burn::prelude::Tensor;

@@ -8,7 +8,9 @@
 //! - [`penalty`]: expected-L0 costs (AMLab / l0-arm form and Dep-L0 form), scalar and tensor,
 //!   plus the weight-count formulas of §7 ([`penalty::arch_weights`]).
 //!
-//! Every number of METHODS §10 items 1 to 11 is pinned by a unit test in these files.
+//! Every number of METHODS §10 items 1 to 11 is pinned by a unit test in these files; the
+//! functions training runs (in [`crate::methods`] and the `*_t` tensor functions here) are
+//! pinned by their own tests as well.
 
 pub mod arm;
 pub mod dep_l0;

@@ -118,6 +118,24 @@ pub fn l0_cost_t(
     total
 }
 
+/// The expected-L0 penalty as training computes it, one term per gated group:
+/// `sum_g open_g * (lambda_g * n_g / N)`, where `open_g` (shape `[1]`) is the group's expected
+/// open count and `n_g` the weights one of its gates switches off (all gates of a group own
+/// the same number). Equals [`l0_cost`] for that layout.
+pub fn l0_group_penalty_t(
+    open: &[Tensor<1>],
+    lambdas: &[f64],
+    group_sizes: &[f64],
+    n_train: f64,
+    device: &burn::prelude::Device,
+) -> Tensor<1> {
+    let mut r = Tensor::<1>::zeros([1], device);
+    for ((o, &lambda), &n) in open.iter().zip(lambdas).zip(group_sizes) {
+        r = r + o.clone() * (lambda * n / n_train) as f32;
+    }
+    r
+}
+
 /// Differentiable [`l0_cost_l2`]: `sq_norms[l]` holds `||w_g||^2` per gate (differentiable in the
 /// weights, e.g. `w.powi_scalar(2).sum_dim(..)`).
 pub fn l0_cost_l2_t(
@@ -309,6 +327,37 @@ mod tests {
         let pt = probs.iter().map(|p| tensor(p, &dev)).collect();
         let rv = to_vec(l0_cost_t(pt, &lambdas, &sizes, 60000.0))[0] as f64;
         assert!((rv - 0.416117).abs() < 1e-5, "tensor R {rv}");
+    }
+
+    /// §10.6 and §10.7 through the penalty training runs (expected open counts per layer).
+    #[test]
+    fn training_penalty_at_init() {
+        let dev = Device::flex();
+        let open = |spec: &[(usize, f64)], logits: &[f64]| -> Vec<Tensor<1>> {
+            spec.iter()
+                .zip(logits)
+                .map(|(&(g, _), &a)| prob_open_t(Tensor::<1>::full([g], a, &dev)).sum())
+                .collect()
+        };
+        let sizes = |spec: &[(usize, f64)]| spec.iter().map(|&(_, n)| n).collect::<Vec<_>>();
+        let r = l0_group_penalty_t(
+            &open(&LENET5, &[0.0; 4]),
+            &[10.0, 0.5, 0.1, 10.0],
+            &sizes(&LENET5),
+            60000.0,
+            &dev,
+        );
+        let rv = to_vec(r)[0] as f64;
+        assert!((rv - 1.490348).abs() < 1e-5, "LeNet-5 R {rv}");
+        let r = l0_group_penalty_t(
+            &open(&MLP, &[4f64.ln(), 0.0, 0.0]),
+            &[0.1; 3],
+            &sizes(&MLP),
+            60000.0,
+            &dev,
+        );
+        let rv = to_vec(r)[0] as f64;
+        assert!((rv - 0.416117).abs() < 1e-5, "MLP R {rv}");
     }
 
     #[test]

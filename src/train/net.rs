@@ -72,7 +72,7 @@ pub struct GatedNet {
     /// ONNX momentum: running = momentum * running + (1 - momentum) * batch.
     pub bn_momentum: f32,
     /// Per parameter: is it a conv/linear weight matrix? Resolved once, read every SWP step.
-    prunable_weight: Vec<bool>,
+    pub(crate) prunable_weight: Vec<bool>,
 }
 
 /// Inputs of a node that are trainable parameters.
