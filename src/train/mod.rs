@@ -30,7 +30,17 @@ use crate::rng::SplitMix64;
 use cost::CostModel;
 use net::GatedNet;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     L0Hc,
@@ -64,14 +74,14 @@ impl Method {
 }
 
 /// Optimiser of the weights (gate parameters always use Adam, as in the reference code).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub enum Optimizer {
     Adam,
     Sgd { momentum: f64, nesterov: bool },
 }
 
 /// Learning-rate schedule of the weights, per epoch.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub enum Schedule {
     Constant,
     /// Multiply by `gamma` at each milestone epoch (1-based: the lr of epoch e counts the
@@ -120,7 +130,7 @@ impl Schedule {
 }
 
 /// The cost the gates are penalised for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub enum Penalty {
     /// `lambda * E[MACs] / dense MACs` (default).
     Macs,
@@ -226,7 +236,7 @@ fn variant(cfg: &TrainConfig) -> String {
 }
 
 /// One epoch of training, as the report shows it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub loss: f64,
