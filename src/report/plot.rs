@@ -127,6 +127,8 @@ fn history_panel(area: &Area, report: &RunReport) -> Drawn {
         .configure_mesh()
         .x_labels((max_epoch as usize + 1).min(11))
         .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .light_line_style(TRANSPARENT)
         .x_desc("epoch")
         .y_desc("% (accuracy; MACs of dense)")
         .draw()?;
@@ -201,6 +203,7 @@ fn tradeoff_panel(area: &Area, report: &RunReport) -> Drawn {
         .configure_mesh()
         .x_labels(6)
         .x_label_formatter(&|x| si(*x))
+        .light_line_style(TRANSPARENT)
         .x_desc("MACs")
         .y_desc("test accuracy (%)")
         .draw()?;
@@ -256,6 +259,7 @@ pub fn pareto_svg(sweep: &SweepReport) -> Result<String> {
             .configure_mesh()
             .x_labels(8)
             .x_label_formatter(&|x| si(*x))
+            .light_line_style(TRANSPARENT)
             .x_desc("MACs")
             .y_desc("test accuracy (%)")
             .draw()?;

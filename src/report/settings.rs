@@ -54,15 +54,50 @@ pub struct Settings {
     pub weight_decay: f64,
     pub checkpoint_dir: Option<PathBuf>,
     pub resume: bool,
+    // Options added after the first reports of schema 1: absent in those, read as what the
+    // runs that wrote them did.
+    #[serde(default = "defaults::optimizer")]
     pub optimizer: Optimizer,
+    #[serde(default = "defaults::schedule")]
     pub schedule: Schedule,
+    #[serde(default = "defaults::penalty")]
     pub penalty: Penalty,
+    #[serde(default)]
     pub distill_weight: f64,
+    #[serde(default = "defaults::distill_temperature")]
     pub distill_temperature: f64,
+    #[serde(default)]
     pub augment: bool,
+    #[serde(default)]
     pub gate_residual: bool,
+    #[serde(default = "defaults::dep_chain")]
     pub dep_chain: DepChain,
+    #[serde(default = "defaults::dep_n0")]
     pub dep_n0: usize,
+}
+
+/// What runs did before an option existed.
+mod defaults {
+    use super::*;
+
+    pub fn optimizer() -> Optimizer {
+        Optimizer::Adam
+    }
+    pub fn schedule() -> Schedule {
+        Schedule::Constant
+    }
+    pub fn penalty() -> Penalty {
+        Penalty::Macs
+    }
+    pub fn distill_temperature() -> f64 {
+        4.0
+    }
+    pub fn dep_chain() -> DepChain {
+        DepChain::Forward
+    }
+    pub fn dep_n0() -> usize {
+        64
+    }
 }
 
 /// The options of a run that are not part of its [`TrainConfig`].
@@ -148,7 +183,15 @@ mod tests {
             "augment": false, "gate_residual": false, "dep_chain": "backward", "dep_n0": 64,
         });
         assert_eq!(v, want);
-        let back: Settings = serde_json::from_value(v).unwrap();
+        let back: Settings = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, Settings::new(&cfg, &run));
+        // Reports written before the later options existed still read, as those runs ran.
+        let mut old = v;
+        for key in ["optimizer", "schedule", "penalty", "distill_weight"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let read: Settings = serde_json::from_value(old).unwrap();
+        assert_eq!(read.optimizer, Optimizer::Adam);
+        assert_eq!(read.penalty, Penalty::Macs);
     }
 }

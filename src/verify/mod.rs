@@ -58,6 +58,8 @@ pub struct Comparison {
 pub struct Verification {
     #[serde(flatten)]
     pub tract: Comparison,
+    /// Absent in reports written before ONNX Runtime verified exports.
+    #[serde(default)]
     pub also: Vec<Comparison>,
 }
 
