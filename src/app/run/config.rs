@@ -115,3 +115,36 @@ pub fn lambda_config(path: &Path, groups: &[ChannelGroup]) -> Result<BTreeMap<us
     }
     Ok(group_lambda)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lenet5_groups() -> Vec<ChannelGroup> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let graph = crate::onnx::import_file(&root.join("models/lenet5/model.onnx")).unwrap();
+        crate::groups::analyse(&graph).unwrap()
+    }
+
+    #[test]
+    fn lambda_config_by_group_id_or_producer_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lambdas.json");
+        let groups = lenet5_groups();
+        std::fs::write(&path, r#"{"0": 10, "/conv2/Conv": 0.5}"#).unwrap();
+        let got = lambda_config(&path, &groups).unwrap();
+        assert_eq!(got, BTreeMap::from([(0, 10.0), (1, 0.5)]));
+        for (text, needle) in [
+            (
+                r#"{"/nope": 1}"#,
+                "'/nope' is neither a group id nor a producer node",
+            ),
+            (r#"{"0": "x"}"#, "'0': lambda must be a number"),
+            ("[1]", "expected a JSON object"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = lambda_config(&path, &groups).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}
