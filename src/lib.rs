@@ -16,6 +16,7 @@
 //!
 //! The whole job (what `compress MODEL --method M` runs) as library calls; see [`pipeline`].
 
+pub mod app;
 pub mod data;
 pub mod error;
 pub mod eval;

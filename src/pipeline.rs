@@ -138,7 +138,7 @@ pub fn train(
     fine_tune(graph, train, val_fraction, cfg, &device.clone().autodiff())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Timings {
     pub dense_eval_s: f64,
     pub train_s: f64,

@@ -33,7 +33,17 @@ use crate::gates::DepGenerator;
 pub type Rng = crate::rng::SplitMix64;
 
 /// Which gate method trains the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// L0 with hard concrete gates (Louizos et al. 2018).

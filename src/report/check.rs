@@ -1,19 +1,20 @@
 //! `compress check REPORT.json [--baseline OLD.json] ...`: gate a CI job on a run report.
 //!
-//! The reports are read as [`serde_json::Value`] rather than [`super::run::RunReport`] so that
-//! reports written by other versions of compress can be read, and so that a field that is
-//! missing or of the wrong type is reported as bad input naming the file ([`Error::Data`],
-//! exit 2) rather than as a failed check (exit 1).
+//! Reports are read into the typed [`RunReport`] through [`schema::parse`], so that a field
+//! that is missing or of the wrong type is reported as bad input naming the file and the field
+//! ([`crate::Error::Data`], exit 2) rather than as a failed check (exit 1).
 //!
-//! [`check`] returns one human line per failed condition; an empty list means every
+//! [`check_reports`] returns one human line per failed condition; an empty list means every
 //! condition holds.
 
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use super::run::RunReport;
+use super::schema;
+use crate::error::Result;
 
 /// The only report schema this version of `check` understands.
-pub const SUPPORTED_SCHEMA: u64 = 1;
+pub const SUPPORTED_SCHEMA: u64 = super::run::SCHEMA_VERSION as u64;
 
 /// Default limit on the accuracy lost relative to a baseline, in percentage points.
 pub const BASELINE_ACCURACY_DROP_POINTS: f64 = 0.5;
@@ -42,121 +43,32 @@ pub struct CheckOptions {
     pub max_latency_ms: Option<f64>,
 }
 
-/// A report together with the name (usually the path) used in error messages.
+/// A report together with the name (usually the path) used in messages.
 struct Doc<'a> {
-    v: &'a Value,
+    r: &'a RunReport,
     name: &'a str,
 }
 
-impl<'a> Doc<'a> {
-    fn new(v: &'a Value, name: &'a str) -> Result<Self> {
-        let d = Doc { v, name };
-        if !v.is_object() {
-            return Err(d.bad("not a compress report (expected a JSON object)".into()));
-        }
-        let version = d
-            .get("schema_version")?
-            .as_u64()
-            .ok_or_else(|| d.bad("schema_version is not a non-negative integer".into()))?;
-        if version != SUPPORTED_SCHEMA {
-            return Err(d.bad(format!(
-                "unsupported report schema_version {version} (this compress reads version {SUPPORTED_SCHEMA})"
-            )));
-        }
-        Ok(d)
-    }
-
-    fn bad(&self, reason: String) -> Error {
-        Error::Data {
-            path: self.name.to_string(),
-            reason,
-        }
-    }
-
-    /// The value at a dotted path; missing (or `null`) is an error naming the field.
-    fn get(&self, path: &str) -> Result<&'a Value> {
-        match self.lookup(path) {
-            Some(v) if !v.is_null() => Ok(v),
-            _ => Err(self.bad(format!("missing field '{path}' in report"))),
-        }
-    }
-
-    /// The value at a dotted path, `None` when absent or `null`.
-    fn lookup(&self, path: &str) -> Option<&'a Value> {
-        let mut v = self.v;
-        for key in path.split('.') {
-            v = v.get(key)?;
-        }
-        (!v.is_null()).then_some(v)
-    }
-
-    fn f64(&self, path: &str) -> Result<f64> {
-        let v = self.get(path)?;
-        match v.as_f64() {
-            Some(x) if x.is_finite() => Ok(x),
-            _ => Err(self.bad(format!("field '{path}' is not a number: {v}"))),
-        }
-    }
-
-    fn str(&self, path: &str) -> Result<&'a str> {
-        let v = self.get(path)?;
-        v.as_str()
-            .ok_or_else(|| self.bad(format!("field '{path}' is not a string: {v}")))
-    }
-
-    /// Pruned batch-1 latency: `None` when `pruned.latency_ms` is absent or `null` (not
-    /// measured); an error when it is present but malformed.
-    fn pruned_latency(&self) -> Result<Option<f64>> {
-        match self.lookup("pruned.latency_ms") {
-            None => Ok(None),
-            Some(_) => self.f64("pruned.latency_ms.batch_1").map(Some),
-        }
-    }
-
-    /// The fields every check relies on, validated up front so that a malformed report is
-    /// always bad input, whichever conditions were asked for.
-    fn validate(&self) -> Result<()> {
-        self.str("model")?;
-        for path in [
-            "dense.accuracy",
-            "dense.params",
-            "dense.macs",
-            "pruned.accuracy",
-            "pruned.params",
-            "pruned.macs",
-            "macs_ratio",
-            "accuracy_drop_points",
-        ] {
-            self.f64(path)?;
-        }
-        self.pruned_latency()?;
-        Ok(())
+impl Doc<'_> {
+    /// Pruned batch-1 latency, `None` when not measured.
+    fn pruned_latency(&self) -> Option<f64> {
+        self.r.pruned.latency_ms.as_ref().map(|l| l.batch_1)
     }
 }
 
-/// Check `report` (named `report_name` in messages) against the limits in `opts` and, when
-/// given, against a `baseline` report (with its name).
-///
-/// Returns one line per failed condition, each naming the condition, the measured value and
-/// the limit; an empty vector means every condition holds. A report that cannot be read (not
-/// an object, a schema_version other than 1, a missing or non-numeric field) is
-/// [`Error::Data`] naming the file: bad input, not a failed check.
-///
-/// With a baseline the two reports must first be comparable: the same model (same `model`
-/// path, or the same dense params and MACs) evaluated on the same data (`settings.data`).
-/// If they are not, the single failed line says why and no other comparison is made.
+/// [`check_reports`] on reports given as JSON: each is read with [`schema::parse`] first, so a
+/// report that cannot be read (not an object, a schema_version other than 1, a missing or
+/// mistyped field) is [`crate::Error::Data`] naming the file: bad input, not a failed check.
 /// ```
 /// use compress::report::check::{CheckOptions, check};
-/// let report = serde_json::json!({
-///     "schema_version": 1, "model": "m.onnx", "macs_ratio": 0.5, "accuracy_drop_points": 0.3,
-///     "settings": {"data": "d"},
-///     "dense": {"accuracy": 0.9, "params": 100, "macs": 1000},
-///     "pruned": {"accuracy": 0.897, "params": 50, "macs": 500, "latency_ms": null}
-/// });
-/// let opts = CheckOptions { max_accuracy_drop: Some(1.0), min_macs_reduction: Some(0.6), ..Default::default() };
-/// let failed = check(&report, "r.json", None, &opts)?;
-/// assert_eq!(failed.len(), 1); // 50% fewer MACs, 60% required
-/// # Ok::<(), compress::Error>(())
+/// use compress::report::run::RunReport;
+/// let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/report.example.json");
+/// let mut report: RunReport = serde_json::from_str(&std::fs::read_to_string(path)?).unwrap();
+/// report.macs_ratio = 0.5; // 50% fewer MACs than dense
+/// let opts = CheckOptions { min_macs_reduction: Some(0.6), ..Default::default() };
+/// let failed = check(&serde_json::to_value(&report).unwrap(), "r.json", None, &opts)?;
+/// assert_eq!(failed.len(), 1); // 60% required
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn check(
     report: &Value,
@@ -164,49 +76,70 @@ pub fn check(
     baseline: Option<(&Value, &str)>,
     opts: &CheckOptions,
 ) -> Result<Vec<String>> {
-    let r = Doc::new(report, report_name)?;
-    r.validate()?;
-    let base = match baseline {
-        Some((v, name)) => {
-            let b = Doc::new(v, name)?;
-            b.validate()?;
-            Some(b)
-        }
-        None => None,
+    let r = schema::parse(report, report_name)?;
+    let b = baseline
+        .map(|(v, name)| schema::parse(v, name).map(|b| (b, name)))
+        .transpose()?;
+    Ok(check_reports(
+        &r,
+        report_name,
+        b.as_ref().map(|(b, name)| (b, *name)),
+        opts,
+    ))
+}
+
+/// Check `report` (named `report_name` in messages) against the limits in `opts` and, when
+/// given, against a `baseline` report (with its name).
+///
+/// Returns one line per failed condition, each naming the condition, the measured value and
+/// the limit; an empty vector means every condition holds.
+///
+/// With a baseline the two reports must first be comparable: the same model (same `model`
+/// path, or the same dense params and MACs) evaluated on the same data (`settings.data`).
+/// If they are not, the single failed line says why and no other comparison is made.
+pub fn check_reports(
+    report: &RunReport,
+    report_name: &str,
+    baseline: Option<(&RunReport, &str)>,
+    opts: &CheckOptions,
+) -> Vec<String> {
+    let r = Doc {
+        r: report,
+        name: report_name,
     };
     let mut failed = Vec::new();
-    match base {
-        None => check_alone(&r, opts, &mut failed)?,
-        Some(b) => {
-            if let Some(why) = incomparable(&r, &b)? {
+    match baseline {
+        None => check_alone(&r, opts, &mut failed),
+        Some((b, name)) => {
+            let b = Doc { r: b, name };
+            if let Some(why) = incomparable(&r, &b) {
                 failed.push(why);
             } else {
-                check_against(&r, &b, opts, &mut failed)?;
+                check_against(&r, &b, opts, &mut failed);
             }
         }
     }
-    Ok(failed)
+    failed
 }
 
-fn check_alone(r: &Doc, opts: &CheckOptions, failed: &mut Vec<String>) -> Result<()> {
+fn check_alone(r: &Doc, opts: &CheckOptions, failed: &mut Vec<String>) {
     if let Some(max) = opts.max_accuracy_drop {
-        let drop = r.f64("accuracy_drop_points")?;
+        let drop = r.r.accuracy_drop_points;
         if drop > max + EPS {
             failed.push(format!(
                 "accuracy dropped {drop:.2} points from dense (limit {max:.2})"
             ));
         }
     }
-    check_macs_reduction(r, opts, failed)?;
+    check_macs_reduction(r, opts, failed);
     if let Some(max) = opts.max_latency_ms {
-        check_latency_limit(r, max, failed)?;
+        check_latency_limit(r, max, failed);
     }
-    Ok(())
 }
 
-fn check_macs_reduction(r: &Doc, opts: &CheckOptions, failed: &mut Vec<String>) -> Result<()> {
+fn check_macs_reduction(r: &Doc, opts: &CheckOptions, failed: &mut Vec<String>) {
     if let Some(min) = opts.min_macs_reduction {
-        let reduction = 1.0 - r.f64("macs_ratio")?;
+        let reduction = 1.0 - r.r.macs_ratio;
         if reduction + EPS < min {
             failed.push(format!(
                 "MACs reduced by {:.1}% from dense (required at least {:.1}%)",
@@ -215,11 +148,10 @@ fn check_macs_reduction(r: &Doc, opts: &CheckOptions, failed: &mut Vec<String>) 
             ));
         }
     }
-    Ok(())
 }
 
-fn check_latency_limit(r: &Doc, max: f64, failed: &mut Vec<String>) -> Result<()> {
-    match r.pruned_latency()? {
+fn check_latency_limit(r: &Doc, max: f64, failed: &mut Vec<String>) {
+    match r.pruned_latency() {
         None => failed.push(format!(
             "pruned batch-1 latency was not measured (limit {max:.3} ms)"
         )),
@@ -228,43 +160,40 @@ fn check_latency_limit(r: &Doc, max: f64, failed: &mut Vec<String>) -> Result<()
         )),
         Some(_) => {}
     }
-    Ok(())
 }
 
 /// Why two reports cannot be compared, or `None` when they can.
-fn incomparable(r: &Doc, b: &Doc) -> Result<Option<String>> {
+fn incomparable(r: &Doc, b: &Doc) -> Option<String> {
     let mut why = Vec::new();
-    let same_path = r.str("model")? == b.str("model")?;
-    let (rp, rm) = (r.f64("dense.params")?, r.f64("dense.macs")?);
-    let (bp, bm) = (b.f64("dense.params")?, b.f64("dense.macs")?);
+    let same_path = r.r.model == b.r.model;
+    let (rp, rm) = (r.r.dense.params, r.r.dense.macs);
+    let (bp, bm) = (b.r.dense.params, b.r.dense.macs);
     if !same_path && (rp != bp || rm != bm) {
         why.push(format!(
             "different models ('{}' with {rp} params / {rm} MACs vs '{}' with {bp} params / {bm} MACs)",
-            r.str("model")?,
-            b.str("model")?
+            r.r.model, b.r.model
         ));
     }
-    let (rd, bd) = (r.lookup("settings.data"), b.lookup("settings.data"));
+    let (rd, bd) = (&r.r.settings.data, &b.r.settings.data);
     if rd != bd {
-        let show = |v: Option<&Value>| v.map_or_else(|| "unrecorded".to_string(), Value::to_string);
-        why.push(format!("different data ({} vs {})", show(rd), show(bd)));
+        why.push(format!("different data ({rd:?} vs {bd:?})"));
     }
-    Ok((!why.is_empty()).then(|| {
+    (!why.is_empty()).then(|| {
         format!(
             "{} cannot be compared with baseline {}: {}",
             r.name,
             b.name,
             why.join("; ")
         )
-    }))
+    })
 }
 
-fn check_against(r: &Doc, b: &Doc, opts: &CheckOptions, failed: &mut Vec<String>) -> Result<()> {
+fn check_against(r: &Doc, b: &Doc, opts: &CheckOptions, failed: &mut Vec<String>) {
     // Accuracy: pruned vs the baseline's pruned, in points.
     let max = opts
         .max_accuracy_drop
         .unwrap_or(BASELINE_ACCURACY_DROP_POINTS);
-    let (ra, ba) = (r.f64("pruned.accuracy")?, b.f64("pruned.accuracy")?);
+    let (ra, ba) = (r.r.pruned.accuracy, b.r.pruned.accuracy);
     let drop = 100.0 * (ba - ra);
     if drop > max + EPS {
         failed.push(format!(
@@ -277,7 +206,7 @@ fn check_against(r: &Doc, b: &Doc, opts: &CheckOptions, failed: &mut Vec<String>
 
     // MACs: no more than 1% above the baseline's pruned MACs; an explicit minimum reduction
     // is still relative to the report's own dense model.
-    let (rm, bm) = (r.f64("pruned.macs")?, b.f64("pruned.macs")?);
+    let (rm, bm) = (r.r.pruned.macs as f64, b.r.pruned.macs as f64);
     let limit = bm * (1.0 + BASELINE_MACS_SLACK);
     if rm > limit + EPS {
         failed.push(format!(
@@ -287,15 +216,15 @@ fn check_against(r: &Doc, b: &Doc, opts: &CheckOptions, failed: &mut Vec<String>
             100.0 * BASELINE_MACS_SLACK
         ));
     }
-    check_macs_reduction(r, opts, failed)?;
+    check_macs_reduction(r, opts, failed);
 
     // Latency: an explicit limit is absolute; otherwise the baseline's plus 10%.
     match opts.max_latency_ms {
-        Some(max) => check_latency_limit(r, max, failed)?,
+        Some(max) => check_latency_limit(r, max, failed),
         None => {
-            if let Some(base_ms) = b.pruned_latency()? {
+            if let Some(base_ms) = b.pruned_latency() {
                 let limit = base_ms * (1.0 + BASELINE_LATENCY_SLACK);
-                match r.pruned_latency()? {
+                match r.pruned_latency() {
                     None => failed.push(format!(
                         "pruned batch-1 latency was not measured (baseline {} measured {base_ms:.3} ms)",
                         b.name
@@ -310,7 +239,6 @@ fn check_against(r: &Doc, b: &Doc, opts: &CheckOptions, failed: &mut Vec<String>
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -318,9 +246,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A complete report (the committed example) with the fields below laid over it.
     fn report(dense_acc: f64, pruned_acc: f64, pruned_macs: u64, latency: Option<f64>) -> Value {
         let dense_macs = 1_000_000u64;
-        json!({
+        super::super::run::tests::over_example(json!({
             "schema_version": 1,
             "model": "models/net.onnx",
             "output": "models/net.pruned.onnx",
@@ -343,7 +272,7 @@ mod tests {
             "accuracy_drop_points": 100.0 * (dense_acc - pruned_acc),
             "widths_before": "", "widths_after": "", "layers": [], "history": [],
             "verification": {}, "timings": {}, "notes": []
-        })
+        }))
     }
 
     fn opts(drop: Option<f64>, macs: Option<f64>, lat: Option<f64>) -> CheckOptions {

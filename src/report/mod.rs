@@ -1,10 +1,13 @@
-//! Human and JSON renderings of what `inspect`, `eval` and `prune` find.
+//! Human and JSON renderings of what `inspect`, `eval` and `prune` find, and the run report
+//! (the typed JSON contract: [`run::RunReport`], its schema, `check` and the plots).
 
 pub mod check;
 pub mod plot;
 pub mod prune;
 pub mod run;
 pub mod schema;
+pub mod settings;
+pub mod sweep;
 
 use serde::Serialize;
 

@@ -1,133 +1,52 @@
-//! Standalone SVG charts of a run report (and of a sweep of runs), written by hand: no
-//! plotting dependency, every text XML-escaped.
+//! SVG charts of a run report and of a sweep, drawn with plotters' SVG backend from the typed
+//! reports. Text is written as SVG `<text>` (XML-escaped by the backend) and laid out with
+//! plotters' built-in size estimate, so no system fonts are needed.
 //!
-//! [`svg`] draws one run report (read as [`serde_json::Value`], so that reports of other
-//! versions and sweep tooling can use it): accuracy and MACs over training, and the dense
-//! and pruned models in the accuracy-vs-MACs plane. [`pareto_svg`] draws many runs with
-//! their Pareto front.
-//!
-//! Stable ids and classes for tooling and tests: `series-accuracy`, `series-macs`,
-//! `point-dense`, `point-pruned`, `pareto-front`, class `point-sweep`, `legend`, `axis-title`.
+//! [`svg`]: accuracy and MACs over training, and the dense and pruned models in the
+//! accuracy-vs-MACs plane. [`pareto_svg`]: every run of a sweep with its Pareto front.
 
-use std::fmt::Write;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use serde_json::Value;
+use super::run::RunReport;
+use super::sweep::{SweepReport, pareto_front, points};
+use crate::error::{Error, Result};
 
-const WIDTH: f64 = 1000.0;
-const HEIGHT: f64 = 480.0;
-const PANEL_TOP: f64 = 80.0;
-const PANEL_W: f64 = 360.0;
-const PANEL_H: f64 = 280.0;
-const LEFT_X: f64 = 80.0;
-const RIGHT_X: f64 = 590.0;
+const WIDTH: u32 = 1000;
+const HEIGHT: u32 = 480;
+const FONT: &str = "sans-serif";
 
-const ACCURACY_COLOR: &str = "#1f77b4";
-const MACS_COLOR: &str = "#ff7f0e";
-const DENSE_COLOR: &str = "#444444";
-const PRUNED_COLOR: &str = "#d62728";
-const SWEEP_COLOR: &str = "#1f77b4";
-const FRONT_COLOR: &str = "#2ca02c";
+const ACCURACY_COLOR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+const MACS_COLOR: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
+const DENSE_COLOR: RGBColor = RGBColor(0x44, 0x44, 0x44);
+const PRUNED_COLOR: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+const SWEEP_COLOR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
+const FRONT_COLOR: RGBColor = RGBColor(0x2c, 0xa0, 0x2c);
+const LINK_COLOR: RGBColor = RGBColor(0x99, 0x99, 0x99);
+const NOTE_COLOR: RGBColor = RGBColor(0x66, 0x66, 0x66);
 
-/// XML-escape text for element content and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Control characters other than tab/newline are not allowed in XML 1.0.
-            c if (c as u32) < 0x20 && c != '\t' && c != '\n' && c != '\r' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Drawn = std::result::Result<(), Box<dyn std::error::Error>>;
 
-/// A linear axis with "nice" tick values.
-#[derive(Debug, Clone)]
-struct Axis {
-    lo: f64,
-    hi: f64,
-    step: f64,
-    ticks: Vec<f64>,
-}
-
-fn nice_axis(lo: f64, hi: f64, target_ticks: usize) -> Axis {
-    let (mut lo, mut hi) = if lo.is_finite() && hi.is_finite() {
-        (lo.min(hi), lo.max(hi))
-    } else {
-        (0.0, 1.0)
-    };
-    if hi - lo <= f64::EPSILON * hi.abs().max(1.0) {
-        let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
-        lo -= pad;
-        hi += pad;
-    }
-    let raw = (hi - lo) / target_ticks.max(1) as f64;
-    let mag = 10f64.powf(raw.log10().floor());
-    let norm = raw / mag;
-    let step = mag
-        * if norm <= 1.0 {
-            1.0
-        } else if norm <= 2.0 {
-            2.0
-        } else if norm <= 2.5 {
-            2.5
-        } else if norm <= 5.0 {
-            5.0
-        } else {
-            10.0
-        };
-    let lo = (lo / step).floor() * step;
-    let hi = (hi / step).ceil() * step;
-    let n = ((hi - lo) / step).round() as usize;
-    let ticks = (0..=n).map(|i| lo + i as f64 * step).collect();
-    Axis {
-        lo,
-        hi,
-        step,
-        ticks,
-    }
-}
-
-/// A tick label with as many decimals as the step needs.
-fn fmt_tick(v: f64, step: f64) -> String {
-    // The fewest decimals that write the step exactly (0.25 needs two, 0.5 one).
-    let decimals = (0..6)
-        .find(|&d| {
-            let scaled = step * 10f64.powi(d);
-            (scaled - scaled.round()).abs() < 1e-6 * scaled.max(1.0)
+/// Text as XML 1.0 allows it: control characters other than tab and newline become spaces
+/// (the backend escapes markup characters).
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' && c != '\n' {
+                ' '
+            } else {
+                c
+            }
         })
-        .unwrap_or(6) as usize;
-    let s = format!("{v:.decimals$}");
-    if s.starts_with('-') && s.trim_start_matches(['-', '0', '.']).is_empty() {
-        s[1..].to_string()
-    } else {
-        s
-    }
+        .collect()
 }
 
-/// MACs tick label with an SI suffix chosen from the tick step, so that one axis uses one
-/// unit: 0.2M, 0.4M, ... or 50k, 100k, ...
-fn fmt_macs(v: f64, step: f64) -> String {
-    if v == 0.0 {
-        return "0".to_string();
-    }
-    let (unit, suffix) = SI
-        .into_iter()
-        .find(|(u, _)| step >= u / 10.0)
-        .unwrap_or((1.0, ""));
-    format!("{}{suffix}", fmt_tick(v / unit, step / unit))
-}
-
-const SI: [(f64, &str); 4] = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
-
-/// A count for point labels: up to two decimals of its own SI unit (420k, 1.25M).
-fn fmt_count(v: f64) -> String {
-    let (unit, suffix) = SI
+/// A count with up to two decimals of its SI unit: 420k, 1.25M.
+pub fn si(v: f64) -> String {
+    const UNITS: [(f64, &str); 4] = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    let (unit, suffix) = UNITS
         .into_iter()
         .find(|(u, _)| v.abs() >= *u)
         .unwrap_or((1.0, ""));
@@ -136,448 +55,119 @@ fn fmt_count(v: f64) -> String {
     format!("{s}{suffix}")
 }
 
-/// A plotting area with its data ranges.
-struct Panel {
-    x: f64,
-    y: f64,
-    w: f64,
-    h: f64,
-    xa: Axis,
-    ya: Axis,
-}
-
-impl Panel {
-    fn px(&self, v: f64) -> f64 {
-        self.x + (v - self.xa.lo) / (self.xa.hi - self.xa.lo) * self.w
+/// Draws into an SVG document of the chart size.
+fn render(draw: impl FnOnce(&Area) -> Drawn) -> Result<String> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| Error::Internal(format!("plot: {e}")))?;
+        draw(&root).map_err(|e| Error::Internal(format!("plot: {e}")))?;
+        root.present()
+            .map_err(|e| Error::Internal(format!("plot: {e}")))?;
     }
-
-    fn py(&self, v: f64) -> f64 {
-        self.y + self.h - (v - self.ya.lo) / (self.ya.hi - self.ya.lo) * self.h
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn draw_frame(
-        &self,
-        out: &mut String,
-        id: &str,
-        title: &str,
-        x_title: &str,
-        y_title: &str,
-        xfmt: &dyn Fn(f64, f64) -> String,
-        yfmt: &dyn Fn(f64, f64) -> String,
-    ) {
-        let (x, y, w, h) = (self.x, self.y, self.w, self.h);
-        let _ = writeln!(
-            out,
-            r#"<text class="panel-title" id="{id}-title" x="{:.1}" y="{:.1}" text-anchor="middle" font-size="15" font-weight="bold">{}</text>"#,
-            x + w / 2.0,
-            y - 12.0,
-            escape(title)
-        );
-        let _ = writeln!(
-            out,
-            r##"<g class="grid" stroke="#e0e0e0" stroke-width="1">"##
-        );
-        for &t in &self.xa.ticks {
-            let px = self.px(t);
-            let _ = writeln!(
-                out,
-                r#"<line x1="{px:.1}" y1="{y:.1}" x2="{px:.1}" y2="{:.1}"/>"#,
-                y + h
-            );
-        }
-        for &t in &self.ya.ticks {
-            let py = self.py(t);
-            let _ = writeln!(
-                out,
-                r#"<line x1="{x:.1}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}"/>"#,
-                x + w
-            );
-        }
-        let _ = writeln!(out, "</g>");
-        let _ = writeln!(
-            out,
-            r##"<rect class="frame" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="none" stroke="#333333"/>"##
-        );
-        let _ = writeln!(out, r#"<g class="tick-labels x" text-anchor="middle">"#);
-        for &t in &self.xa.ticks {
-            let _ = writeln!(
-                out,
-                r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
-                self.px(t),
-                y + h + 16.0,
-                escape(&xfmt(t, self.xa.step))
-            );
-        }
-        let _ = writeln!(out, "</g>");
-        let _ = writeln!(out, r#"<g class="tick-labels y" text-anchor="end">"#);
-        for &t in &self.ya.ticks {
-            let _ = writeln!(
-                out,
-                r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
-                x - 6.0,
-                self.py(t) + 4.0,
-                escape(&yfmt(t, self.ya.step))
-            );
-        }
-        let _ = writeln!(out, "</g>");
-        let _ = writeln!(
-            out,
-            r#"<text class="axis-title x" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            x + w / 2.0,
-            y + h + 36.0,
-            escape(x_title)
-        );
-        let (ty_x, ty_y) = (x - 48.0, y + h / 2.0);
-        let _ = writeln!(
-            out,
-            r#"<text class="axis-title y" x="{ty_x:.1}" y="{ty_y:.1}" text-anchor="middle" transform="rotate(-90 {ty_x:.1} {ty_y:.1})">{}</text>"#,
-            escape(y_title)
-        );
-    }
+    Ok(out)
 }
 
-/// One legend entry: a swatch (line, or marker when `marker`) and its text.
-struct LegendEntry<'a> {
-    color: &'a str,
-    text: &'a str,
-    marker: bool,
-    dashed: bool,
-}
-
-fn legend(out: &mut String, x: f64, y: f64, entries: &[LegendEntry]) {
-    let _ = writeln!(out, r#"<g class="legend">"#);
-    for (i, e) in entries.iter().enumerate() {
-        let ey = y + i as f64 * 18.0;
-        if e.marker {
-            let _ = writeln!(
-                out,
-                r#"<circle cx="{:.1}" cy="{ey:.1}" r="5" fill="{}"/>"#,
-                x + 10.0,
-                e.color
-            );
-        } else {
-            let dash = if e.dashed {
-                r#" stroke-dasharray="5 3""#
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                out,
-                r#"<line x1="{x:.1}" y1="{ey:.1}" x2="{:.1}" y2="{ey:.1}" stroke="{}" stroke-width="2.5"{dash}/>"#,
-                x + 20.0,
-                e.color
-            );
-        }
-        let _ = writeln!(
-            out,
-            r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
-            x + 28.0,
-            ey + 4.0,
-            escape(e.text)
-        );
-    }
-    let _ = writeln!(out, "</g>");
-}
-
-fn header(out: &mut String, title: &str) {
-    let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(out, "<title>{}</title>", escape(title));
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text id="title" x="{:.1}" y="32" text-anchor="middle" font-size="18" font-weight="bold">{}</text>"#,
-        WIDTH / 2.0,
-        escape(title)
-    );
-}
-
-fn note(out: &mut String, x: f64, y: f64, text: &str) {
-    let _ = writeln!(
-        out,
-        r##"<text class="note" x="{x:.1}" y="{y:.1}" text-anchor="middle" fill="#666666">{}</text>"##,
-        escape(text)
-    );
-}
-
-fn num(v: &Value, key: &str) -> Option<f64> {
-    v.get(key)?.as_f64().filter(|x| x.is_finite())
-}
-
-fn nested(v: &Value, a: &str, b: &str) -> Option<f64> {
-    v.get(a).and_then(|x| num(x, b))
-}
-
-/// A polyline plus one marker per point, grouped under `id`.
-fn series(out: &mut String, id: &str, label: &str, color: &str, pts: &[(f64, f64)]) {
-    let _ = writeln!(
-        out,
-        r#"<g id="{id}" class="series {id}" fill="{color}" stroke="{color}"><title>{}</title>"#,
-        escape(label)
-    );
-    let coords: Vec<String> = pts.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-    let _ = writeln!(
-        out,
-        r#"<polyline points="{}" fill="none" stroke-width="2.5"/>"#,
-        coords.join(" ")
-    );
-    for (x, y) in pts {
-        let _ = writeln!(out, r#"<circle cx="{x:.1}" cy="{y:.1}" r="3"/>"#);
-    }
-    let _ = writeln!(out, "</g>");
-}
-
-/// A labelled point grouped under `id` (or with class `class` when `id` is empty).
-#[allow(clippy::too_many_arguments)]
-fn point(
-    out: &mut String,
-    id: &str,
-    class: &str,
-    label: &str,
-    tooltip: &str,
-    color: &str,
-    x: f64,
-    y: f64,
-    r: f64,
-) {
-    let id_attr = if id.is_empty() {
-        String::new()
-    } else {
-        format!(r#" id="{id}""#)
-    };
-    let _ = writeln!(
-        out,
-        r#"<g{id_attr} class="{class}"><title>{}</title><circle cx="{x:.1}" cy="{y:.1}" r="{r}" fill="{color}" stroke="white" stroke-width="1"/><text x="{:.1}" y="{:.1}" fill="{color}">{}</text></g>"#,
-        escape(tooltip),
-        x + r + 4.0,
-        y - r - 2.0,
-        escape(label)
-    );
+fn note(area: &Area, text: &str, row: i32) -> Drawn {
+    let (w, h) = area.dim_in_pixel();
+    let style = TextStyle::from((FONT, 15).into_font())
+        .color(&NOTE_COLOR)
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    area.draw_text(text, &style, (w as i32 / 2, h as i32 / 3 + 20 * row))?;
+    Ok(())
 }
 
 /// The chart of one run report: (a) validation accuracy and deterministic MACs (% of dense)
 /// per epoch, (b) dense and pruned test accuracy against MACs. A report without history
-/// (0 epochs) gets panel (b) and a note in place of (a). Missing fields never panic: what
-/// cannot be drawn is left out with a note.
-pub fn svg(report: &Value) -> String {
-    let model = report.get("model").and_then(Value::as_str).unwrap_or("?");
-    let method = report.get("method").and_then(Value::as_str).unwrap_or("?");
-    let title = format!("compress: {model} ({method})");
-    let mut out = String::new();
-    header(&mut out, &title);
-
-    let dense_macs = nested(report, "dense", "macs");
-    let history: &[Value] = report
-        .get("history")
-        .and_then(Value::as_array)
-        .map_or(&[], Vec::as_slice);
-    history_panel(&mut out, history, dense_macs);
-    comparison_panel(&mut out, report);
-
-    let _ = writeln!(out, "</svg>");
-    out
+/// (0 epochs) gets a note in place of (a); values that are not finite are left out.
+pub fn svg(report: &RunReport) -> Result<String> {
+    let title = clean(&format!("compress: {} ({})", report.model, report.method));
+    render(|root| {
+        let area = root.titled(&title, (FONT, 22))?;
+        let (left, right) = area.split_horizontally(WIDTH / 2);
+        history_panel(&left, report)?;
+        tradeoff_panel(&right, report)
+    })
 }
 
-fn history_panel(out: &mut String, history: &[Value], dense_macs: Option<f64>) {
-    let title = "Accuracy and MACs over training";
-    if history.is_empty() {
-        let _ = writeln!(
-            out,
-            r#"<text class="panel-title" id="panel-history-title" x="{:.1}" y="{:.1}" text-anchor="middle" font-size="15" font-weight="bold">{title}</text>"#,
-            LEFT_X + PANEL_W / 2.0,
-            PANEL_TOP - 12.0
-        );
-        note(
-            out,
-            LEFT_X + PANEL_W / 2.0,
-            PANEL_TOP + PANEL_H / 2.0,
-            "no training history (0 epochs): nothing to plot",
-        );
-        return;
-    }
-    let epoch_of = |i: usize, h: &Value| num(h, "epoch").unwrap_or((i + 1) as f64);
-    let acc: Vec<(f64, f64)> = history
-        .iter()
-        .enumerate()
-        .filter_map(|(i, h)| Some((epoch_of(i, h), 100.0 * num(h, "accuracy")?)))
-        .collect();
-    let macs: Vec<(f64, f64)> = match dense_macs.filter(|m| *m > 0.0) {
-        Some(dense) => history
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| {
-                Some((
-                    epoch_of(i, h),
-                    100.0 * num(h, "deterministic_macs")? / dense,
-                ))
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    let max_epoch = acc.iter().chain(&macs).map(|p| p.0).fold(1.0f64, f64::max);
-    let min_epoch = acc.iter().chain(&macs).map(|p| p.0).fold(0.0f64, f64::min);
-    let max_y = acc
-        .iter()
-        .chain(&macs)
-        .map(|p| p.1)
-        .fold(100.0f64, f64::max);
-    let mut xa = nice_axis(min_epoch, max_epoch, 6);
-    if xa.step < 1.0 {
-        // Whole epochs only.
-        xa.step = 1.0;
-        xa.ticks.retain(|t| t.fract() == 0.0);
-    }
-    let panel = Panel {
-        x: LEFT_X,
-        y: PANEL_TOP,
-        w: PANEL_W,
-        h: PANEL_H,
-        xa,
-        ya: nice_axis(0.0, max_y, 5),
-    };
-    panel.draw_frame(
-        out,
-        "panel-history",
-        title,
-        "epoch",
-        "% (accuracy; MACs of dense)",
-        &fmt_tick,
-        &fmt_tick,
-    );
-    let map = |pts: &[(f64, f64)]| -> Vec<(f64, f64)> {
-        pts.iter()
-            .map(|&(x, y)| (panel.px(x), panel.py(y)))
-            .collect()
-    };
-    series(
-        out,
-        "series-accuracy",
-        "validation accuracy (%)",
-        ACCURACY_COLOR,
-        &map(&acc),
-    );
-    series(
-        out,
-        "series-macs",
-        "deterministic MACs (% of dense)",
-        MACS_COLOR,
-        &map(&macs),
-    );
-    if macs.is_empty() {
-        note(
-            out,
-            LEFT_X + PANEL_W / 2.0,
-            PANEL_TOP + 20.0,
-            "dense MACs unknown: MACs series not drawn",
-        );
-    }
-    legend(
-        out,
-        LEFT_X,
-        PANEL_TOP + PANEL_H + 58.0,
-        &[
-            LegendEntry {
-                color: ACCURACY_COLOR,
-                text: "validation accuracy (%)",
-                marker: false,
-                dashed: false,
-            },
-            LegendEntry {
-                color: MACS_COLOR,
-                text: "deterministic MACs (% of dense)",
-                marker: false,
-                dashed: false,
-            },
-        ],
-    );
+fn finite(points: impl Iterator<Item = (f64, f64)>) -> Vec<(f64, f64)> {
+    points
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect()
 }
 
-fn comparison_panel(out: &mut String, report: &Value) {
-    let title = "Accuracy vs MACs";
-    let dense = nested(report, "dense", "macs").zip(nested(report, "dense", "accuracy"));
-    let pruned = nested(report, "pruned", "macs").zip(nested(report, "pruned", "accuracy"));
-    let pts: Vec<(f64, f64)> = dense.iter().chain(pruned.iter()).copied().collect();
-    let panel = accuracy_macs_panel(RIGHT_X, PANEL_W, &pts);
-    panel.draw_frame(
-        out,
-        "panel-tradeoff",
-        title,
-        "MACs",
-        "test accuracy (%)",
-        &fmt_macs,
-        &fmt_tick,
-    );
-    if let (Some(d), Some(p)) = (dense, pruned) {
-        let _ = writeln!(
-            out,
-            r##"<line class="dense-to-pruned" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999999" stroke-dasharray="4 3"/>"##,
-            panel.px(d.0),
-            panel.py(100.0 * d.1),
-            panel.px(p.0),
-            panel.py(100.0 * p.1)
-        );
+fn history_panel(area: &Area, report: &RunReport) -> Drawn {
+    const TITLE: &str = "Accuracy and MACs over training";
+    let h = &report.history;
+    if h.is_empty() {
+        let area = area.titled(TITLE, (FONT, 18))?;
+        return note(&area, "no training history (0 epochs): nothing to plot", 0);
     }
-    for (id, label, color, p) in [
-        ("point-dense", "dense", DENSE_COLOR, dense),
-        ("point-pruned", "pruned", PRUNED_COLOR, pruned),
+    let accuracy = finite(h.iter().map(|e| (e.epoch as f64, 100.0 * e.accuracy)));
+    let dense = report.dense.macs as f64;
+    let macs = if dense > 0.0 {
+        finite(
+            h.iter()
+                .map(|e| (e.epoch as f64, 100.0 * e.deterministic_macs / dense)),
+        )
+    } else {
+        Vec::new()
+    };
+    let all = || accuracy.iter().chain(&macs);
+    let max_epoch = all().map(|p| p.0).fold(1.0f64, f64::max);
+    let max_y = all().map(|p| p.1).fold(100.0f64, f64::max) * 1.05;
+    let mut chart = ChartBuilder::on(area)
+        .caption(TITLE, (FONT, 18))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_epoch, 0.0..max_y)?;
+    chart
+        .configure_mesh()
+        .x_labels((max_epoch as usize + 1).min(11))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .light_line_style(TRANSPARENT)
+        .x_desc("epoch")
+        .y_desc("% (accuracy; MACs of dense)")
+        .draw()?;
+    for (points, color, label) in [
+        (&accuracy, ACCURACY_COLOR, "validation accuracy (%)"),
+        (&macs, MACS_COLOR, "deterministic MACs (% of dense)"),
     ] {
-        match p {
-            Some((m, a)) => point(
-                out,
-                id,
-                "point",
-                label,
-                &format!(
-                    "{label}: {} MACs, {:.2}% test accuracy",
-                    fmt_count(m),
-                    100.0 * a
-                ),
-                color,
-                panel.px(m),
-                panel.py(100.0 * a),
-                6.0,
-            ),
-            None => note(
-                out,
-                RIGHT_X + PANEL_W / 2.0,
-                PANEL_TOP + if id == "point-dense" { 20.0 } else { 38.0 },
-                &format!("{label} MACs or accuracy missing"),
-            ),
+        if points.is_empty() {
+            continue;
         }
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
     }
-    legend(
-        out,
-        RIGHT_X,
-        PANEL_TOP + PANEL_H + 58.0,
-        &[
-            LegendEntry {
-                color: DENSE_COLOR,
-                text: "dense",
-                marker: true,
-                dashed: false,
-            },
-            LegendEntry {
-                color: PRUNED_COLOR,
-                text: "pruned",
-                marker: true,
-                dashed: false,
-            },
-        ],
-    );
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    if macs.is_empty() {
+        note(area, "dense MACs unknown: MACs series not drawn", 0)?;
+    }
+    Ok(())
 }
 
-/// A panel for (MACs, accuracy fraction) points: x from 0 to past the largest MACs, y in
-/// percent around the accuracies.
-fn accuracy_macs_panel(x: f64, w: f64, pts: &[(f64, f64)]) -> Panel {
-    let max_macs = pts.iter().map(|p| p.0).fold(0.0f64, f64::max);
+/// Axis ranges for (MACs, accuracy %) points: MACs from 0 to past the largest, accuracy
+/// around the points.
+fn tradeoff_ranges(points: &[(f64, f64)]) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
+    let max_macs = points.iter().map(|p| p.0).fold(0.0f64, f64::max);
     let max_macs = if max_macs > 0.0 { max_macs * 1.1 } else { 1.0 };
-    let (lo, hi) = pts
+    let (lo, hi) = points
         .iter()
-        .map(|p| 100.0 * p.1)
+        .map(|p| p.1)
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), a| {
             (lo.min(a), hi.max(a))
         });
@@ -587,209 +177,211 @@ fn accuracy_macs_panel(x: f64, w: f64, pts: &[(f64, f64)]) -> Panel {
     } else {
         (0.0, 100.0)
     };
-    Panel {
-        x,
-        y: PANEL_TOP,
-        w,
-        h: PANEL_H,
-        xa: nice_axis(0.0, max_macs, 5),
-        ya: nice_axis(lo, hi, 5),
+    (0.0..max_macs, lo..hi)
+}
+
+/// The text style of a point's label.
+fn label_font(color: RGBColor) -> TextStyle<'static> {
+    TextStyle {
+        color: color.to_backend_color(),
+        ..TextStyle::from((FONT, 14).into_font())
     }
 }
 
-/// Indices of the Pareto-optimal points (highest accuracy for their MACs: no other point has
-/// at most their MACs and at least their accuracy, one of them strictly), in increasing MACs.
-/// Points with non-finite coordinates are ignored.
-pub fn pareto_front(points: &[(String, f64, f64)]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..points.len())
-        .filter(|&i| points[i].1.is_finite() && points[i].2.is_finite())
-        .collect();
-    order.sort_by(|&a, &b| {
-        points[a]
-            .1
-            .total_cmp(&points[b].1)
-            .then(points[b].2.total_cmp(&points[a].2))
-    });
-    let mut front = Vec::new();
-    let mut best = f64::NEG_INFINITY;
-    for i in order {
-        if points[i].2 > best {
-            best = points[i].2;
-            front.push(i);
-        }
+fn tradeoff_panel(area: &Area, report: &RunReport) -> Drawn {
+    let dense = (report.dense.macs as f64, 100.0 * report.dense.accuracy);
+    let pruned = (report.pruned.macs as f64, 100.0 * report.pruned.accuracy);
+    let shown = finite([dense, pruned].into_iter());
+    let (xs, ys) = tradeoff_ranges(&shown);
+    let mut chart = ChartBuilder::on(area)
+        .caption("Accuracy vs MACs", (FONT, 18))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d(xs, ys)?;
+    chart
+        .configure_mesh()
+        .x_labels(6)
+        .x_label_formatter(&|x| si(*x))
+        .light_line_style(TRANSPARENT)
+        .x_desc("MACs")
+        .y_desc("test accuracy (%)")
+        .draw()?;
+    if shown.len() == 2 {
+        chart.draw_series(LineSeries::new(shown.clone(), LINK_COLOR.stroke_width(1)))?;
     }
-    front
-}
-
-/// The chart of a sweep: every run as a labelled point (`label`, MACs, test accuracy as a
-/// fraction), the Pareto front as a connecting line and the dense model's point.
-pub fn pareto_svg(points: &[(String, f64, f64)], dense: (f64, f64)) -> String {
-    let title = "Accuracy vs MACs: sweep";
-    let mut out = String::new();
-    header(&mut out, title);
-    let finite = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite();
-    let dense = Some(dense).filter(finite);
-    let pts: Vec<(f64, f64)> = points
-        .iter()
-        .map(|(_, m, a)| (*m, *a))
-        .filter(finite)
-        .chain(dense)
-        .collect();
-    let x = LEFT_X;
-    let w = WIDTH - LEFT_X - 200.0;
-    let panel = accuracy_macs_panel(x, w, &pts);
-    panel.draw_frame(
-        &mut out,
-        "panel-pareto",
-        "Pareto front: highest test accuracy for the MACs",
-        "MACs",
-        "test accuracy (%)",
-        &fmt_macs,
-        &fmt_tick,
-    );
-    let front = pareto_front(points);
-    let coords: Vec<String> = front
-        .iter()
-        .map(|&i| {
-            format!(
-                "{:.1},{:.1}",
-                panel.px(points[i].1),
-                panel.py(100.0 * points[i].2)
-            )
-        })
-        .collect();
-    let _ = writeln!(
-        out,
-        r#"<polyline id="pareto-front" class="series" points="{}" fill="none" stroke="{FRONT_COLOR}" stroke-width="2.5"/>"#,
-        coords.join(" ")
-    );
-    let _ = writeln!(out, r#"<g id="sweep-points">"#);
-    for (i, (label, m, a)) in points.iter().enumerate() {
-        if !(m.is_finite() && a.is_finite()) {
+    for (at, label, color) in [
+        (dense, "dense", DENSE_COLOR),
+        (pruned, "pruned", PRUNED_COLOR),
+    ] {
+        if !(at.0.is_finite() && at.1.is_finite()) {
+            note(area, &format!("{label} accuracy is not a number"), 1)?;
             continue;
         }
-        let on_front = front.contains(&i);
-        point(
-            &mut out,
-            "",
-            if on_front {
-                "point-sweep on-front"
-            } else {
-                "point-sweep"
-            },
-            label,
-            &format!(
-                "{label}: {} MACs, {:.2}% test accuracy",
-                fmt_count(*m),
-                100.0 * a
-            ),
-            SWEEP_COLOR,
-            panel.px(*m),
-            panel.py(100.0 * a),
-            4.5,
-        );
+        let marker = EmptyElement::at(at)
+            + Circle::new((0, 0), 6, color.filled())
+            + Text::new(label, (10, -22), label_font(color));
+        chart
+            .draw_series(std::iter::once(marker))?
+            .label(label)
+            .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
     }
-    let _ = writeln!(out, "</g>");
-    match dense {
-        Some((m, a)) => point(
-            &mut out,
-            "point-dense",
-            "point",
-            "dense",
-            &format!(
-                "dense: {} MACs, {:.2}% test accuracy",
-                fmt_count(m),
-                100.0 * a
-            ),
-            DENSE_COLOR,
-            panel.px(m),
-            panel.py(100.0 * a),
-            6.0,
-        ),
-        None => note(
-            &mut out,
-            x + w / 2.0,
-            PANEL_TOP + 20.0,
-            "dense MACs or accuracy missing",
-        ),
-    }
-    if pts.len() == dense.iter().count() {
-        note(&mut out, x + w / 2.0, PANEL_TOP + 38.0, "no runs to plot");
-    }
-    legend(
-        &mut out,
-        x + w + 20.0,
-        PANEL_TOP + 10.0,
-        &[
-            LegendEntry {
-                color: SWEEP_COLOR,
-                text: "runs",
-                marker: true,
-                dashed: false,
-            },
-            LegendEntry {
-                color: FRONT_COLOR,
-                text: "Pareto front",
-                marker: false,
-                dashed: false,
-            },
-            LegendEntry {
-                color: DENSE_COLOR,
-                text: "dense",
-                marker: true,
-                dashed: false,
-            },
-        ],
-    );
-    let _ = writeln!(out, "</svg>");
-    out
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// The chart of a sweep: every run as a labelled point (pruned MACs, test accuracy), the
+/// Pareto front as a line through its runs, and the dense model's point.
+pub fn pareto_svg(sweep: &SweepReport) -> Result<String> {
+    let runs = points(&sweep.runs);
+    let front = pareto_front(&runs);
+    let to_pct = |(_, m, a): &(String, f64, f64)| (*m, 100.0 * a);
+    let dense = (sweep.dense.macs as f64, 100.0 * sweep.dense.accuracy);
+    let shown = finite(runs.iter().map(to_pct).chain([dense]));
+    render(|root| {
+        let area = root.titled("Accuracy vs MACs: sweep", (FONT, 22))?;
+        let (xs, ys) = tradeoff_ranges(&shown);
+        let mut chart = ChartBuilder::on(&area)
+            .caption(
+                "Pareto front: highest test accuracy for the MACs",
+                (FONT, 18),
+            )
+            .margin(16)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(xs, ys)?;
+        chart
+            .configure_mesh()
+            .x_labels(8)
+            .x_label_formatter(&|x| si(*x))
+            .light_line_style(TRANSPARENT)
+            .x_desc("MACs")
+            .y_desc("test accuracy (%)")
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new(
+                front.iter().map(|&i| to_pct(&runs[i])),
+                FRONT_COLOR.stroke_width(2),
+            ))?
+            .label("Pareto front")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], FRONT_COLOR.stroke_width(2)));
+        let drawn: Vec<_> = runs
+            .iter()
+            .filter(|r| r.1.is_finite() && r.2.is_finite())
+            .map(|r| {
+                EmptyElement::at(to_pct(r))
+                    + Circle::new((0, 0), 4, SWEEP_COLOR.filled())
+                    + Text::new(clean(&r.0), (8, -20), label_font(SWEEP_COLOR))
+            })
+            .collect();
+        let none = drawn.is_empty();
+        chart
+            .draw_series(drawn)?
+            .label("runs")
+            .legend(|(x, y)| Circle::new((x + 10, y), 4, SWEEP_COLOR.filled()));
+        if dense.0.is_finite() && dense.1.is_finite() {
+            let marker = EmptyElement::at(dense)
+                + Circle::new((0, 0), 6, DENSE_COLOR.filled())
+                + Text::new("dense", (10, -22), label_font(DENSE_COLOR));
+            chart
+                .draw_series(std::iter::once(marker))?
+                .label("dense")
+                .legend(|(x, y)| Circle::new((x + 10, y), 5, DENSE_COLOR.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        if none {
+            note(&area, "no runs to plot", 0)?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::report::sweep::tests::{sweep, sweep_report};
+    use crate::train::EpochRecord;
 
-    fn report(model: &str, epochs: usize) -> Value {
-        let history: Vec<Value> = (1..=epochs)
-            .map(|e| {
-                json!({
-                    "epoch": e, "loss": 1.0 / e as f64, "penalty": 0.1,
-                    "accuracy": 0.5 + 0.05 * e as f64,
-                    "expected_macs": 1.0e6 - 5.0e4 * e as f64,
-                    "deterministic_macs": 1.0e6 - 6.0e4 * e as f64,
-                    "open_gates": [8, 16], "lambda": 0.01, "seconds": 1.5
-                })
+    /// The example report renamed, with `epochs` records of history.
+    fn report(model: &str, epochs: usize) -> RunReport {
+        let mut r: RunReport =
+            serde_json::from_value(crate::report::run::tests::example()).unwrap();
+        r.model = model.to_string();
+        r.method = "hc".into();
+        r.dense.macs = 1_000_000;
+        r.dense.accuracy = 0.91;
+        r.pruned.macs = 420_000;
+        r.pruned.accuracy = 0.895;
+        r.history = (1..=epochs)
+            .map(|e| EpochRecord {
+                epoch: e,
+                loss: 1.0 / e as f64,
+                penalty: 0.1,
+                accuracy: 0.5 + 0.05 * e as f64,
+                expected_macs: 1.0e6 - 5.0e4 * e as f64,
+                deterministic_macs: 1.0e6 - 6.0e4 * e as f64,
+                open_gates: vec![8, 16],
+                lambda: 0.01,
+                seconds: 1.5,
             })
             .collect();
-        json!({
-            "schema_version": 1,
-            "model": model,
-            "method": "hc",
-            "dense": {"accuracy": 0.91, "params": 5000, "macs": 1_000_000, "latency_ms": null},
-            "pruned": {"accuracy": 0.895, "params": 3000, "macs": 420_000, "latency_ms": null},
-            "history": history,
-        })
+        r
     }
 
     fn parse(svg: &str) -> roxmltree::Document<'_> {
         roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("not well-formed: {e}\n{svg}"))
     }
 
-    fn has_id(doc: &roxmltree::Document, id: &str) -> bool {
-        doc.descendants().any(|n| n.attribute("id") == Some(id))
-    }
-
     fn texts(doc: &roxmltree::Document) -> Vec<String> {
         doc.descendants()
             .filter(|n| n.has_tag_name("text"))
-            .filter_map(|n| n.text().map(str::to_string))
+            .filter_map(|n| n.text().map(|t| t.trim().to_string()))
             .collect()
     }
 
+    /// Point counts of the polylines drawn in `color`.
+    fn lines(doc: &roxmltree::Document, color: RGBColor) -> Vec<usize> {
+        let hex = format!("#{:02x}{:02x}{:02x}", color.0, color.1, color.2);
+        doc.descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .filter(|n| {
+                n.attribute("stroke")
+                    .is_some_and(|s| s.eq_ignore_ascii_case(&hex))
+            })
+            .map(|n| {
+                n.attribute("points")
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .count()
+            })
+            .collect()
+    }
+
+    /// Markers (circles) filled with `color`.
+    fn markers(doc: &roxmltree::Document, color: RGBColor) -> usize {
+        let hex = format!("#{:02x}{:02x}{:02x}", color.0, color.1, color.2);
+        doc.descendants()
+            .filter(|n| n.has_tag_name("circle"))
+            .filter(|n| {
+                n.attribute("fill")
+                    .is_some_and(|s| s.eq_ignore_ascii_case(&hex))
+            })
+            .count()
+    }
+
     #[test]
-    fn run_chart_is_well_formed_with_both_panels() {
-        let s = svg(&report("models/net.onnx", 5));
+    fn run_chart_has_both_panels_series_points_and_labels() {
+        let s = svg(&report("models/net.onnx", 5)).unwrap();
         let doc = parse(&s);
         let root = doc.root_element();
         assert_eq!(root.tag_name().name(), "svg");
@@ -797,14 +389,6 @@ mod tests {
             root.tag_name().namespace(),
             Some("http://www.w3.org/2000/svg")
         );
-        for id in [
-            "series-accuracy",
-            "series-macs",
-            "point-dense",
-            "point-pruned",
-        ] {
-            assert!(has_id(&doc, id), "missing #{id}");
-        }
         let t = texts(&doc);
         for want in [
             "compress: models/net.onnx (hc)",
@@ -813,6 +397,7 @@ mod tests {
             "epoch",
             "MACs",
             "test accuracy (%)",
+            "% (accuracy; MACs of dense)",
             "validation accuracy (%)",
             "deterministic MACs (% of dense)",
             "dense",
@@ -823,130 +408,98 @@ mod tests {
                 "missing text {want:?} in {t:?}"
             );
         }
-        // Five epochs: five markers per series.
-        let acc = doc
-            .descendants()
-            .find(|n| n.attribute("id") == Some("series-accuracy"))
-            .unwrap();
-        assert_eq!(
-            acc.children().filter(|n| n.has_tag_name("circle")).count(),
-            5
-        );
-        // MACs tick labels carry SI suffixes.
+        // Five epochs: each series is a five-point line with five markers.
+        assert!(lines(&doc, ACCURACY_COLOR).contains(&5), "{s}");
+        assert!(lines(&doc, MACS_COLOR).contains(&5), "{s}");
+        assert!(markers(&doc, ACCURACY_COLOR) >= 5);
+        // The dense and pruned points (plus their legend swatches).
+        assert!(markers(&doc, DENSE_COLOR) >= 1 && markers(&doc, PRUNED_COLOR) >= 1);
+        // MACs tick labels carry SI suffixes; epochs are whole numbers.
         assert!(
             t.iter().any(|x| x.ends_with('k') || x.ends_with('M')),
             "{t:?}"
         );
-        // Ids are unique.
-        let mut ids: Vec<&str> = doc
-            .descendants()
-            .filter_map(|n| n.attribute("id"))
-            .collect();
-        let n = ids.len();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), n);
+        assert!(t.iter().any(|x| x == "5"), "{t:?}");
     }
 
     #[test]
     fn model_name_is_escaped() {
-        let name = r#"evil<&>"'.onnx"#;
-        let s = svg(&report(name, 2));
-        assert!(!s.contains(name));
-        assert!(s.contains("evil&lt;&amp;&gt;&quot;&apos;.onnx"));
+        let name = "evil<&>\"'\u{1}.onnx";
+        let s = svg(&report(name, 2)).unwrap();
+        assert!(!s.contains("evil<&>"));
         let doc = parse(&s);
-        let title = doc
-            .descendants()
-            .find(|n| n.attribute("id") == Some("title"))
-            .unwrap();
-        assert_eq!(title.text(), Some(r#"compress: evil<&>"'.onnx (hc)"#));
+        assert!(
+            texts(&doc)
+                .iter()
+                .any(|t| t == "compress: evil<&>\"' .onnx (hc)"),
+            "{:?}",
+            texts(&doc)
+        );
     }
 
     #[test]
     fn empty_history_draws_only_the_tradeoff_panel() {
-        let s = svg(&report("m.onnx", 0));
+        let s = svg(&report("m.onnx", 0)).unwrap();
         let doc = parse(&s);
-        assert!(!has_id(&doc, "series-accuracy"));
-        assert!(!has_id(&doc, "series-macs"));
-        assert!(has_id(&doc, "point-dense") && has_id(&doc, "point-pruned"));
+        assert!(lines(&doc, ACCURACY_COLOR).is_empty());
+        assert!(lines(&doc, MACS_COLOR).is_empty());
+        assert!(markers(&doc, DENSE_COLOR) >= 1 && markers(&doc, PRUNED_COLOR) >= 1);
         assert!(texts(&doc).iter().any(|t| t.contains("0 epochs")));
     }
 
     #[test]
-    fn single_epoch_and_missing_fields_do_not_panic() {
-        let s = svg(&report("m.onnx", 1));
-        parse(&s);
-        let s = svg(&json!({"history": [{"epoch": 1, "accuracy": null}]}));
+    fn single_epoch_unknown_dense_macs_and_nan_do_not_panic() {
+        parse(&svg(&report("m.onnx", 1)).unwrap());
+        let mut r = report("m.onnx", 3);
+        r.dense.macs = 0;
+        r.history[1].accuracy = f64::NAN;
+        r.pruned.accuracy = f64::NAN;
+        let s = svg(&r).unwrap();
         let doc = parse(&s);
-        assert!(texts(&doc).iter().any(|t| t.contains("missing")));
-        parse(&svg(&json!(null)));
+        let t = texts(&doc);
+        assert!(
+            t.iter().any(|t| t.contains("MACs series not drawn")),
+            "{t:?}"
+        );
+        assert!(
+            t.iter()
+                .any(|t| t.contains("pruned accuracy is not a number")),
+            "{t:?}"
+        );
+        assert!(lines(&doc, ACCURACY_COLOR).contains(&2));
     }
 
     #[test]
-    fn nice_axis_covers_range() {
-        let a = nice_axis(0.0, 1_100_000.0, 5);
-        assert_eq!(a.lo, 0.0);
-        assert!(a.hi >= 1_100_000.0);
-        assert!(a.ticks.len() >= 3 && a.ticks.len() <= 12, "{:?}", a.ticks);
-        let a = nice_axis(3.0, 3.0, 5);
-        assert!(a.lo < 3.0 && a.hi > 3.0);
-        assert_eq!(fmt_macs(1_500_000.0, 500_000.0), "1.5M");
-        assert_eq!(fmt_macs(250_000.0, 50_000.0), "250k");
-        assert_eq!(fmt_macs(1_000_000.0, 200_000.0), "1.0M");
-        assert_eq!(fmt_tick(0.30000000000000004, 0.1), "0.3");
-        assert_eq!(fmt_tick(0.25, 0.25), "0.25");
-        assert_eq!(fmt_tick(-0.0, 0.5), "0.0");
-        assert_eq!(fmt_macs(1_250_000.0, 250_000.0), "1.25M");
-        assert_eq!(fmt_count(420_000.0), "420k");
-        assert_eq!(fmt_count(1_250_000.0), "1.25M");
-    }
-
-    fn sweep() -> Vec<(String, f64, f64)> {
-        vec![
-            ("lambda=0.1 <a&b>".to_string(), 300_000.0, 0.85),
-            ("lambda=0.05".to_string(), 500_000.0, 0.89),
-            ("dominated".to_string(), 600_000.0, 0.87),
-            ("lambda=0.01".to_string(), 700_000.0, 0.90),
-            ("broken".to_string(), f64::NAN, 0.5),
-        ]
+    fn si_labels() {
+        assert_eq!(si(420_000.0), "420k");
+        assert_eq!(si(1_250_000.0), "1.25M");
+        assert_eq!(si(1_500_000.0), "1.5M");
+        assert_eq!(si(0.0), "0");
     }
 
     #[test]
-    fn pareto_front_keeps_non_dominated_points() {
-        assert_eq!(pareto_front(&sweep()), vec![0, 1, 3]);
-        assert!(pareto_front(&[]).is_empty());
-        // Equal MACs: only the more accurate one.
-        let tie = vec![("a".to_string(), 1.0, 0.5), ("b".to_string(), 1.0, 0.6)];
-        assert_eq!(pareto_front(&tie), vec![1]);
-    }
-
-    #[test]
-    fn pareto_chart_is_well_formed() {
-        let s = pareto_svg(&sweep(), (1_000_000.0, 0.91));
+    fn pareto_chart_has_runs_front_and_dense() {
+        let pts: Vec<_> = sweep().into_iter().take(4).collect();
+        let s = pareto_svg(&sweep_report(&pts)).unwrap();
         let doc = parse(&s);
-        assert!(has_id(&doc, "pareto-front"));
-        assert!(has_id(&doc, "point-dense"));
-        let sweep_points = doc
-            .descendants()
-            .filter(|n| {
-                n.attribute("class")
-                    .is_some_and(|c| c.split(' ').any(|c| c == "point-sweep"))
-            })
-            .count();
-        assert_eq!(sweep_points, 4);
-        let front = doc
-            .descendants()
-            .find(|n| n.attribute("id") == Some("pareto-front"))
-            .unwrap();
-        assert_eq!(front.attribute("points").unwrap().split(' ').count(), 3);
+        // The front joins its three runs; every run is a marker (plus the legend's).
+        assert!(lines(&doc, FRONT_COLOR).contains(&3), "{s}");
+        assert!(markers(&doc, SWEEP_COLOR) >= 4);
+        assert!(markers(&doc, DENSE_COLOR) >= 1);
         let t = texts(&doc);
         assert!(t.iter().any(|x| x == "lambda=0.1 <a&b>"), "{t:?}");
-        for want in ["MACs", "test accuracy (%)", "Pareto front", "dense", "runs"] {
-            assert!(t.iter().any(|x| x == want), "missing {want:?}");
+        for want in [
+            "Accuracy vs MACs: sweep",
+            "MACs",
+            "test accuracy (%)",
+            "Pareto front",
+            "dense",
+            "runs",
+        ] {
+            assert!(t.iter().any(|x| x == want), "missing {want:?} in {t:?}");
         }
         // No runs at all.
-        let doc_s = pareto_svg(&[], (1_000_000.0, 0.91));
-        let doc = parse(&doc_s);
-        assert!(texts(&doc).iter().any(|t| t == "no runs to plot"));
+        let s = pareto_svg(&sweep_report(&[])).unwrap();
+        assert!(texts(&parse(&s)).iter().any(|t| t == "no runs to plot"));
     }
 }

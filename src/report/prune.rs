@@ -1,22 +1,15 @@
 //! The pruning report: what changed, measured on the exported files.
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::ir::{Graph, Op, cost::graph_cost};
 use crate::prune::Pruned;
-use crate::verify::{Verification, pseudo_random, tract_latencies_ms};
+pub use crate::verify::Latency;
+use crate::verify::Verification;
 
 pub const SCHEMA_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Latency {
-    pub batch_1: f64,
-    pub batch_64: f64,
-    /// Runs per median.
-    pub runs: usize,
-    pub runtime: &'static str,
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelFigures {
@@ -35,7 +28,7 @@ pub struct GroupWidth {
     pub width_after: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LayerWidth {
     pub name: String,
     pub op: String,
@@ -78,31 +71,6 @@ fn layer_widths(g: &Graph) -> Result<Vec<(String, String, usize)>> {
         .collect())
 }
 
-/// Latencies of models that take `g`'s inputs (e.g. before and after pruning), measured
-/// round-robin at batch 1 and batch 64 so that machine noise does not skew their ratio.
-pub fn latencies(g: &Graph, models: &[&[u8]], runs: usize) -> Result<Vec<Latency>> {
-    let at = |batch: usize| -> Result<Vec<f64>> {
-        let inputs: Vec<_> = g
-            .inputs
-            .iter()
-            .enumerate()
-            .map(|(i, v)| pseudo_random(&v.shape(batch), 3 + i as u64))
-            .collect();
-        tract_latencies_ms(models, &inputs, runs)
-    };
-    let (b1, b64) = (at(1)?, at(64)?);
-    Ok(b1
-        .into_iter()
-        .zip(b64)
-        .map(|(batch_1, batch_64)| Latency {
-            batch_1,
-            batch_64,
-            runs,
-            runtime: "tract",
-        })
-        .collect())
-}
-
 pub struct ReportInput<'a> {
     pub model: &'a str,
     pub output: &'a str,
@@ -111,22 +79,13 @@ pub struct ReportInput<'a> {
     pub pruned: &'a Pruned,
     pub pruned_bytes: &'a [u8],
     pub verification: Verification,
-    /// Runs per latency median; 0 skips latency.
-    pub latency_runs: usize,
+    /// Dense and pruned latencies, measured by [`crate::verify::latency::before_after`]
+    /// (`None` when not measured).
+    pub latency: (Option<Latency>, Option<Latency>),
 }
 
 pub fn prune_report(r: ReportInput) -> Result<PruneReport> {
-    let (dense_ms, pruned_ms) = if r.latency_runs > 0 {
-        let mut l = latencies(
-            r.original,
-            &[r.original_bytes, r.pruned_bytes],
-            r.latency_runs,
-        )?;
-        let pruned = l.pop();
-        (l.pop(), pruned)
-    } else {
-        (None, None)
-    };
+    let (dense_ms, pruned_ms) = r.latency;
     let figures = |g: &Graph, bytes: &[u8], latency_ms| -> Result<ModelFigures> {
         let c = graph_cost(g, 1)?;
         Ok(ModelFigures {

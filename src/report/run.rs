@@ -1,8 +1,10 @@
 //! The report of a whole run (`compress MODEL --method M`): the JSON contract CI jobs read.
 
-use serde::Serialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::prune::{Latency, LayerWidth, PruneReport};
+pub use super::settings::Settings;
 use crate::eval::Accuracy;
 use crate::pipeline::Timings;
 use crate::train::EpochRecord;
@@ -10,26 +12,32 @@ use crate::verify::Verification;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Serialize)]
+/// Test accuracy, size and cost of one model (`dense` or `pruned`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Figures {
     /// Top-1 accuracy on the test split, a fraction in [0, 1].
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub accuracy: f64,
     pub correct: usize,
     pub samples: usize,
     pub params: u64,
     pub macs: u64,
+    /// Median milliseconds per batch in tract; `null` when not measured.
     pub latency_ms: Option<Latency>,
     pub file_bytes: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The report of a run (`OUT.report.json`): the versioned JSON contract CI jobs read. Its JSON
+/// Schema (`docs/report.schema.json`) is generated from this type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "compress run report")]
 pub struct RunReport {
     pub schema_version: u32,
     pub model: String,
     pub output: String,
     pub method: String,
     /// Every option that shaped the result, seed included.
-    pub settings: serde_json::Value,
+    pub settings: Settings,
     pub dense: Figures,
     pub pruned: Figures,
     pub macs_ratio: f64,
@@ -60,7 +68,7 @@ pub fn figures(acc: &Accuracy, f: &super::prune::ModelFigures) -> Figures {
 pub struct RunInput {
     pub prune: PruneReport,
     pub method: String,
-    pub settings: serde_json::Value,
+    pub settings: Settings,
     pub dense_accuracy: Accuracy,
     pub pruned_accuracy: Accuracy,
     pub history: Vec<EpochRecord>,
@@ -154,4 +162,42 @@ pub fn render(r: &RunReport) -> String {
         let _ = writeln!(s, "note: {n}");
     }
     s
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::Value;
+
+    /// A complete report written by a real run (`docs/report.example.json`).
+    pub fn example() -> Value {
+        serde_json::from_str(include_str!("../../docs/report.example.json")).unwrap()
+    }
+
+    /// The example report with `overlay` laid over it: objects merge key by key, anything else
+    /// replaces what was there.
+    pub fn over_example(overlay: Value) -> Value {
+        fn merge(base: &mut Value, top: Value) {
+            match (base, top) {
+                (Value::Object(b), Value::Object(t)) => {
+                    for (k, v) in t {
+                        merge(b.entry(k).or_insert(Value::Null), v);
+                    }
+                }
+                (b, t) => *b = t,
+            }
+        }
+        let mut v = example();
+        merge(&mut v, overlay);
+        v
+    }
+
+    #[test]
+    fn example_report_reads_and_writes_back_unchanged() {
+        let v = example();
+        let r: super::RunReport = serde_json::from_value(v.clone()).unwrap();
+        // Through text, as reports are written (f32 tolerances print as f32).
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
+        assert!(crate::report::schema::validate(&v).is_empty());
+    }
 }

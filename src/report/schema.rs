@@ -1,126 +1,288 @@
-//! The run report's schema (version 1), as code: `validate` checks a JSON value against it.
-//! The README documents the same fields; tests validate every report they write.
+//! The run report's JSON Schema (version 1), generated from [`RunReport`] and committed as
+//! `docs/report.schema.json`; [`validate`] checks a JSON value against it and [`parse`] reads a
+//! report, naming the first field at fault. The tests validate every report they write.
 
 use serde_json::Value;
 
-/// (path, expected kind); kinds: "int", "number", "string", "object", "array", "bool",
-/// "number|null", "object|null". `[]` in a path means every element of an array.
-pub const FIELDS: &[(&str, &str)] = &[
-    ("schema_version", "int"),
-    ("model", "string"),
-    ("output", "string"),
-    ("method", "string"),
-    ("settings", "object"),
-    ("settings.seed", "int"),
-    ("settings.method", "string"),
-    ("settings.data", "string"),
-    ("settings.epochs", "int"),
-    ("settings.lambda", "number"),
-    ("dense", "object"),
-    ("pruned", "object"),
-    ("macs_ratio", "number"),
-    ("params_ratio", "number"),
-    ("accuracy_drop_points", "number"),
-    ("widths_before", "string"),
-    ("widths_after", "string"),
-    ("layers", "array"),
-    ("layers[].name", "string"),
-    ("layers[].width_before", "int"),
-    ("layers[].width_after", "int"),
-    ("history", "array"),
-    ("history[].epoch", "int"),
-    ("history[].loss", "number"),
-    ("history[].accuracy", "number"),
-    ("history[].expected_macs", "number"),
-    ("history[].deterministic_macs", "number"),
-    ("history[].open_gates", "array"),
-    ("history[].lambda", "number"),
-    ("verification", "object"),
-    ("verification.runtime", "string"),
-    ("verification.max_abs_diff", "number"),
-    ("verification.tolerance", "number"),
-    ("verification.also", "array"),
-    ("verification.also[].runtime", "string"),
-    ("verification.also[].max_abs_diff", "number"),
-    ("verification.also[].tolerance", "number"),
-    ("timings", "object"),
-    ("timings.total_s", "number"),
-    ("timings.train_s", "number"),
-    ("notes", "array"),
-];
+use super::run::{RunReport, SCHEMA_VERSION};
+use crate::error::{Error, Result};
 
-/// Fields of `dense` and `pruned`.
-pub const MODEL_FIELDS: &[(&str, &str)] = &[
-    ("accuracy", "number"),
-    ("correct", "int"),
-    ("samples", "int"),
-    ("params", "int"),
-    ("macs", "int"),
-    ("file_bytes", "int"),
-    ("latency_ms", "object|null"),
-];
+/// The committed schema file, relative to the repository root.
+pub const SCHEMA_FILE: &str = "docs/report.schema.json";
 
-fn kind_ok(v: &Value, kind: &str) -> bool {
-    kind.split('|').any(|k| match k {
-        "int" => v.is_u64() || v.is_i64(),
-        "number" => v.is_number(),
-        "string" => v.is_string(),
-        "object" => v.is_object(),
-        "array" => v.is_array(),
-        "bool" => v.is_boolean(),
-        "null" => v.is_null(),
-        _ => false,
-    })
+/// The JSON Schema of [`RunReport`], generated from the type.
+pub fn json_schema() -> Value {
+    schemars::schema_for!(RunReport).to_value()
 }
 
-fn check_path(v: &Value, path: &str, kind: &str, errors: &mut Vec<String>, shown: &str) {
-    match path.split_once('.') {
-        Some((head, rest)) if head.ends_with("[]") => {
-            let key = &head[..head.len() - 2];
-            if let Some(items) = v.get(key).and_then(Value::as_array) {
-                for (i, item) in items.iter().enumerate() {
-                    check_path(item, rest, kind, errors, &format!("{shown}{key}[{i}]."));
-                }
+/// The schema as committed: pretty JSON and a final newline.
+pub fn json_schema_text() -> String {
+    let text = serde_json::to_string_pretty(&json_schema()).unwrap_or_default();
+    format!("{text}\n")
+}
+
+/// One way a JSON value breaks the schema.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    /// A required field is absent.
+    Missing { path: String },
+    /// A field holds a value of the wrong kind (`expected` as the schema words it).
+    WrongType {
+        path: String,
+        expected: String,
+        found: String,
+    },
+    /// A number outside the schema's range.
+    OutOfRange {
+        path: String,
+        value: f64,
+        range: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Missing { path } => write!(f, "{path}: missing"),
+            Problem::WrongType {
+                path,
+                expected,
+                found,
+            } => write!(f, "{path}: expected {expected}, found {found}"),
+            Problem::OutOfRange { path, value, range } => {
+                write!(f, "{path}: {value} is not in {range}")
             }
         }
-        Some((head, rest)) => match v.get(head) {
-            Some(inner) => check_path(inner, rest, kind, errors, &format!("{shown}{head}.")),
-            None => errors.push(format!("{shown}{head}: missing")),
-        },
-        None => match v.get(path) {
-            Some(x) if kind_ok(x, kind) => {}
-            Some(x) => errors.push(format!("{shown}{path}: expected {kind}, found {x}")),
-            None => errors.push(format!("{shown}{path}: missing")),
-        },
     }
 }
 
-/// Every violation of the schema, or an empty list.
+/// Every violation of the schema (in document order), or an empty list.
+pub fn problems(report: &Value) -> Vec<Problem> {
+    let schema = json_schema();
+    let mut out = Vec::new();
+    Walker { root: &schema }.walk(&schema, report, "", &mut out);
+    out
+}
+
+/// Every violation of the schema, one line each, or an empty list; a schema_version other than
+/// 1 is one of them.
 pub fn validate(report: &Value) -> Vec<String> {
-    let mut errors = Vec::new();
-    for (path, kind) in FIELDS {
-        check_path(report, path, kind, &mut errors, "");
-    }
-    for side in ["dense", "pruned"] {
-        for (path, kind) in MODEL_FIELDS {
-            if let Some(v) = report.get(side) {
-                check_path(v, path, kind, &mut errors, &format!("{side}."));
-            }
-        }
-    }
-    if report.get("schema_version").and_then(Value::as_u64) != Some(1) {
-        errors.push("schema_version: expected 1".into());
-    }
-    for side in ["dense", "pruned"] {
-        if let Some(a) = report
-            .pointer(&format!("/{side}/accuracy"))
-            .and_then(Value::as_f64)
-            && !(0.0..=1.0).contains(&a)
-        {
-            errors.push(format!("{side}.accuracy: {a} is not a fraction in [0, 1]"));
-        }
+    let mut errors: Vec<String> = problems(report).iter().map(|p| p.to_string()).collect();
+    if report.get("schema_version").and_then(Value::as_u64) != Some(SCHEMA_VERSION.into()) {
+        errors.push(format!("schema_version: expected {SCHEMA_VERSION}"));
     }
     errors
+}
+
+/// Reads a run report from JSON; anything that is not a version-1 report is [`Error::Data`]
+/// naming `name` and the first field at fault (bad input, exit code 2).
+pub fn parse(report: &Value, name: &str) -> Result<RunReport> {
+    let bad = |reason: String| Error::Data {
+        path: name.to_string(),
+        reason,
+    };
+    if !report.is_object() {
+        return Err(bad("not a compress report (expected a JSON object)".into()));
+    }
+    // The version decides how the rest is read, so it is checked first.
+    let version = match report.get("schema_version") {
+        None | Some(Value::Null) => {
+            return Err(bad("missing field 'schema_version' in report".into()));
+        }
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| bad("schema_version is not a non-negative integer".into()))?,
+    };
+    if version != u64::from(SCHEMA_VERSION) {
+        return Err(bad(format!(
+            "unsupported report schema_version {version} (this compress reads version {SCHEMA_VERSION})"
+        )));
+    }
+    if let Some(p) = problems(report).into_iter().next() {
+        return Err(bad(match p {
+            Problem::Missing { path } => format!("missing field '{path}' in report"),
+            Problem::WrongType {
+                path,
+                expected,
+                found,
+            } => {
+                let kind = match expected.as_str() {
+                    "number" | "integer" => "a number".to_string(),
+                    other => other.to_string(),
+                };
+                format!("field '{path}' is not {kind}: {found}")
+            }
+            other => other.to_string(),
+        }));
+    }
+    serde_json::from_value(report.clone()).map_err(|e| bad(format!("not a run report: {e}")))
+}
+
+/// Walks a value along a schema as schemars writes it: `$ref` into `$defs`, `type`,
+/// `properties` / `required`, `items`, `enum` / `const`, `anyOf` / `oneOf` / `allOf`, and
+/// `minimum` / `maximum`. A `null` where an object is required reads as an empty object, so
+/// that each field it lacks is named.
+struct Walker<'a> {
+    root: &'a Value,
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Whether a value of JSON kind `kind` satisfies schema type `t` (an integer is a number).
+fn kind_fits(t: &str, kind: &str) -> bool {
+    t == kind || (t == "number" && kind == "integer")
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl<'a> Walker<'a> {
+    fn resolve(&self, schema: &'a Value) -> &'a Value {
+        match schema.get("$ref").and_then(Value::as_str) {
+            Some(r) => r
+                .strip_prefix("#/")
+                .map(|p| {
+                    p.split('/')
+                        .try_fold(self.root, |s, k| s.get(k))
+                        .unwrap_or(&Value::Null)
+                })
+                .map_or(schema, |target| self.resolve(target)),
+            None => schema,
+        }
+    }
+
+    /// The schema's types, empty when it names none.
+    fn types(schema: &Value) -> Vec<&str> {
+        match schema.get("type") {
+            Some(Value::String(t)) => vec![t.as_str()],
+            Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn walk(&self, schema: &'a Value, v: &Value, path: &str, out: &mut Vec<Problem>) {
+        let schema = self.resolve(schema);
+        if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+            for s in all {
+                self.walk(s, v, path, out);
+            }
+        }
+        for key in ["anyOf", "oneOf"] {
+            if let Some(alts) = schema.get(key).and_then(Value::as_array) {
+                self.alternatives(alts, v, path, out);
+            }
+        }
+        let types = Self::types(schema);
+        let kind = kind_of(v);
+        let empty = Value::Object(Default::default());
+        let v = if kind == "null" && types == ["object"] {
+            &empty
+        } else {
+            v
+        };
+        if !types.is_empty() && !types.iter().any(|t| kind_fits(t, kind_of(v))) {
+            out.push(Problem::WrongType {
+                path: path.to_string(),
+                expected: types.join(" or "),
+                found: v.to_string(),
+            });
+            return;
+        }
+        let allowed = match (schema.get("enum"), schema.get("const")) {
+            (Some(Value::Array(values)), _) => Some(values.clone()),
+            (_, Some(c)) => Some(vec![c.clone()]),
+            _ => None,
+        };
+        if let Some(values) = allowed
+            && !values.contains(v)
+        {
+            let names: Vec<String> = values.iter().map(Value::to_string).collect();
+            out.push(Problem::WrongType {
+                path: path.to_string(),
+                expected: format!("one of {}", names.join(", ")),
+                found: v.to_string(),
+            });
+        }
+        match v {
+            Value::Object(map) => {
+                let required = schema.get("required").and_then(Value::as_array);
+                for key in required.into_iter().flatten().filter_map(Value::as_str) {
+                    if !map.contains_key(key) {
+                        out.push(Problem::Missing {
+                            path: join(path, key),
+                        });
+                    }
+                }
+                if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                    for (key, sub) in props {
+                        if let Some(x) = map.get(key) {
+                            self.walk(sub, x, &join(path, key), out);
+                        }
+                    }
+                }
+            }
+            Value::Array(items) => {
+                if let Some(item) = schema.get("items") {
+                    for (i, x) in items.iter().enumerate() {
+                        self.walk(item, x, &format!("{path}[{i}]"), out);
+                    }
+                }
+            }
+            Value::Number(n) => {
+                let x = n.as_f64().unwrap_or(f64::NAN);
+                let min = schema.get("minimum").and_then(Value::as_f64);
+                let max = schema.get("maximum").and_then(Value::as_f64);
+                if min.is_some_and(|m| x < m) || max.is_some_and(|m| x > m) {
+                    let show = |b: Option<f64>| b.map_or_else(String::new, |b| b.to_string());
+                    out.push(Problem::OutOfRange {
+                        path: path.to_string(),
+                        value: x,
+                        range: format!("[{}, {}]", show(min), show(max)),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A value must match one alternative; when none matches, the problems reported are those
+    /// of the first alternative of the value's own kind (e.g. the object in `T | null`).
+    fn alternatives(&self, alts: &'a [Value], v: &Value, path: &str, out: &mut Vec<Problem>) {
+        let mut first_of_kind = None;
+        for alt in alts {
+            let mut found = Vec::new();
+            self.walk(alt, v, path, &mut found);
+            if found.is_empty() {
+                return;
+            }
+            let types = Self::types(self.resolve(alt));
+            if first_of_kind.is_none() && types.iter().any(|t| kind_fits(t, kind_of(v))) {
+                first_of_kind = Some(found);
+            }
+        }
+        out.extend(first_of_kind.unwrap_or_else(|| {
+            vec![Problem::WrongType {
+                path: path.to_string(),
+                expected: "a value of another kind".into(),
+                found: v.to_string(),
+            }]
+        }));
+    }
 }
 
 #[cfg(test)]
@@ -144,5 +306,22 @@ mod tests {
             "{errors:?}"
         );
         assert!(errors.iter().any(|e| e == "dense: missing"), "{errors:?}");
+    }
+
+    /// The committed schema is the one the type generates.
+    #[test]
+    fn committed_schema_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(SCHEMA_FILE);
+        let want = json_schema_text();
+        if std::env::var_os("COMPRESS_UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{SCHEMA_FILE} differs from the schema generated from RunReport; regenerate it with\n    \
+             COMPRESS_UPDATE_SCHEMA=1 cargo test --lib report::schema::tests::committed_schema_is_current\n\
+             and commit the result"
+        );
     }
 }

@@ -5,14 +5,14 @@ use serde::Serialize;
 use crate::methods::{GateMethod, Method, Settings};
 
 /// Optimiser of the weights (gate parameters always use Adam, as in the reference code).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub enum Optimizer {
     Adam,
     Sgd { momentum: f64, nesterov: bool },
 }
 
 /// Learning-rate schedule of the weights, per epoch.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub enum Schedule {
     Constant,
     /// Multiply by `gamma` at each milestone epoch (1-based: the lr of epoch e counts the
@@ -61,7 +61,7 @@ impl Schedule {
 }
 
 /// The cost the gates are penalised for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub enum Penalty {
     /// `lambda * E[MACs] / dense MACs` (default).
     Macs,

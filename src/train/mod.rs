@@ -34,7 +34,7 @@ use crate::ir::Graph;
 use net::GatedNet;
 
 /// One epoch of training, as the report shows it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub loss: f64,

@@ -1,11 +1,17 @@
 //! Every export is run in independent runtimes and compared with its reference before it is
 //! written: tract always, ONNX Runtime too when built with the `ort` feature.
 
+pub mod latency;
 #[cfg(feature = "ort")]
 pub mod onnxruntime;
 mod tract;
 
+pub use latency::Latency;
+pub(crate) use latency::round_robin_medians_ms;
 pub use tract::{run_tract, tract_latencies_ms};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
@@ -39,19 +45,21 @@ pub fn pseudo_random(shape: &[usize], seed: u64) -> crate::ir::Tensor {
 }
 
 /// Outcome of running two ONNX encodings of a model on the same inputs in one runtime.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Comparison {
-    pub runtime: &'static str,
+    pub runtime: String,
     pub max_abs_diff: f32,
     pub tolerance: f32,
 }
 
 /// Every runtime's comparison: tract's fields at the top level (report schema 1), the other
 /// runtimes (ONNX Runtime with the `ort` feature) under `also`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Verification {
     #[serde(flatten)]
     pub tract: Comparison,
+    /// Absent in reports written before ONNX Runtime verified exports.
+    #[serde(default)]
     pub also: Vec<Comparison>,
 }
 
@@ -69,36 +77,6 @@ impl Verification {
             .collect::<Vec<_>>()
             .join("; ")
     }
-}
-
-/// Median milliseconds of each runner, after one warm-up call of each, calling them round-robin
-/// (one call of each in turn, each round starting one runner later) so that a slow phase of a
-/// shared machine, or whatever the previous run left in the caches, hits every model alike
-/// instead of skewing their ratio.
-pub(crate) fn round_robin_medians_ms(
-    runners: &mut [Box<dyn FnMut() -> Result<()> + '_>],
-    runs: usize,
-) -> Result<Vec<f64>> {
-    for run in runners.iter_mut() {
-        run()?;
-    }
-    let n = runners.len();
-    let mut times = vec![Vec::with_capacity(runs); n];
-    for round in 0..runs.max(1) {
-        for k in 0..n {
-            let i = (round + k) % n;
-            let start = std::time::Instant::now();
-            runners[i]()?;
-            times[i].push(start.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    Ok(times
-        .into_iter()
-        .map(|mut t| {
-            t.sort_by(|a, b| a.total_cmp(b));
-            t[t.len() / 2]
-        })
-        .collect())
 }
 
 /// Pseudo-random inputs shaped like the graph's inputs at `batch`.
@@ -137,7 +115,7 @@ fn compare_with(
         )));
     }
     Ok(Comparison {
-        runtime,
+        runtime: runtime.to_string(),
         max_abs_diff: diff,
         tolerance,
     })
@@ -182,40 +160,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_robin_warms_up_then_times_every_runner_each_round() {
-        let calls = std::cell::RefCell::new(Vec::new());
-        let mut runners: Vec<Box<dyn FnMut() -> Result<()>>> = (0..3)
-            .map(|i| {
-                let calls = &calls;
-                Box::new(move || {
-                    calls.borrow_mut().push(i);
-                    Ok(())
-                }) as Box<dyn FnMut() -> Result<()>>
-            })
-            .collect();
-        let medians = round_robin_medians_ms(&mut runners, 4).unwrap();
-        assert_eq!(medians.len(), 3);
-        drop(runners);
-        let calls = calls.into_inner();
-        // One warm-up each, then 4 rounds of 3, each round starting one runner later.
-        assert_eq!(&calls[..3], &[0, 1, 2]);
-        assert_eq!(&calls[3..6], &[0, 1, 2]);
-        assert_eq!(&calls[6..9], &[1, 2, 0]);
-        assert_eq!(&calls[9..12], &[2, 0, 1]);
-        assert_eq!(calls.len(), 15);
-    }
-
-    #[test]
-    fn a_failing_runner_fails_the_measurement() {
-        let mut runners: Vec<Box<dyn FnMut() -> Result<()>>> =
-            vec![Box::new(|| Err(Error::Internal("boom".into())))];
-        assert!(round_robin_medians_ms(&mut runners, 3).is_err());
-    }
-
-    #[test]
     fn verification_summary_names_every_runtime() {
-        let c = |runtime| Comparison {
-            runtime,
+        let c = |runtime: &str| Comparison {
+            runtime: runtime.to_string(),
             max_abs_diff: 1e-7,
             tolerance: 1e-4,
         };

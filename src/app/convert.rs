@@ -1,0 +1,36 @@
+//! `compress convert MODEL.onnx -o OUT.onnx [--force]`.
+
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::{fsutil, onnx, verify};
+
+#[derive(Debug, clap::Args)]
+pub struct ConvertArgs {
+    pub model: PathBuf,
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Imports and re-exports a model; writes it only when tract (and ONNX Runtime with the `ort`
+/// feature) computes the same outputs from both files.
+pub fn convert(a: ConvertArgs) -> Result<()> {
+    verify::check_runtimes()?;
+    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
+    let graph = onnx::import_bytes(&original, &a.model.display().to_string())?;
+    let mut exported = graph.clone();
+    super::inject_fault(&mut exported);
+    let bytes = onnx::export(&exported);
+    let cmp = verify::verify_export(&graph, &original, &bytes, 2, 1e-5)?;
+    fsutil::write_atomic(&a.output, &bytes, a.force)?;
+    println!(
+        "wrote {} ({} bytes); vs original: {}",
+        a.output.display(),
+        bytes.len(),
+        cmp.summary()
+    );
+    Ok(())
+}

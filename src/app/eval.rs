@@ -1,0 +1,59 @@
+//! `compress eval MODEL.onnx [--data DIR] [--split test|train] [--device D] [--json]`.
+
+use std::path::PathBuf;
+
+use super::options::{Device, SplitName, burn_device, named};
+use crate::data::{self, Split};
+use crate::error::Result;
+use crate::{exec, onnx, pipeline};
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    pub model: PathBuf,
+    /// Dataset directory (IDX, CIFAR binary or image folder); default: the shipped subset.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Which split to evaluate.
+    #[arg(long, value_parser = named::<SplitName>(), default_value = "test")]
+    pub split: SplitName,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// cpu (always available); wgpu and cuda when compiled with those features.
+    #[arg(long, value_parser = named::<Device>(), default_value = "cpu")]
+    pub device: Device,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Top-1 accuracy of the model on one split, read and normalised as `run` reads it.
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let device = burn_device(a.device)?;
+    let graph = onnx::import_file(&a.model)?;
+    let dir = a.data.unwrap_or_else(|| PathBuf::from(super::DEFAULT_DATA));
+    let split = Split::from(a.split);
+    if data::detect(&dir).is_err() && dir.is_dir() {
+        // No known layout: say what the IDX reader, eval's documented format, misses.
+        data::idx::load(&dir, split)?;
+    }
+    let (train, test) = pipeline::load_data(&dir, &graph)?;
+    let dataset = match split {
+        Split::Train => train,
+        Split::Test => test,
+    };
+    let net = exec::Network::new(&graph, &device)?;
+    let acc = crate::eval::accuracy(&net, &dataset, &dir.display().to_string(), a.batch_size)?;
+    if a.json {
+        println!("{}", super::to_json(&acc)?);
+    } else {
+        println!(
+            "{}: accuracy {:.4} ({} / {} correct) on {}",
+            a.model.display(),
+            acc.accuracy,
+            acc.correct,
+            acc.samples,
+            dir.display()
+        );
+    }
+    Ok(())
+}

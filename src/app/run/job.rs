@@ -1,0 +1,166 @@
+//! One run: what it shares with the other runs of a sweep ([`Job`]), the fine-tune -> prune
+//! -> verify -> evaluate chain ([`run_once`]) and the files it writes ([`RunOutputs`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::args::RunArgs;
+use crate::app::options::burn_device;
+use crate::app::sibling;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::eval::Accuracy;
+use crate::ir::Graph;
+use crate::pipeline::{self, Timings};
+use crate::report::prune::{ReportInput, prune_report};
+use crate::report::run::{RunInput, RunReport, render, run_report};
+use crate::report::settings::{RunOptions, Settings};
+use crate::train::TrainConfig;
+use crate::{fsutil, onnx, report, verify};
+
+/// Everything a run needs that does not depend on its settings.
+pub struct Job {
+    pub graph: Graph,
+    pub original: Vec<u8>,
+    pub train: Dataset,
+    pub test: Dataset,
+    pub data_name: String,
+    pub dense: Accuracy,
+    pub dense_eval_s: f64,
+    pub device: burn::prelude::Device,
+}
+
+/// Reads the model and the data and evaluates the dense model.
+pub fn prepare(a: &RunArgs) -> Result<Job> {
+    let device = burn_device(a.device)?;
+    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
+    let graph = onnx::import_bytes(&original, &a.model.display().to_string())?;
+    let data_dir = a
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::app::DEFAULT_DATA));
+    let data_name = data_dir.display().to_string();
+    if a.data.is_none() && a.chatty() {
+        eprintln!("no --data given: using the shipped Fashion-MNIST subset ({data_name})");
+    }
+    let (train, test) = pipeline::load_data(&data_dir, &graph)?;
+    let t0 = Instant::now();
+    let dense = pipeline::evaluate(&graph, &test, &data_name, &device)?;
+    let dense_eval_s = t0.elapsed().as_secs_f64();
+    if a.chatty() {
+        eprintln!(
+            "dense: accuracy {:.4} on {} test samples",
+            dense.accuracy, dense.samples
+        );
+    }
+    Ok(Job {
+        graph,
+        original,
+        train,
+        test,
+        data_name,
+        dense,
+        dense_eval_s,
+        device,
+    })
+}
+
+/// One fine-tune -> prune -> verify -> evaluate run; returns the report and the model bytes.
+pub fn run_once(
+    a: &RunArgs,
+    job: &Job,
+    cfg: &TrainConfig,
+    output: &Path,
+) -> Result<(RunReport, Vec<u8>)> {
+    let start = Instant::now();
+    let t1 = Instant::now();
+    let outcome = pipeline::train(&job.graph, &job.train, a.val_fraction, cfg, &job.device)?;
+    let train_s = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let compressed = pipeline::compress_trained(&outcome, cfg, a.round_to)?;
+    let prune_verify_s = t2.elapsed().as_secs_f64();
+    let t3 = Instant::now();
+    let pruned_acc = pipeline::evaluate(&compressed.graph, &job.test, &job.data_name, &job.device)?;
+    let pruned_eval_s = t3.elapsed().as_secs_f64();
+    let t4 = Instant::now();
+    let mut pruned_for_report = compressed.pruned.clone();
+    pruned_for_report.graph = compressed.graph.clone();
+    let latency = verify::latency::before_after(
+        &job.graph,
+        &job.original,
+        &compressed.bytes,
+        a.latency_runs,
+    )?;
+    let prune_report = prune_report(ReportInput {
+        model: &a.model.display().to_string(),
+        output: &output.display().to_string(),
+        original: &job.graph,
+        original_bytes: &job.original,
+        pruned: &pruned_for_report,
+        pruned_bytes: &compressed.bytes,
+        verification: compressed.verification.clone(),
+        latency,
+    })?;
+    let latency_s = t4.elapsed().as_secs_f64();
+    let settings = Settings::new(
+        cfg,
+        &RunOptions {
+            data: job.data_name.clone(),
+            val_fraction: a.val_fraction,
+            round_to: a.round_to,
+            device: a.device,
+            latency_runs: a.latency_runs,
+        },
+    );
+    let timings = Timings {
+        dense_eval_s: job.dense_eval_s,
+        train_s,
+        prune_verify_s,
+        pruned_eval_s,
+        latency_s,
+        total_s: start.elapsed().as_secs_f64() + job.dense_eval_s,
+    };
+    let r = run_report(RunInput {
+        prune: prune_report,
+        method: cfg.method.name().to_string(),
+        settings,
+        dense_accuracy: job.dense.clone(),
+        pruned_accuracy: pruned_acc,
+        history: outcome.history.clone(),
+        timings,
+    });
+    Ok((r, compressed.bytes))
+}
+
+/// Files one run writes, derived from its model output path.
+pub struct RunOutputs {
+    pub model: PathBuf,
+    pub json: PathBuf,
+    pub md: PathBuf,
+    pub svg: PathBuf,
+}
+
+impl RunOutputs {
+    pub fn new(model: PathBuf) -> Self {
+        RunOutputs {
+            json: sibling(&model, ".report.json"),
+            md: sibling(&model, ".report.md"),
+            svg: sibling(&model, ".svg"),
+            model,
+        }
+    }
+
+    pub fn all(&self) -> [&PathBuf; 4] {
+        [&self.model, &self.json, &self.md, &self.svg]
+    }
+
+    /// Writes the model, the JSON and Markdown reports and the plot; returns the JSON text.
+    pub fn write(&self, r: &RunReport, bytes: &[u8], force: bool) -> Result<String> {
+        let text = crate::app::to_json(r)?;
+        fsutil::write_atomic(&self.model, bytes, force)?;
+        fsutil::write_atomic(&self.json, text.as_bytes(), force)?;
+        fsutil::write_atomic(&self.md, render(r).as_bytes(), force)?;
+        fsutil::write_atomic(&self.svg, report::plot::svg(r)?.as_bytes(), force)?;
+        Ok(text)
+    }
+}

@@ -1,0 +1,94 @@
+//! `compress run MODEL.onnx --method M [options]` (also `compress MODEL.onnx ...`): the main
+//! job, a sweep of it, or a dry run.
+
+pub mod args;
+pub mod config;
+pub mod dry_run;
+pub mod job;
+pub mod sweep;
+
+pub use args::RunArgs;
+
+use crate::error::{Error, Result};
+use crate::report::run::render;
+use crate::report::sweep::{SweepReport, SweepRun};
+
+/// Runs the job (one run, or one per swept value and the sweep report), or the dry run.
+/// Outputs that cannot be written are refused before any work.
+pub fn run(a: RunArgs) -> Result<()> {
+    crate::verify::check_runtimes()?;
+    if let Some(t) = a.target_macs.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
+        return Err(Error::Usage(format!(
+            "--target-macs {t}: expected a fraction in (0, 1]"
+        )));
+    }
+    let sweep = a.sweep.as_deref().map(sweep::parse).transpose()?;
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| super::sibling(&a.model, ".pruned.onnx"));
+    let mut base = config::train_config(&a);
+    let planned = sweep::plan(&base, sweep.as_ref(), &output);
+    if !a.dry_run {
+        let (json, svg) = sweep::files(&output);
+        let extra = sweep.as_ref().map(|_| [json, svg]);
+        for path in planned
+            .iter()
+            .flat_map(|p| p.out.all())
+            .chain(extra.iter().flatten())
+        {
+            crate::fsutil::check_writable(path, a.force)?;
+        }
+    }
+    let job = job::prepare(&a)?;
+    config::finish_config(&a, &job.graph, &mut base)?;
+    let planned: Vec<sweep::Planned> = planned
+        .into_iter()
+        .map(|mut p| {
+            p.cfg.schedule = base.schedule.clone();
+            p.cfg.penalty = base.penalty.clone();
+            p.cfg.augment = base.augment;
+            p
+        })
+        .collect();
+    if a.dry_run {
+        return dry_run::dry_run(&a, &job, &base, planned.len());
+    }
+    let mut runs = Vec::new();
+    for p in &planned {
+        if !p.label.is_empty() && a.chatty() {
+            eprintln!("sweep: {}", p.label);
+        }
+        let (r, bytes) = job::run_once(&a, &job, &p.cfg, &p.out.model)?;
+        let text = p.out.write(&r, &bytes, a.force)?;
+        if sweep.is_none() {
+            if a.json {
+                println!("{text}");
+            } else if !a.quiet {
+                print!("{}", render(&r));
+                let [m, j, d, s] = p.out.all();
+                println!(
+                    "wrote {}, {}, {}, {}",
+                    m.display(),
+                    j.display(),
+                    d.display(),
+                    s.display()
+                );
+            }
+        }
+        runs.push(SweepRun {
+            label: p.label.clone(),
+            report: r,
+        });
+    }
+    if sweep.is_some() {
+        let report = SweepReport::new(
+            a.model.display().to_string(),
+            a.sweep.clone(),
+            job.dense.accuracy,
+            runs,
+        );
+        sweep::write(&report, &output, a.force, a.json, a.quiet)?;
+    }
+    Ok(())
+}
