@@ -34,11 +34,11 @@ pub fn sample_shape(net: &Network, data: &Dataset, data_name: &str) -> Result<Ve
     }
     let want: Vec<usize> = input.shape(1)[1..].to_vec();
     let have = data.sample_len();
-    // Accept (1, H, W), (H, W) and flat (H*W) inputs; anything else does not fit.
-    let fits = want.iter().product::<usize>() == have
-        && (want == [1, data.height, data.width]
-            || want == [data.height, data.width]
-            || want == [have]);
+    // Accept (C, H, W) with the data's own channel count, (H, W) for one channel, and flat
+    // (C*H*W) inputs; anything else does not fit.
+    let fits = want == [data.channels, data.height, data.width]
+        || (data.channels == 1 && want == [data.height, data.width])
+        || want == [have];
     if !fits {
         return Err(Error::Data {
             path: data_name.to_string(),
