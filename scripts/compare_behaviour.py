@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Compares two output folders of scripts/behaviour.sh: model files must be byte-identical,
-JSON reports equal once timings are dropped (run timings, per-epoch seconds, latency), text
+JSON reports equal once timings are dropped (run timings, per-epoch seconds, latency) and the
+folders' own paths are masked, text
 outputs equal. Exit 0 when everything matches, 1 with one line per difference otherwise."""
 import json
 import pathlib
@@ -9,11 +10,14 @@ import sys
 TIMING_KEYS = {"timings", "seconds", "latency_ms", "latency_s"}
 
 
-def strip(value):
+def strip(value, folder):
+    """Drops timings and writes the output folder's own path as <out>."""
     if isinstance(value, dict):
-        return {k: strip(v) for k, v in value.items() if k not in TIMING_KEYS}
+        return {k: strip(v, folder) for k, v in value.items() if k not in TIMING_KEYS}
     if isinstance(value, list):
-        return [strip(v) for v in value]
+        return [strip(v, folder) for v in value]
+    if isinstance(value, str):
+        return value.replace(str(folder.resolve()), "<out>").replace(str(folder), "<out>")
     return value
 
 
@@ -51,7 +55,7 @@ def main(first, second):
         if name.endswith(".svg") or name.endswith(".err"):
             continue  # drawings and stderr text are not behaviour
         if name.endswith(".json"):
-            ja, jb = strip(json.loads(pa.read_text())), strip(json.loads(pb.read_text()))
+            ja, jb = strip(json.loads(pa.read_text()), a), strip(json.loads(pb.read_text()), b)
             d = first_difference(ja, jb)
             if d:
                 problems.append(f"{name}: {d}")

@@ -25,6 +25,7 @@ pub mod gates;
 pub mod groups;
 pub mod ir;
 pub mod onnx;
+pub mod ops;
 pub mod pipeline;
 pub mod prune;
 pub mod report;
