@@ -1,4 +1,4 @@
-//! Binary elementwise ops with numpy broadcasting: Add, Sub, Mul, Div.
+//! Binary elementwise ops with numpy broadcasting: Add, Sub, Mul, Div, Pow.
 
 use super::{OpRules, ShapeResult, WeightInput};
 use crate::error::Result;
@@ -15,6 +15,8 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    /// Numpy power; the exponent may be a constant or a computed value.
+    Pow,
 }
 
 impl BinaryOp {
@@ -25,6 +27,7 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
+            BinaryOp::Pow => a.powf(b),
         }
     }
 }
@@ -35,6 +38,7 @@ pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
         "Sub" => BinaryOp::Sub,
         "Mul" => BinaryOp::Mul,
         "Div" => BinaryOp::Div,
+        "Pow" => BinaryOp::Pow,
         other => return Err(cx.unsupported(other)),
     };
     Ok((Op::Binary(op), vec![0, 1]))
@@ -61,6 +65,7 @@ impl OpRules for BinaryOp {
             BinaryOp::Sub => "Sub",
             BinaryOp::Mul => "Mul",
             BinaryOp::Div => "Div",
+            BinaryOp::Pow => "Pow",
         }
     }
 
@@ -91,6 +96,7 @@ impl OpRules for BinaryOp {
             BinaryOp::Sub => x.t - y.t,
             BinaryOp::Mul => x.t * y.t,
             BinaryOp::Div => x.t / y.t,
+            BinaryOp::Pow => x.t.powf(y.t),
         };
         Val::new(t, rank)
     }

@@ -1,4 +1,5 @@
-//! Unary elementwise ops: activations and math functions. Each keeps the shape and maps every
+//! Unary elementwise ops: activations and math functions (Sqrt, Exp, Log, Reciprocal, Neg, Abs,
+//! Erf). Each keeps the shape and maps every
 //! element on its own, so all of them pass channel layouts through.
 
 use burn::prelude::*;
@@ -22,6 +23,13 @@ pub enum Activation {
     HardSigmoid { alpha: f32, beta: f32 },
     HardSwish,
     Tanh,
+    Sqrt,
+    Exp,
+    Log,
+    Reciprocal,
+    Neg,
+    Abs,
+    Erf,
 }
 
 pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
@@ -34,6 +42,13 @@ pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
         "Sigmoid" => Activation::Sigmoid,
         "Tanh" => Activation::Tanh,
         "HardSwish" => Activation::HardSwish,
+        "Sqrt" => Activation::Sqrt,
+        "Exp" => Activation::Exp,
+        "Log" => Activation::Log,
+        "Reciprocal" => Activation::Reciprocal,
+        "Neg" => Activation::Neg,
+        "Abs" => Activation::Abs,
+        "Erf" => Activation::Erf,
         "HardSigmoid" => Activation::HardSigmoid {
             alpha: a.float("alpha", 0.2),
             beta: a.float("beta", 0.5),
@@ -77,6 +92,22 @@ impl Activation {
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
             Activation::Tanh => x.tanh(),
+            Activation::Sqrt => x.sqrt(),
+            Activation::Exp => x.exp(),
+            Activation::Log => x.ln(),
+            Activation::Reciprocal => 1.0 / x,
+            Activation::Neg => -x,
+            Activation::Abs => x.abs(),
+            // std has no erf: evaluate the kernel itself on one element, so the value is the
+            // one the network computes.
+            Activation::Erf => {
+                let device = crate::exec::default_device();
+                let t = Tensor::<MAX_RANK>::from_data(
+                    burn::tensor::TensorData::new(vec![x], [1; MAX_RANK]),
+                    &device,
+                );
+                crate::exec::value::host_f32(self.apply(t))[0]
+            }
         }
     }
 
@@ -98,6 +129,13 @@ impl Activation {
                 t * gate
             }
             Activation::Tanh => activation::tanh(t),
+            Activation::Sqrt => t.sqrt(),
+            Activation::Exp => t.exp(),
+            Activation::Log => t.log(),
+            Activation::Reciprocal => t.recip(),
+            Activation::Neg => t.neg(),
+            Activation::Abs => t.abs(),
+            Activation::Erf => t.erf(),
         }
     }
 }
@@ -112,6 +150,13 @@ impl OpRules for Activation {
             Activation::HardSigmoid { .. } => "HardSigmoid",
             Activation::HardSwish => "HardSwish",
             Activation::Tanh => "Tanh",
+            Activation::Sqrt => "Sqrt",
+            Activation::Exp => "Exp",
+            Activation::Log => "Log",
+            Activation::Reciprocal => "Reciprocal",
+            Activation::Neg => "Neg",
+            Activation::Abs => "Abs",
+            Activation::Erf => "Erf",
         }
     }
 
@@ -141,7 +186,17 @@ impl OpRules for Activation {
                     cx.inputs.pop();
                 }
             }
-            Activation::Relu | Activation::Sigmoid | Activation::HardSwish | Activation::Tanh => {}
+            Activation::Relu
+            | Activation::Sigmoid
+            | Activation::HardSwish
+            | Activation::Tanh
+            | Activation::Sqrt
+            | Activation::Exp
+            | Activation::Log
+            | Activation::Reciprocal
+            | Activation::Neg
+            | Activation::Abs
+            | Activation::Erf => {}
         }
     }
 

@@ -1,0 +1,255 @@
+//! The ops added in the op-family layout (issue 10's first ops): ONNX node cases imported, run in
+//! burn and compared with the expected outputs, re-exported and run in tract; and pruning through
+//! them (channel rule and constant propagation).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use compress::exec::{Network, default_device};
+use compress::ir::{
+    Activation, BinaryOp, Dim, Graph, ModelMeta, Node, Op, Tensor, ValueInfo, Window,
+};
+use compress::onnx::pb;
+use compress::prune::{GroupKeep, KeepPlan, prune};
+use prost::Message;
+
+const NODE_CASES: &str = "/usr/share/libonnx-testdata/data/node";
+
+/// ONNX op types added in this layout.
+const NEW_OPS: &[&str] = &[
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Reciprocal",
+    "Neg",
+    "Abs",
+    "Erf",
+    "Pow",
+];
+
+/// Node cases of the new ops that must pass (burn and the tract re-export within tolerance).
+const PASSING: &[&str] = &[
+    "test_abs",
+    "test_erf",
+    "test_exp",
+    "test_exp_example",
+    "test_log",
+    "test_log_example",
+    "test_neg",
+    "test_neg_example",
+    "test_pow",
+    "test_pow_bcast_array",
+    "test_pow_bcast_scalar",
+    "test_pow_example",
+    "test_reciprocal",
+    "test_reciprocal_example",
+    "test_sqrt",
+    "test_sqrt_example",
+];
+
+/// Cases whose every node is one of the new ops.
+fn new_op_cases() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(NODE_CASES)
+        .unwrap_or_else(|e| panic!("{NODE_CASES}: {e} (install Debian's libonnx-testdata)"))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let Ok(bytes) = std::fs::read(p.join("model.onnx")) else {
+                return false;
+            };
+            let Ok(m) = pb::ModelProto::decode(&bytes[..]) else {
+                return false;
+            };
+            m.graph.is_some_and(|g| {
+                !g.node.is_empty() && g.node.iter().all(|n| NEW_OPS.contains(&n.op_type.as_str()))
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn close(got: &Tensor, want: &Tensor) -> Result<(), String> {
+    if got.shape != want.shape {
+        return Err(format!("shape {:?}, expected {:?}", got.shape, want.shape));
+    }
+    for (i, (a, b)) in got.to_f32_vec().iter().zip(want.to_f32_vec()).enumerate() {
+        let ok = (a - b).abs() <= 1e-4 * b.abs().max(1.0) || (a.is_nan() && b.is_nan());
+        if !ok {
+            return Err(format!("[{i}]: {a} vs expected {b}"));
+        }
+    }
+    Ok(())
+}
+
+/// Imports, runs in burn, re-exports and runs in tract; `Err` says which step failed.
+fn run_case(dir: &Path) -> Result<(), String> {
+    let graph = compress::onnx::import_file(&dir.join("model.onnx")).map_err(|e| e.to_string())?;
+    let net = Network::new(&graph, &default_device()).map_err(|e| e.to_string())?;
+    let bytes = compress::onnx::export(&graph);
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    sets.sort();
+    for set in sets {
+        let (inputs, expected) = common::try_load_data_set(&set).map_err(|e| e.to_string())?;
+        let burn = net.run(&inputs).map_err(|e| e.to_string())?;
+        let tract = compress::verify::run_tract(&bytes, &inputs).map_err(|e| e.to_string())?;
+        for (k, want) in expected.iter().enumerate() {
+            close(&burn[k], want).map_err(|e| format!("burn output {k}{e}"))?;
+            close(&tract[k], want).map_err(|e| format!("tract (re-export) output {k}{e}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn node_cases_of_the_new_ops_pass_in_burn_and_in_tract() {
+    let mut failures = Vec::new();
+    let mut passed = Vec::new();
+    for case in new_op_cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        match run_case(&case) {
+            Ok(()) => passed.push(name),
+            Err(why) if PASSING.contains(&name.as_str()) => failures.push(format!("{name}: {why}")),
+            Err(why) => println!("  not supported {name}: {why}"),
+        }
+    }
+    println!("passed: {}", passed.join(" "));
+    assert!(
+        failures.is_empty(),
+        "listed cases failed:\n{}",
+        failures.join("\n")
+    );
+    for name in PASSING {
+        assert!(
+            passed.iter().any(|p| p == name),
+            "{name} was not found or did not pass"
+        );
+    }
+}
+
+fn conv(name: &str, input: &str, weight: &str, bias: &str, out: &str) -> Node {
+    Node {
+        name: name.into(),
+        op: Op::Conv {
+            window: Window {
+                kernel: vec![1, 1],
+                strides: vec![1, 1],
+                pads: vec![0; 4],
+                dilations: vec![1, 1],
+            },
+            group: 1,
+        },
+        inputs: vec![input.into(), weight.into(), bias.into()],
+        outputs: vec![out.into()],
+    }
+}
+
+fn unary(name: &str, act: Activation, input: &str, out: &str) -> Node {
+    Node {
+        name: name.into(),
+        op: Op::Activation(act),
+        inputs: vec![input.into()],
+        outputs: vec![out.into()],
+    }
+}
+
+/// conv(3 -> 6) -> Pow(., 2) -> Sqrt -> Exp -> Reciprocal -> Neg -> Abs -> Erf -> conv(6 -> 2).
+/// A removed channel is 0 at its gate; Exp turns it into 1, and that constant must be folded
+/// into the last conv's bias for the pruned model to compute what the masked reference does.
+fn chain_through_new_ops() -> Graph {
+    let mut g = Graph {
+        name: "new_ops_chain".into(),
+        inputs: vec![ValueInfo {
+            name: "x".into(),
+            dims: vec![
+                Dim::Batch("N".into()),
+                Dim::Fixed(3),
+                Dim::Fixed(4),
+                Dim::Fixed(4),
+            ],
+        }],
+        outputs: vec![ValueInfo {
+            name: "y".into(),
+            dims: vec![
+                Dim::Batch("N".into()),
+                Dim::Fixed(2),
+                Dim::Fixed(4),
+                Dim::Fixed(4),
+            ],
+        }],
+        meta: ModelMeta {
+            ir_version: 8,
+            opset_imports: vec![(String::new(), 13)],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let random = |shape: Vec<usize>, seed| {
+        let t = compress::verify::pseudo_random(&shape, seed);
+        Tensor::f32(shape, t.to_f32_vec().iter().map(|v| v * 0.5).collect())
+    };
+    g.initializers
+        .insert("w1".into(), random(vec![6, 3, 1, 1], 1));
+    g.initializers.insert("b1".into(), random(vec![6], 2));
+    g.initializers
+        .insert("w2".into(), random(vec![2, 6, 1, 1], 3));
+    g.initializers.insert("b2".into(), random(vec![2], 4));
+    g.initializers
+        .insert("two".into(), Tensor::f32(vec![], vec![2.0]));
+    g.nodes = vec![
+        conv("c1", "x", "w1", "b1", "h1"),
+        Node {
+            name: "square".into(),
+            op: Op::Binary(BinaryOp::Pow),
+            inputs: vec!["h1".into(), "two".into()],
+            outputs: vec!["h2".into()],
+        },
+        unary("sqrt", Activation::Sqrt, "h2", "h3"),
+        unary("exp", Activation::Exp, "h3", "h4"),
+        unary("recip", Activation::Reciprocal, "h4", "h5"),
+        unary("neg", Activation::Neg, "h5", "h6"),
+        unary("abs", Activation::Abs, "h6", "h7"),
+        unary("erf", Activation::Erf, "h7", "h8"),
+        conv("c2", "h8", "w2", "b2", "y"),
+    ];
+    g.validate().expect("a valid graph");
+    g
+}
+
+#[test]
+fn pruning_through_the_new_ops_matches_the_masked_reference() {
+    let graph = chain_through_new_ops();
+    let groups = compress::groups::analyse(&graph).unwrap();
+    assert!(groups[0].prunable, "{:?}", groups[0].reason);
+    assert_eq!(groups[0].width, 6);
+    let plan = KeepPlan {
+        groups: vec![GroupKeep {
+            id: 0,
+            keep: vec![1, 3, 4],
+        }],
+    };
+    let pruned = prune(&graph, &plan, None).unwrap();
+    assert_eq!(pruned.graph.initializers["w2"].shape, vec![2, 3, 1, 1]);
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&graph, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
+    // Round trip: the new ops import back as themselves.
+    let back = compress::onnx::import(&compress::onnx::export(&graph)).unwrap();
+    assert_eq!(back.nodes, graph.nodes);
+}
+
+#[test]
+fn new_ops_are_in_the_registry() {
+    for op in NEW_OPS {
+        assert!(compress::ops::SUPPORTED_OPS.contains(op), "{op}");
+    }
+}
