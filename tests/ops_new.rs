@@ -11,6 +11,7 @@ use compress::ir::{
     Activation, BinaryOp, Dim, Graph, ModelMeta, Node, Op, Tensor, ValueInfo, Window,
 };
 use compress::onnx::pb;
+use compress::ops::resize::Resize;
 use compress::prune::{GroupKeep, KeepPlan, prune};
 use prost::Message;
 
@@ -26,6 +27,7 @@ const NEW_OPS: &[&str] = &[
     "Abs",
     "Erf",
     "Pow",
+    "Resize",
 ];
 
 /// Node cases of the new ops that must pass (burn and the tract re-export within tolerance).
@@ -43,6 +45,7 @@ const PASSING: &[&str] = &[
     "test_pow_bcast_scalar",
     "test_pow_example",
     "test_reciprocal",
+    "test_resize_upsample_scales_nearest",
     "test_reciprocal_example",
     "test_sqrt",
     "test_sqrt_example",
@@ -83,11 +86,38 @@ fn close(got: &Tensor, want: &Tensor) -> Result<(), String> {
     Ok(())
 }
 
+/// The cases feed attribute-like inputs (Resize's scales, Slice's starts...) as graph inputs;
+/// the importer needs them constant, so this data set's values become initializers. Returns
+/// the model bytes and the positions of the inputs that stay data.
+fn bake_attribute_inputs(model: &pb::ModelProto, inputs: &[Tensor]) -> (Vec<u8>, Vec<usize>) {
+    let mut m = model.clone();
+    let g = m.graph.as_mut().expect("cases have a graph");
+    let attribute_like = |name: &str| {
+        g.node.iter().any(|n| {
+            matches!(n.op_type.as_str(), "Resize" | "Slice")
+                && n.input.iter().skip(1).any(|i| i == name)
+        })
+    };
+    let mut keep = Vec::new();
+    let mut baked = Vec::new();
+    for (k, info) in g.input.iter().enumerate() {
+        match inputs.get(k) {
+            Some(t) if attribute_like(&info.name) => {
+                baked.push(compress::onnx::tensor::to_proto(&info.name, t))
+            }
+            _ => keep.push(k),
+        }
+    }
+    let names: Vec<String> = baked.iter().map(|t| t.name.clone()).collect();
+    g.input.retain(|i| !names.contains(&i.name));
+    g.initializer.extend(baked);
+    (m.encode_to_vec(), keep)
+}
+
 /// Imports, runs in burn, re-exports and runs in tract; `Err` says which step failed.
 fn run_case(dir: &Path) -> Result<(), String> {
-    let graph = compress::onnx::import_file(&dir.join("model.onnx")).map_err(|e| e.to_string())?;
-    let net = Network::new(&graph, &default_device()).map_err(|e| e.to_string())?;
-    let bytes = compress::onnx::export(&graph);
+    let bytes = std::fs::read(dir.join("model.onnx")).map_err(|e| e.to_string())?;
+    let model = pb::ModelProto::decode(&bytes[..]).map_err(|e| e.to_string())?;
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .flatten()
@@ -96,9 +126,14 @@ fn run_case(dir: &Path) -> Result<(), String> {
         .collect();
     sets.sort();
     for set in sets {
-        let (inputs, expected) = common::try_load_data_set(&set).map_err(|e| e.to_string())?;
+        let (all_inputs, expected) = common::try_load_data_set(&set).map_err(|e| e.to_string())?;
+        let (bytes, keep) = bake_attribute_inputs(&model, &all_inputs);
+        let inputs: Vec<Tensor> = keep.iter().map(|&k| all_inputs[k].clone()).collect();
+        let graph = compress::onnx::import(&bytes).map_err(|e| e.to_string())?;
+        let net = Network::new(&graph, &default_device()).map_err(|e| e.to_string())?;
         let burn = net.run(&inputs).map_err(|e| e.to_string())?;
-        let tract = compress::verify::run_tract(&bytes, &inputs).map_err(|e| e.to_string())?;
+        let export = compress::onnx::export(&graph);
+        let tract = compress::verify::run_tract(&export, &inputs).map_err(|e| e.to_string())?;
         for (k, want) in expected.iter().enumerate() {
             close(&burn[k], want).map_err(|e| format!("burn output {k}{e}"))?;
             close(&tract[k], want).map_err(|e| format!("tract (re-export) output {k}{e}"))?;
@@ -159,7 +194,8 @@ fn unary(name: &str, act: Activation, input: &str, out: &str) -> Node {
     }
 }
 
-/// conv(3 -> 6) -> Pow(., 2) -> Sqrt -> Exp -> Reciprocal -> Neg -> Abs -> Erf -> conv(6 -> 2).
+/// conv(3 -> 6) -> Pow(., 2) -> Sqrt -> Exp -> Reciprocal -> Neg -> Abs -> Erf -> Resize(x2)
+/// -> conv(6 -> 2).
 /// A removed channel is 0 at its gate; Exp turns it into 1, and that constant must be folded
 /// into the last conv's bias for the pruned model to compute what the masked reference does.
 fn chain_through_new_ops() -> Graph {
@@ -179,8 +215,8 @@ fn chain_through_new_ops() -> Graph {
             dims: vec![
                 Dim::Batch("N".into()),
                 Dim::Fixed(2),
-                Dim::Fixed(4),
-                Dim::Fixed(4),
+                Dim::Fixed(8),
+                Dim::Fixed(8),
             ],
         }],
         meta: ModelMeta {
@@ -216,7 +252,17 @@ fn chain_through_new_ops() -> Graph {
         unary("neg", Activation::Neg, "h5", "h6"),
         unary("abs", Activation::Abs, "h6", "h7"),
         unary("erf", Activation::Erf, "h7", "h8"),
-        conv("c2", "h8", "w2", "b2", "y"),
+        Node {
+            name: "upsample".into(),
+            op: Op::Resize(Resize {
+                factors: vec![1, 1, 2, 2],
+                coordinate_transformation_mode: "asymmetric".into(),
+                nearest_mode: "floor".into(),
+            }),
+            inputs: vec!["h8".into()],
+            outputs: vec!["h9".into()],
+        },
+        conv("c2", "h9", "w2", "b2", "y"),
     ];
     g.validate().expect("a valid graph");
     g

@@ -74,6 +74,7 @@ pub enum Op {
     },
     /// Dropout (eval) and Identity both pass their input through.
     Identity,
+    Resize(crate::ops::resize::Resize),
 }
 
 impl Op {

@@ -18,6 +18,7 @@ pub mod linear;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod resize;
 pub mod softmax;
 pub mod unary;
 pub mod window;
@@ -147,6 +148,7 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
             value: *value,
         }),
         Op::Identity => f(&layout::Identity),
+        Op::Resize(r) => f(r),
     }
 }
 
@@ -191,6 +193,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Pad", layout::import_pad),
     ("Dropout", layout::import_dropout),
     ("Identity", layout::import_identity),
+    ("Resize", resize::import),
 ];
 
 const SUPPORTED_COUNT: usize = IMPORTERS.len();
