@@ -13,7 +13,9 @@ mkdir -p "$out"
 run() { # name, args...
   local name=$1
   shift
-  "$bin" run "$@" --seed 3 --latency-runs 0 --quiet --force -o "$out/$name.onnx" \
+  # --data given as a relative path: the default is the building tree's absolute path.
+  "$bin" run "$@" --data fixtures/data/fashion-mnist-subset --seed 3 --latency-runs 0 --quiet \
+    --force -o "$out/$name.onnx" \
     || echo "exit $? for $name" >"$out/$name.failed"
 }
 l5=models/lenet5/model.onnx

@@ -12,6 +12,7 @@ use compress::ir::{
 };
 use compress::onnx::pb;
 use compress::ops::resize::Resize;
+use compress::ops::slice::Slice;
 use compress::prune::{GroupKeep, KeepPlan, prune};
 use prost::Message;
 
@@ -28,6 +29,7 @@ const NEW_OPS: &[&str] = &[
     "Erf",
     "Pow",
     "Resize",
+    "Slice",
 ];
 
 /// Node cases of the new ops that must pass (burn and the tract re-export within tolerance).
@@ -47,6 +49,13 @@ const PASSING: &[&str] = &[
     "test_reciprocal",
     "test_resize_upsample_scales_nearest",
     "test_reciprocal_example",
+    "test_slice",
+    "test_slice_default_axes",
+    "test_slice_default_steps",
+    "test_slice_end_out_of_bounds",
+    "test_slice_neg",
+    "test_slice_neg_steps",
+    "test_slice_negative_axes",
     "test_sqrt",
     "test_sqrt_example",
 ];
@@ -298,4 +307,161 @@ fn new_ops_are_in_the_registry() {
     for op in NEW_OPS {
         assert!(compress::ops::SUPPORTED_OPS.contains(op), "{op}");
     }
+}
+
+fn slice(name: &str, input: &str, out: &str, s: Slice) -> Node {
+    Node {
+        name: name.into(),
+        op: Op::Slice(s),
+        inputs: vec![input.into()],
+        outputs: vec![out.into()],
+    }
+}
+
+/// Two convs concatenated on the channels, then sliced apart again (each piece one conv's
+/// channels, one piece also cropped in width), each piece read by its own conv.
+fn concat_then_slices() -> Graph {
+    let dims = |c| {
+        vec![
+            Dim::Batch("N".into()),
+            Dim::Fixed(c),
+            Dim::Fixed(5),
+            Dim::Fixed(5),
+        ]
+    };
+    let mut g = Graph {
+        name: "concat_slices".into(),
+        inputs: vec![ValueInfo {
+            name: "x".into(),
+            dims: dims(3),
+        }],
+        outputs: vec![
+            ValueInfo {
+                name: "y1".into(),
+                dims: dims(2),
+            },
+            ValueInfo {
+                name: "y2".into(),
+                dims: vec![
+                    Dim::Batch("N".into()),
+                    Dim::Fixed(2),
+                    Dim::Fixed(5),
+                    Dim::Fixed(4),
+                ],
+            },
+        ],
+        meta: ModelMeta {
+            ir_version: 8,
+            opset_imports: vec![(String::new(), 13)],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut seed = 10;
+    let mut random = |shape: Vec<usize>| {
+        seed += 1;
+        compress::verify::pseudo_random(&shape, seed)
+    };
+    for (w, b, o, i) in [
+        ("w1", "b1", 4, 3),
+        ("w2", "b2", 6, 3),
+        ("w3", "b3", 2, 6),
+        ("w4", "b4", 2, 4),
+    ] {
+        g.initializers.insert(w.into(), random(vec![o, i, 1, 1]));
+        g.initializers.insert(b.into(), random(vec![o]));
+    }
+    g.nodes = vec![
+        conv("c1", "x", "w1", "b1", "h1"),
+        conv("c2", "x", "w2", "b2", "h2"),
+        Node {
+            name: "cat".into(),
+            op: Op::Concat { axis: 1 },
+            inputs: vec!["h1".into(), "h2".into()],
+            outputs: vec!["h".into()],
+        },
+        unary("act", Activation::Sigmoid, "h", "a"),
+        slice(
+            "second",
+            "a",
+            "s2",
+            Slice {
+                starts: vec![4],
+                ends: vec![i64::MAX],
+                axes: vec![1],
+                steps: vec![1],
+            },
+        ),
+        slice(
+            "first",
+            "a",
+            "s1",
+            Slice {
+                starts: vec![0, 1],
+                ends: vec![4, 100],
+                axes: vec![1, 3],
+                steps: vec![1, 1],
+            },
+        ),
+        conv("c3", "s2", "w3", "b3", "y1"),
+        conv("c4", "s1", "w4", "b4", "y2"),
+    ];
+    g.validate().expect("a valid graph");
+    g
+}
+
+#[test]
+fn slices_of_a_concat_prune_each_piece_with_its_group() {
+    let graph = concat_then_slices();
+    let groups = compress::groups::analyse(&graph).unwrap();
+    let prunable: Vec<usize> = groups
+        .iter()
+        .filter(|g| g.prunable)
+        .map(|g| g.width)
+        .collect();
+    assert_eq!(prunable, vec![4, 6]);
+    let plan = KeepPlan {
+        groups: vec![
+            GroupKeep {
+                id: 0,
+                keep: vec![1, 3],
+            },
+            GroupKeep {
+                id: 1,
+                keep: vec![0, 2, 5],
+            },
+        ],
+    };
+    let pruned = prune(&graph, &plan, None).unwrap();
+    assert_eq!(pruned.graph.initializers["w3"].shape, vec![2, 3, 1, 1]);
+    assert_eq!(pruned.graph.initializers["w4"].shape, vec![2, 2, 1, 1]);
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&graph, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
+}
+
+#[test]
+fn a_slice_through_a_group_blocks_it() {
+    let mut graph = concat_then_slices();
+    // Channels 2..6 of the concat: half of c1's group and part of c2's.
+    graph.nodes[4].op = Op::Slice(Slice {
+        starts: vec![2],
+        ends: vec![8],
+        axes: vec![1],
+        steps: vec![1],
+    });
+    let groups = compress::groups::analyse(&graph).unwrap();
+    assert!(groups.iter().all(|g| !g.prunable));
+    assert!(
+        groups[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("slice that cuts through a channel group"),
+        "{:?}",
+        groups[0].reason
+    );
 }

@@ -75,6 +75,7 @@ pub enum Op {
     /// Dropout (eval) and Identity both pass their input through.
     Identity,
     Resize(crate::ops::resize::Resize),
+    Slice(crate::ops::slice::Slice),
 }
 
 impl Op {

@@ -360,7 +360,7 @@ impl Importer {
                 }
                 return Ok(());
             }
-            if FOLDED_OPS.contains(&op_type) {
+            if FOLDED_OPS.contains(&op_type) && crate::ops::importer(op_type).is_none() {
                 return Err(Error::UnsupportedOp {
                     node: name,
                     op_type: format!("{op_type} on non-constant data"),

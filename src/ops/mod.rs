@@ -19,6 +19,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
+pub mod slice;
 pub mod softmax;
 pub mod unary;
 pub mod window;
@@ -149,6 +150,7 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
         }),
         Op::Identity => f(&layout::Identity),
         Op::Resize(r) => f(r),
+        Op::Slice(s) => f(s),
     }
 }
 
@@ -194,6 +196,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Dropout", layout::import_dropout),
     ("Identity", layout::import_identity),
     ("Resize", resize::import),
+    ("Slice", slice::import),
 ];
 
 const SUPPORTED_COUNT: usize = IMPORTERS.len();
@@ -210,7 +213,8 @@ const SUPPORTED_NAMES: [&str; SUPPORTED_COUNT] = {
 /// ONNX op types accepted by the importer as compute ops, in registry order.
 pub const SUPPORTED_OPS: &[&str] = &SUPPORTED_NAMES;
 
-/// Ops folded at import when all their inputs are constant (shape computation chains).
+/// Ops folded at import when all their inputs are constant (shape computation chains); those
+/// also in [`IMPORTERS`] are compute ops on data.
 pub const FOLDED_OPS: &[&str] = &[
     "Constant",
     "Shape",
