@@ -29,6 +29,7 @@ const NEW_OPS: &[&str] = &[
     "Pow",
     "Resize",
     "Slice",
+    "Split",
 ];
 
 /// Node cases of the new ops that must pass (burn and the tract re-export within tolerance).
@@ -54,6 +55,12 @@ const PASSING: &[&str] = &[
     "test_slice_neg",
     "test_slice_neg_steps",
     "test_slice_negative_axes",
+    "test_split_equal_parts_1d",
+    "test_split_equal_parts_2d",
+    "test_split_equal_parts_default_axis",
+    "test_split_variable_parts_1d",
+    "test_split_variable_parts_2d",
+    "test_split_variable_parts_default_axis",
     "test_sqrt",
     "test_sqrt_example",
 ];
@@ -101,7 +108,7 @@ fn bake_attribute_inputs(model: &pb::ModelProto, inputs: &[Tensor]) -> (Vec<u8>,
     let g = m.graph.as_mut().expect("cases have a graph");
     let attribute_like = |name: &str| {
         g.node.iter().any(|n| {
-            matches!(n.op_type.as_str(), "Resize" | "Slice")
+            matches!(n.op_type.as_str(), "Resize" | "Slice" | "Split")
                 && n.input.iter().skip(1).any(|i| i == name)
         })
     };

@@ -275,13 +275,7 @@ impl Importer {
         } else {
             n.name.clone()
         };
-        let mut name = base.clone();
-        let mut k = 1;
-        while !self.used_names.insert(name.clone()) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        name
+        self.fresh_name(&base)
     }
 
     fn known(&self, p: usize, name: &str) -> Known<'_> {
@@ -368,6 +362,29 @@ impl Importer {
                 });
             }
         }
+        if let Some(import_parts) = crate::ops::per_output_importer(op_type) {
+            // One single-output op per output (Split becomes one Slice per piece).
+            let parts = import_parts(&ImportCx {
+                node: n,
+                name: &name,
+                opset: self.opset,
+                attrs: Attrs::new(n, &name),
+                importer: self,
+            })?;
+            for (k, (op, data_inputs)) in parts.into_iter().enumerate() {
+                let Some(out_name) = n.output.get(k).filter(|s| !s.is_empty()) else {
+                    continue;
+                };
+                let part_name = if k == 0 {
+                    name.clone()
+                } else {
+                    self.fresh_name(&format!("{name}__{k}"))
+                };
+                let inputs = data_inputs.iter().map(|&i| n.input[i].clone()).collect();
+                self.push_node(part_name, op, inputs, out_name.clone())?;
+            }
+            return Ok(());
+        }
         let Some(import) = crate::ops::importer(op_type) else {
             return Err(Error::UnsupportedOp {
                 node: name,
@@ -398,6 +415,23 @@ impl Importer {
             self.shapes[0].remove(extra);
             self.shapes[1].remove(extra);
         }
+        self.push_node(name, op, inputs, out_name.clone())
+    }
+
+    /// `base`, or `base_k` with the first k that is not used yet.
+    fn fresh_name(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 1;
+        while !self.used_names.insert(name.clone()) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        name
+    }
+
+    /// Infers the output shape in both probes and appends the node.
+    fn push_node(&mut self, name: String, op: Op, inputs: Vec<String>, out: String) -> Result<()> {
+        let op_type = op.onnx_type();
         for p in 0..2 {
             let ins: Vec<&[usize]> = inputs
                 .iter()
@@ -406,15 +440,15 @@ impl Importer {
                 .ok_or_else(|| {
                     Error::node(&name, op_type, "an input is not computed before this node")
                 })?;
-            let out =
+            let shape =
                 crate::ir::shape::infer(&op, &ins).map_err(|e| Error::node(&name, op_type, e))?;
-            self.shapes[p].insert(out_name.clone(), out);
+            self.shapes[p].insert(out.clone(), shape);
         }
         self.nodes.push(Node {
             name,
             op,
             inputs,
-            outputs: vec![out_name.clone()],
+            outputs: vec![out],
         });
         Ok(())
     }

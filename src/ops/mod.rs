@@ -198,13 +198,24 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Slice", slice::import),
 ];
 
-const SUPPORTED_COUNT: usize = IMPORTERS.len();
+/// Maps one ONNX node with several outputs to one single-output op per output.
+pub type ImportPerOutputFn = fn(&ImportCx) -> Result<Vec<(Op, Vec<usize>)>>;
+
+/// The ONNX op types with several outputs the importer maps to one op per output.
+pub const PER_OUTPUT_IMPORTERS: &[(&str, ImportPerOutputFn)] = &[("Split", slice::import_split)];
+
+const SUPPORTED_COUNT: usize = IMPORTERS.len() + PER_OUTPUT_IMPORTERS.len();
 const SUPPORTED_NAMES: [&str; SUPPORTED_COUNT] = {
     let mut names = [""; SUPPORTED_COUNT];
     let mut i = 0;
-    while i < SUPPORTED_COUNT {
+    while i < IMPORTERS.len() {
         names[i] = IMPORTERS[i].0;
         i += 1;
+    }
+    let mut j = 0;
+    while j < PER_OUTPUT_IMPORTERS.len() {
+        names[i + j] = PER_OUTPUT_IMPORTERS[j].0;
+        j += 1;
     }
     names
 };
@@ -232,6 +243,14 @@ pub(crate) fn numel(s: &[usize]) -> u64 {
 /// The importer of an ONNX op type, if it is supported.
 pub fn importer(op_type: &str) -> Option<ImportFn> {
     IMPORTERS
+        .iter()
+        .find(|(name, _)| *name == op_type)
+        .map(|(_, f)| *f)
+}
+
+/// The per-output importer of a multi-output ONNX op type, if it is supported.
+pub fn per_output_importer(op_type: &str) -> Option<ImportPerOutputFn> {
+    PER_OUTPUT_IMPORTERS
         .iter()
         .find(|(name, _)| *name == op_type)
         .map(|(_, f)| *f)

@@ -1,4 +1,5 @@
-//! Slice on computed data (on constants it is folded at import). On the channel axis it keeps
+//! Slice on computed data (on constants it is folded at import), and Split, imported as one
+//! Slice per piece. On the channel axis it keeps
 //! whole channel groups only (the pieces of a Concat, like a Split would), so each piece is its
 //! own range; on the other axes channels pass through.
 
@@ -88,6 +89,50 @@ pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
         }),
         vec![0],
     ))
+}
+
+/// Split: one Slice per output along `axis` (sizes from the `split` input or attribute, else
+/// equal pieces, the last one smaller when the axis does not divide).
+pub(crate) fn import_split(cx: &ImportCx) -> Result<Vec<(Op, Vec<usize>)>> {
+    let a = &cx.attrs;
+    let x = cx
+        .input_shape(0)
+        .ok_or_else(|| a.err("input shape unknown"))?;
+    let axis = norm_axis(a.int("axis", 0), x.len()).map_err(|e| a.err(e))?;
+    let dim = x[axis] as i64;
+    let outputs = cx.node.output.len();
+    let given = if cx.opset < 13 {
+        a.ints("split")
+    } else {
+        cx.const_input(1)?.map(|t| t.to_i64_vec())
+    };
+    let sizes = match given.filter(|s| !s.is_empty()) {
+        Some(s) => s,
+        None => {
+            let pieces = a.int("num_outputs", outputs as i64).max(1);
+            let chunk = (dim + pieces - 1) / pieces;
+            (0..pieces).map(|k| chunk.min(dim - k * chunk)).collect()
+        }
+    };
+    if sizes.len() != outputs || sizes.iter().sum::<i64>() != dim || sizes.iter().any(|&s| s < 0) {
+        return Err(a.err(format!(
+            "split sizes {sizes:?} do not cover axis {axis} of {x:?} with {outputs} outputs"
+        )));
+    }
+    let mut start = 0;
+    Ok(sizes
+        .iter()
+        .map(|&size| {
+            let piece = Slice {
+                starts: vec![start],
+                ends: vec![start + size],
+                axes: vec![axis],
+                steps: vec![1],
+            };
+            start += size;
+            (Op::Slice(piece), vec![0])
+        })
+        .collect())
 }
 
 impl Slice {
