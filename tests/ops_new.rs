@@ -469,3 +469,19 @@ fn a_slice_through_a_group_blocks_it() {
         groups[0].reason
     );
 }
+
+#[test]
+fn readme_names_every_supported_op() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let section = readme
+        .split("## Supported ONNX")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Supported ONNX section");
+    for op in compress::ops::SUPPORTED_OPS {
+        let named = section
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == *op);
+        assert!(named, "README's Supported ONNX section does not name {op}");
+    }
+}

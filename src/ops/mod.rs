@@ -303,3 +303,56 @@ pub fn eval(op: &Op, mut ins: Vec<Val>) -> Val {
 pub fn supported_ops_list() -> String {
     SUPPORTED_OPS.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_names_each_op_type_once() {
+        let mut names = SUPPORTED_OPS.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SUPPORTED_OPS.len());
+        assert!(
+            names
+                .iter()
+                .all(|n| importer(n).is_some() != per_output_importer(n).is_some())
+        );
+    }
+
+    #[test]
+    fn folded_ops_on_data_are_only_those_with_an_importer() {
+        let on_data: Vec<&str> = FOLDED_OPS
+            .iter()
+            .copied()
+            .filter(|n| SUPPORTED_OPS.contains(n))
+            .collect();
+        assert_eq!(on_data, vec!["Slice"]);
+    }
+
+    #[test]
+    fn weight_tables_name_the_channel_axes() {
+        let conv = Op::Conv {
+            window: window::Window {
+                kernel: vec![3, 3],
+                strides: vec![1, 1],
+                pads: vec![0; 4],
+                dilations: vec![1, 1],
+            },
+            group: 1,
+        };
+        let kernel = output_kernel(&conv).unwrap();
+        assert_eq!(
+            (kernel.input, kernel.out_axis, kernel.in_axis),
+            (1, Some(0), Some(1))
+        );
+        assert_eq!(trainable_inputs(&conv), vec![1, 2]);
+        assert_eq!(trainable_inputs(&Op::MatMul), vec![1]);
+        assert_eq!(output_kernel(&Op::MatMul).unwrap().out_axis, Some(1));
+        let bn = Op::BatchNorm { epsilon: 1e-5 };
+        assert_eq!(trainable_inputs(&bn), vec![1, 2]);
+        assert_eq!(weight_inputs(&bn).len(), 4);
+        assert!(weight_inputs(&Op::Identity).is_empty());
+    }
+}
