@@ -485,3 +485,70 @@ fn readme_names_every_supported_op() {
         assert!(named, "README's Supported ONNX section does not name {op}");
     }
 }
+
+/// An opset-6 Add with `broadcast = 1, axis = 1`: B [3] is aligned to A [2, 3, 4] at axis 1
+/// (not numpy's trailing rule) by a Reshape the elementwise importer inserts.
+#[test]
+fn legacy_axis_broadcast_inserts_an_aligning_reshape() {
+    use pb::attribute_proto::AttributeType;
+    let attr = |name: &str, i| pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    };
+    let info = |name: &str, dims: &[i64]| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let b = Tensor::f32(vec![3], vec![10.0, 20.0, 30.0]);
+    let model = pb::ModelProto {
+        ir_version: 3,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 6,
+        }],
+        graph: Some(pb::GraphProto {
+            node: vec![pb::NodeProto {
+                input: vec!["a".into(), "b".into()],
+                output: vec!["y".into()],
+                name: "add".into(),
+                op_type: "Add".into(),
+                attribute: vec![attr("broadcast", 1), attr("axis", 1)],
+                ..Default::default()
+            }],
+            initializer: vec![compress::onnx::tensor::to_proto("b", &b)],
+            input: vec![info("a", &[2, 3, 4])],
+            output: vec![info("y", &[2, 3, 4])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let graph = compress::onnx::import(&model.encode_to_vec()).unwrap();
+    let names: Vec<&str> = graph.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, vec!["add__align", "add"]);
+    assert_eq!(graph.nodes[0].op, Op::Reshape { shape: vec![3, 1] });
+    assert_eq!(graph.nodes[1].inputs[1], "b__aligned_for_add");
+    let a = Tensor::f32(vec![2, 3, 4], vec![0.0; 24]);
+    let y = Network::new(&graph, &default_device())
+        .unwrap()
+        .run(&[a])
+        .unwrap();
+    let v = y[0].to_f32_vec();
+    assert_eq!((v[0], v[4], v[8], v[12]), (10.0, 20.0, 30.0, 10.0));
+}

@@ -5,6 +5,7 @@
 //! probes is a constant; one that follows the batch size becomes the Reshape's copy (0) or
 //! inferred (-1) dimension. Static shapes are tracked per probe as nodes are mapped.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prost::Message;
@@ -370,6 +371,7 @@ impl Importer {
                 opset: self.opset,
                 attrs: Attrs::new(n, &name),
                 importer: self,
+                rewrites: RefCell::new(Vec::new()),
             })?;
             for (k, (op, data_inputs)) in parts.into_iter().enumerate() {
                 let Some(out_name) = n.output.get(k).filter(|s| !s.is_empty()) else {
@@ -392,18 +394,31 @@ impl Importer {
                 opset: self.opset,
             });
         };
-        let (op, data_inputs) = import(&ImportCx {
+        let cx = ImportCx {
             node: n,
             name: &name,
             opset: self.opset,
             attrs: Attrs::new(n, &name),
             importer: self,
-        })?;
+            rewrites: RefCell::new(Vec::new()),
+        };
+        let (op, data_inputs) = import(&cx)?;
+        let rewrites = cx.rewrites.into_inner();
         let mut inputs: Vec<String> = data_inputs.iter().map(|&i| n.input[i].clone()).collect();
-        if let Op::Binary(_) = op
-            && let Some(aligned) = self.legacy_broadcast(n, &name)?
+        for Rewrite {
+            input,
+            op,
+            suffix,
+            value,
+        } in rewrites
         {
-            inputs[1] = aligned;
+            let node_name = self.fresh_name(&format!("{name}__{suffix}"));
+            self.push_node(node_name, op, vec![n.input[input].clone()], value.clone())?;
+            for (k, &i) in data_inputs.iter().enumerate() {
+                if i == input {
+                    inputs[k] = value.clone();
+                }
+            }
         }
         let out_name = n
             .output
@@ -453,48 +468,6 @@ impl Importer {
         Ok(())
     }
 
-    /// Opset < 7 binary ops broadcast B against A starting at `axis` (not numpy's suffix rule).
-    /// Where that differs from numpy, B is reshaped with trailing 1s by an inserted Reshape.
-    fn legacy_broadcast(&mut self, n: &NodeProto, name: &str) -> Result<Option<String>> {
-        let a = Attrs::new(n, name);
-        if self.opset >= 7 || a.int("broadcast", 0) == 0 || !a.has("axis") {
-            return Ok(None);
-        }
-        let (Some(xa), Some(xb)) = (
-            self.input_shape(n, 0).cloned(),
-            self.input_shape(n, 1).cloned(),
-        ) else {
-            return Err(a.err("input shape unknown"));
-        };
-        let axis = crate::ir::shape::norm_axis(a.int("axis", 0), xa.len()).map_err(|e| a.err(e))?;
-        if axis + xb.len() > xa.len() {
-            return Err(a.err(format!(
-                "cannot broadcast {xb:?} into {xa:?} at axis {axis}"
-            )));
-        }
-        if axis + xb.len() == xa.len() {
-            return Ok(None); // same as numpy's rule
-        }
-        let mut target: Vec<i64> = xb.iter().map(|&d| d as i64).collect();
-        target.extend(std::iter::repeat_n(1, xa.len() - axis - xb.len()));
-        let out = format!("{}__aligned_for_{name}", n.input[1]);
-        let op = Op::Reshape { shape: target };
-        for p in 0..2 {
-            let shape = self.shapes[p][&n.input[1]].clone();
-            let s = crate::ir::shape::infer(&op, &[&shape]).map_err(|e| a.err(e))?;
-            self.shapes[p].insert(out.clone(), s);
-        }
-        let reshape_name = format!("{name}__align");
-        self.used_names.insert(reshape_name.clone());
-        self.nodes.push(Node {
-            name: reshape_name,
-            op,
-            inputs: vec![n.input[1].clone()],
-            outputs: vec![out.clone()],
-        });
-        Ok(Some(out))
-    }
-
     fn input_shape(&self, n: &NodeProto, i: usize) -> Option<&Vec<usize>> {
         n.input.get(i).and_then(|s| self.shapes[0].get(s))
     }
@@ -509,6 +482,15 @@ pub struct ImportCx<'a> {
     pub opset: i64,
     pub attrs: Attrs<'a>,
     importer: &'a Importer,
+    rewrites: RefCell<Vec<Rewrite>>,
+}
+
+/// An input fed through an inserted single-input node before this node reads it.
+struct Rewrite {
+    input: usize,
+    op: Op,
+    suffix: String,
+    value: String,
 }
 
 impl ImportCx<'_> {
@@ -540,6 +522,17 @@ impl ImportCx<'_> {
         let input = self.node.input.get(i)?;
         let s = &self.importer.shapes;
         Some((s[0].get(input)?, s[1].get(input)?))
+    }
+
+    /// Feeds input `i` through `op` in a node inserted before this one (named
+    /// `<node>__<suffix>`), writing `value`, which this node then reads instead of input `i`.
+    pub fn feed_input_through(&self, i: usize, op: Op, suffix: &str, value: String) {
+        self.rewrites.borrow_mut().push(Rewrite {
+            input: i,
+            op,
+            suffix: suffix.into(),
+            value,
+        });
     }
 
     /// The error for an op type the importer does not handle.

@@ -4,7 +4,7 @@ use super::{OpRules, ShapeResult, WeightInput};
 use crate::error::Result;
 use crate::exec::Val;
 use crate::groups::ChannelCx;
-use crate::ir::shape::broadcast;
+use crate::ir::shape::{broadcast, norm_axis};
 use crate::ir::{Node, Op};
 use crate::onnx::{ExportCx, ImportCx};
 use crate::prune::surgery::{SurgeryCx, slice_axis};
@@ -41,7 +41,34 @@ pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
         "Pow" => BinaryOp::Pow,
         other => return Err(cx.unsupported(other)),
     };
+    legacy_broadcast(cx)?;
     Ok((Op::Binary(op), vec![0, 1]))
+}
+
+/// Opset < 7 binary ops broadcast B against A starting at `axis` (not numpy's suffix rule).
+/// Where that differs from numpy, B is reshaped with trailing 1s by an inserted Reshape.
+fn legacy_broadcast(cx: &ImportCx) -> Result<()> {
+    let a = &cx.attrs;
+    if cx.opset >= 7 || a.int("broadcast", 0) == 0 || !a.has("axis") {
+        return Ok(());
+    }
+    let (Some(xa), Some(xb)) = (cx.input_shape(0), cx.input_shape(1)) else {
+        return Err(a.err("input shape unknown"));
+    };
+    let axis = norm_axis(a.int("axis", 0), xa.len()).map_err(|e| a.err(e))?;
+    if axis + xb.len() > xa.len() {
+        return Err(a.err(format!(
+            "cannot broadcast {xb:?} into {xa:?} at axis {axis}"
+        )));
+    }
+    if axis + xb.len() == xa.len() {
+        return Ok(()); // same as numpy's rule
+    }
+    let mut target: Vec<i64> = xb.iter().map(|&d| d as i64).collect();
+    target.extend(std::iter::repeat_n(1, xa.len() - axis - xb.len()));
+    let value = format!("{}__aligned_for_{}", cx.node.input[1], cx.name);
+    cx.feed_input_through(1, Op::Reshape { shape: target }, "align", value);
+    Ok(())
 }
 
 /// Is a constant broadcast along axis 1 only (a per-channel scale or shift), or a scalar?
