@@ -13,6 +13,7 @@ use compress::ir::{
 use compress::onnx::pb;
 use compress::ops::resize::Resize;
 use compress::ops::slice::Slice;
+use compress::ops::squeeze::{Squeeze, Unsqueeze};
 use compress::prune::{GroupKeep, KeepPlan, prune};
 use prost::Message;
 
@@ -30,6 +31,8 @@ const NEW_OPS: &[&str] = &[
     "Resize",
     "Slice",
     "Split",
+    "Squeeze",
+    "Unsqueeze",
 ];
 
 /// Node cases of the new ops that must pass (burn and the tract re-export within tolerance).
@@ -63,6 +66,16 @@ const PASSING: &[&str] = &[
     "test_split_variable_parts_default_axis",
     "test_sqrt",
     "test_sqrt_example",
+    "test_squeeze",
+    "test_squeeze_negative_axes",
+    "test_unsqueeze_axis_0",
+    "test_unsqueeze_axis_1",
+    "test_unsqueeze_axis_2",
+    "test_unsqueeze_axis_3",
+    "test_unsqueeze_negative_axes",
+    "test_unsqueeze_three_axes",
+    "test_unsqueeze_two_axes",
+    "test_unsqueeze_unsorted_axes",
 ];
 
 /// Cases whose every node is one of the new ops.
@@ -108,8 +121,10 @@ fn bake_attribute_inputs(model: &pb::ModelProto, inputs: &[Tensor]) -> (Vec<u8>,
     let g = m.graph.as_mut().expect("cases have a graph");
     let attribute_like = |name: &str| {
         g.node.iter().any(|n| {
-            matches!(n.op_type.as_str(), "Resize" | "Slice" | "Split")
-                && n.input.iter().skip(1).any(|i| i == name)
+            matches!(
+                n.op_type.as_str(),
+                "Resize" | "Slice" | "Split" | "Squeeze" | "Unsqueeze"
+            ) && n.input.iter().skip(1).any(|i| i == name)
         })
     };
     let mut keep = Vec::new();
@@ -551,4 +566,94 @@ fn legacy_axis_broadcast_inserts_an_aligning_reshape() {
         .unwrap();
     let v = y[0].to_f32_vec();
     assert_eq!((v[0], v[4], v[8], v[12]), (10.0, 20.0, 30.0, 10.0));
+}
+
+/// Squeeze-excitation written with ReduceMean (no keepdims), Unsqueeze and a Mul of two
+/// computed values; and a Squeeze of the pooled value feeding a Gemm.
+#[test]
+fn squeeze_excitation_with_unsqueeze_prunes_as_one_group() {
+    let mut g = chain_through_new_ops();
+    g.name = "se".into();
+    g.nodes.truncate(1); // c1: x -> h1 [N, 6, 4, 4]
+    let dims4 = vec![
+        Dim::Batch("N".into()),
+        Dim::Fixed(2),
+        Dim::Fixed(4),
+        Dim::Fixed(4),
+    ];
+    g.outputs = vec![
+        ValueInfo {
+            name: "y".into(),
+            dims: dims4,
+        },
+        ValueInfo {
+            name: "z".into(),
+            dims: vec![Dim::Batch("N".into()), Dim::Fixed(3)],
+        },
+    ];
+    g.initializers
+        .retain(|k, _| k == "w1" || k == "b1" || k == "w2" || k == "b2");
+    g.initializers
+        .insert("fc".into(), compress::verify::pseudo_random(&[3, 6], 9));
+    let node = |name: &str, op: Op, inputs: &[&str], out: &str| Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: vec![out.into()],
+    };
+    g.nodes.extend([
+        node(
+            "mean",
+            Op::ReduceMean {
+                axes: vec![2, 3],
+                keepdims: false,
+            },
+            &["h1"],
+            "m",
+        ),
+        node(
+            "expand",
+            Op::Unsqueeze(Unsqueeze { axes: vec![2, 3] }),
+            &["m"],
+            "u",
+        ),
+        node("gate", Op::Activation(Activation::Sigmoid), &["u"], "s"),
+        node("scale", Op::Binary(BinaryOp::Mul), &["h1", "s"], "h2"),
+        conv("c2", "h2", "w2", "b2", "y"),
+        node("pool", Op::GlobalAveragePool, &["h2"], "p"),
+        node(
+            "flat",
+            Op::Squeeze(Squeeze { axes: vec![2, 3] }),
+            &["p"],
+            "q",
+        ),
+        node(
+            "fc",
+            Op::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: false,
+                trans_b: true,
+            },
+            &["q", "fc"],
+            "z",
+        ),
+    ]);
+    g.validate().unwrap();
+    let groups = compress::groups::analyse(&g).unwrap();
+    assert!(groups[0].prunable, "{:?}", groups[0].reason);
+    let plan = KeepPlan {
+        groups: vec![GroupKeep {
+            id: 0,
+            keep: vec![0, 2, 5],
+        }],
+    };
+    let pruned = prune(&g, &plan, None).unwrap();
+    assert_eq!(pruned.graph.initializers["fc"].shape, vec![3, 3]);
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&g, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
 }

@@ -76,6 +76,8 @@ pub enum Op {
     Identity,
     Resize(crate::ops::resize::Resize),
     Slice(crate::ops::slice::Slice),
+    Squeeze(crate::ops::squeeze::Squeeze),
+    Unsqueeze(crate::ops::squeeze::Unsqueeze),
 }
 
 impl Op {

@@ -21,6 +21,7 @@ pub mod reduce;
 pub mod resize;
 pub mod slice;
 pub mod softmax;
+pub mod squeeze;
 pub mod unary;
 pub mod window;
 
@@ -151,6 +152,8 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
         Op::Identity => f(&layout::Identity),
         Op::Resize(r) => f(r),
         Op::Slice(s) => f(s),
+        Op::Squeeze(s) => f(s),
+        Op::Unsqueeze(u) => f(u),
     }
 }
 
@@ -196,6 +199,8 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Identity", layout::import_identity),
     ("Resize", resize::import),
     ("Slice", slice::import),
+    ("Squeeze", squeeze::import_squeeze),
+    ("Unsqueeze", squeeze::import_unsqueeze),
 ];
 
 /// Maps one ONNX node with several outputs to one single-output op per output.
@@ -328,7 +333,7 @@ mod tests {
             .copied()
             .filter(|n| SUPPORTED_OPS.contains(n))
             .collect();
-        assert_eq!(on_data, vec!["Slice"]);
+        assert_eq!(on_data, vec!["Unsqueeze", "Squeeze", "Slice"]);
     }
 
     #[test]
