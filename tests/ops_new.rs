@@ -33,6 +33,9 @@ const NEW_OPS: &[&str] = &[
     "Split",
     "Squeeze",
     "Unsqueeze",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
 ];
 
 /// Node cases of the new ops that must pass (burn and the tract re-export within tolerance).
@@ -49,8 +52,34 @@ const PASSING: &[&str] = &[
     "test_pow_bcast_scalar",
     "test_pow_example",
     "test_reciprocal",
-    "test_resize_upsample_scales_nearest",
     "test_reciprocal_example",
+    "test_reduce_max_default_axes_keepdim_example",
+    "test_reduce_max_default_axes_keepdims_random",
+    "test_reduce_max_do_not_keepdims_example",
+    "test_reduce_max_do_not_keepdims_random",
+    "test_reduce_max_keepdims_example",
+    "test_reduce_max_keepdims_random",
+    "test_reduce_max_negative_axes_keepdims_example",
+    "test_reduce_max_negative_axes_keepdims_random",
+    "test_reduce_min_default_axes_keepdims_example",
+    "test_reduce_min_default_axes_keepdims_random",
+    "test_reduce_min_do_not_keepdims_example",
+    "test_reduce_min_do_not_keepdims_random",
+    "test_reduce_min_keepdims_example",
+    "test_reduce_min_keepdims_random",
+    "test_reduce_min_negative_axes_keepdims_example",
+    "test_reduce_min_negative_axes_keepdims_random",
+    "test_reduce_sum_default_axes_keepdims_example",
+    "test_reduce_sum_default_axes_keepdims_random",
+    "test_reduce_sum_do_not_keepdims_example",
+    "test_reduce_sum_do_not_keepdims_random",
+    "test_reduce_sum_empty_axes_input_noop_example",
+    "test_reduce_sum_empty_axes_input_noop_random",
+    "test_reduce_sum_keepdims_example",
+    "test_reduce_sum_keepdims_random",
+    "test_reduce_sum_negative_axes_keepdims_example",
+    "test_reduce_sum_negative_axes_keepdims_random",
+    "test_resize_upsample_scales_nearest",
     "test_slice",
     "test_slice_default_axes",
     "test_slice_default_steps",
@@ -123,7 +152,14 @@ fn bake_attribute_inputs(model: &pb::ModelProto, inputs: &[Tensor]) -> (Vec<u8>,
         g.node.iter().any(|n| {
             matches!(
                 n.op_type.as_str(),
-                "Resize" | "Slice" | "Split" | "Squeeze" | "Unsqueeze"
+                "Resize"
+                    | "Slice"
+                    | "Split"
+                    | "Squeeze"
+                    | "Unsqueeze"
+                    | "ReduceSum"
+                    | "ReduceMax"
+                    | "ReduceMin"
             ) && n.input.iter().skip(1).any(|i| i == name)
         })
     };
@@ -656,4 +692,46 @@ fn squeeze_excitation_with_unsqueeze_prunes_as_one_group() {
     );
     let v = compress::verify::verify_export(&g, &b, &a, 2, 1e-4).unwrap();
     assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
+}
+
+/// A removed channel is 0 at its gate, 1 after Exp, and 16 after a ReduceSum over 4 x 4: the
+/// surgery folds that 16 into the next conv's bias.
+#[test]
+fn a_constant_summed_over_space_is_folded_exactly() {
+    use compress::ops::reduce::{Reduce, ReduceKind};
+    let mut g = chain_through_new_ops();
+    let at = g.nodes.iter().position(|n| n.name == "exp").unwrap();
+    g.nodes.truncate(at + 1); // ... -> exp -> h4 [N, 6, 4, 4]
+    g.nodes.push(Node {
+        name: "sum".into(),
+        op: Op::Reduce(Reduce {
+            kind: ReduceKind::Sum,
+            axes: vec![2, 3],
+            keepdims: true,
+        }),
+        inputs: vec!["h4".into()],
+        outputs: vec!["r".into()],
+    });
+    g.nodes.push(conv("c2", "r", "w2", "b2", "y"));
+    g.outputs[0].dims = vec![
+        Dim::Batch("N".into()),
+        Dim::Fixed(2),
+        Dim::Fixed(1),
+        Dim::Fixed(1),
+    ];
+    g.validate().unwrap();
+    let plan = KeepPlan {
+        groups: vec![GroupKeep {
+            id: 0,
+            keep: vec![0, 4],
+        }],
+    };
+    let pruned = prune(&g, &plan, None).unwrap();
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&g, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
+    assert_ne!(pruned.graph.initializers["b2"], g.initializers["b2"]);
 }

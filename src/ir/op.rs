@@ -76,6 +76,7 @@ pub enum Op {
     Identity,
     Resize(crate::ops::resize::Resize),
     Slice(crate::ops::slice::Slice),
+    Reduce(crate::ops::reduce::Reduce),
     Squeeze(crate::ops::squeeze::Squeeze),
     Unsqueeze(crate::ops::squeeze::Unsqueeze),
 }

@@ -152,6 +152,7 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
         Op::Identity => f(&layout::Identity),
         Op::Resize(r) => f(r),
         Op::Slice(s) => f(s),
+        Op::Reduce(r) => f(r),
         Op::Squeeze(s) => f(s),
         Op::Unsqueeze(u) => f(u),
     }
@@ -190,6 +191,9 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("AveragePool", pool::import_average),
     ("GlobalAveragePool", pool::import_global_average),
     ("ReduceMean", reduce::import_mean),
+    ("ReduceSum", reduce::import),
+    ("ReduceMax", reduce::import),
+    ("ReduceMin", reduce::import),
     ("Flatten", layout::import_flatten),
     ("Reshape", layout::import_reshape),
     ("Transpose", layout::import_transpose),
