@@ -36,10 +36,16 @@ const NEW_OPS: &[&str] = &[
     "ReduceSum",
     "ReduceMax",
     "ReduceMin",
+    "ConvTranspose",
 ];
 
 /// Node cases of the new ops that must pass (burn and the tract re-export within tolerance).
 const PASSING: &[&str] = &[
+    "test_convtranspose",
+    "test_convtranspose_1d",
+    "test_convtranspose_dilations",
+    "test_convtranspose_pad",
+    "test_convtranspose_pads",
     "test_erf",
     "test_exp",
     "test_exp_example",
@@ -734,4 +740,78 @@ fn a_constant_summed_over_space_is_folded_exactly() {
     let v = compress::verify::verify_export(&g, &b, &a, 2, 1e-4).unwrap();
     assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
     assert_ne!(pruned.graph.initializers["b2"], g.initializers["b2"]);
+}
+
+/// U-Net style upsampling: conv(3 -> 4) -> ConvTranspose(4 -> 6, 2x2, stride 2) -> Relu ->
+/// conv(6 -> 2); both groups pruned, so the transposed conv loses input and output channels.
+#[test]
+fn a_transposed_convolution_prunes_on_both_sides() {
+    use compress::ops::conv_transpose::ConvTranspose;
+    let mut g = chain_through_new_ops();
+    g.nodes.truncate(1); // c1: x -> h1 [N, 6, 4, 4]
+    g.initializers.insert(
+        "w1".into(),
+        compress::verify::pseudo_random(&[4, 3, 1, 1], 21),
+    );
+    g.initializers
+        .insert("b1".into(), compress::verify::pseudo_random(&[4], 22));
+    g.initializers.insert(
+        "wt".into(),
+        compress::verify::pseudo_random(&[4, 6, 2, 2], 23),
+    );
+    g.initializers
+        .insert("bt".into(), compress::verify::pseudo_random(&[6], 24));
+    g.initializers.insert(
+        "w2".into(),
+        compress::verify::pseudo_random(&[2, 6, 1, 1], 25),
+    );
+    g.nodes.extend([
+        Node {
+            name: "up".into(),
+            op: Op::ConvTranspose(ConvTranspose {
+                window: Window {
+                    kernel: vec![2, 2],
+                    strides: vec![2, 2],
+                    pads: vec![0; 4],
+                    dilations: vec![1, 1],
+                },
+                group: 1,
+                output_padding: vec![0, 0],
+            }),
+            inputs: vec!["h1".into(), "wt".into(), "bt".into()],
+            outputs: vec!["u".into()],
+        },
+        unary("relu", Activation::Relu, "u", "r"),
+        conv("c2", "r", "w2", "b2", "y"),
+    ]);
+    g.outputs[0].dims = vec![
+        Dim::Batch("N".into()),
+        Dim::Fixed(2),
+        Dim::Fixed(8),
+        Dim::Fixed(8),
+    ];
+    g.validate().unwrap();
+    let groups = compress::groups::analyse(&g).unwrap();
+    assert!(groups[0].prunable && groups[1].prunable);
+    assert_eq!(groups[1].width, 6);
+    let plan = KeepPlan {
+        groups: vec![
+            GroupKeep {
+                id: 0,
+                keep: vec![0, 3],
+            },
+            GroupKeep {
+                id: 1,
+                keep: vec![1, 2, 4],
+            },
+        ],
+    };
+    let pruned = prune(&g, &plan, None).unwrap();
+    assert_eq!(pruned.graph.initializers["wt"].shape, vec![2, 3, 2, 2]);
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&g, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
 }

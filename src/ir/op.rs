@@ -74,6 +74,7 @@ pub enum Op {
     },
     /// Dropout (eval) and Identity both pass their input through.
     Identity,
+    ConvTranspose(crate::ops::conv_transpose::ConvTranspose),
     Resize(crate::ops::resize::Resize),
     Slice(crate::ops::slice::Slice),
     Reduce(crate::ops::reduce::Reduce),

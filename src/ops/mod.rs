@@ -12,6 +12,7 @@
 //! new `Op` variant, one line in [`with_rules`]).
 
 pub mod conv;
+pub mod conv_transpose;
 pub mod elementwise;
 pub mod layout;
 pub mod linear;
@@ -150,6 +151,7 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
             value: *value,
         }),
         Op::Identity => f(&layout::Identity),
+        Op::ConvTranspose(c) => f(c),
         Op::Resize(r) => f(r),
         Op::Slice(s) => f(s),
         Op::Reduce(r) => f(r),
@@ -164,6 +166,7 @@ pub type ImportFn = fn(&ImportCx) -> Result<(Op, Vec<usize>)>;
 /// The ONNX op types the importer maps to compute ops: the only list of supported ops.
 pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Conv", conv::import),
+    ("ConvTranspose", conv_transpose::import),
     ("BatchNormalization", norm::import),
     ("Gemm", linear::import_gemm),
     ("MatMul", linear::import_matmul),
