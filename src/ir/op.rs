@@ -74,6 +74,7 @@ pub enum Op {
     },
     /// Dropout (eval) and Identity both pass their input through.
     Identity,
+    // Ops added in the op-family layout carry their payload type from their family file.
     ConvTranspose(crate::ops::conv_transpose::ConvTranspose),
     Resize(crate::ops::resize::Resize),
     Slice(crate::ops::slice::Slice),

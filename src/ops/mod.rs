@@ -8,8 +8,14 @@
 //! has no default methods, so a family that forgets a rule does not compile; [`with_rules`] is
 //! an exhaustive match, so a new `Op` variant does not compile until it names its rules.
 //!
-//! Adding an op: its payload and rules in a family file, one line in [`IMPORTERS`] (and, for a
-//! new `Op` variant, one line in [`with_rules`]).
+//! Adding an op to an existing payload enum (a unary function, a binary op): the variant and
+//! its rules in the family file, plus one line in [`IMPORTERS`]. Adding a new kind of op: a
+//! family file with its payload type and rules, one line in [`IMPORTERS`], the variant
+//! `Op::Name(Payload)` in `ir::Op` and its arm in [`with_rules`]. An op with several outputs is
+//! imported as one single-output op per output ([`PER_OUTPUT_IMPORTERS`]).
+//!
+//! The ops that predate this layout keep their struct-like `Op` variants (code matches on their
+//! fields); [`with_rules`] hands their fields to the family as a borrowed view (`conv::Conv`).
 
 pub mod conv;
 pub mod conv_transpose;
