@@ -29,7 +29,7 @@ pub fn sample_shape(net: &Network, data: &Dataset, data_name: &str) -> Result<Ve
         return Err(Error::Usage(format!(
             "input '{}' has no batch dimension (shape {}); eval needs a symbolic first dim",
             input.name,
-            crate::report::dims_string(&input.dims)
+            crate::ir::Dims(&input.dims)
         )));
     }
     let want: Vec<usize> = input.shape(1)[1..].to_vec();
@@ -48,7 +48,7 @@ pub fn sample_shape(net: &Network, data: &Dataset, data_name: &str) -> Result<Ve
                 data.height,
                 data.width,
                 input.name,
-                crate::report::dims_string(&input.dims[1..])
+                crate::ir::Dims(&input.dims[1..])
             ),
         });
     }

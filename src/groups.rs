@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::ir::{Graph, Op};
+use crate::ir::{Graph, Node, Op};
 
 /// A run of channels along axis 1 that belongs to one group; each channel spans `block` features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,18 +121,102 @@ impl Analysis {
     }
 }
 
-/// Is a constant broadcast along axis 1 only (a per-channel scale or shift), or a scalar?
-fn per_channel_or_scalar(shape: &[usize], x_rank: usize) -> bool {
-    let n: usize = shape.iter().product();
-    if n == 1 {
-        return true;
+/// What a channel rule (in `ops/`) sees of the analysis: the node, shapes, constants, the
+/// layouts of its inputs, and the operations that build groups.
+pub struct ChannelCx<'a> {
+    a: &'a mut Analysis,
+    graph: &'a Graph,
+    shapes: &'a HashMap<String, Vec<usize>>,
+    pub node: &'a Node,
+}
+
+impl ChannelCx<'_> {
+    /// The layout of input `i`, when its axis 1 is understood.
+    pub fn input(&self, i: usize) -> Option<Vec<Segment>> {
+        self.node
+            .inputs
+            .get(i)
+            .and_then(|v| self.a.maps.get(v).cloned())
     }
-    // Aligned from the right against an (N, C, ...) value: only the C position may exceed 1.
-    let off = x_rank as isize - shape.len() as isize;
-    shape
-        .iter()
-        .enumerate()
-        .all(|(i, &d)| d == 1 || i as isize + off == 1)
+
+    /// Rank of the first input.
+    pub fn rank(&self) -> usize {
+        self.node
+            .inputs
+            .first()
+            .and_then(|v| self.shapes.get(v))
+            .map_or(0, |s| s.len())
+    }
+
+    /// Static shape of a value at batch size 1.
+    pub fn shape(&self, value: &str) -> &[usize] {
+        &self.shapes[value]
+    }
+
+    pub fn is_const(&self, value: &str) -> bool {
+        self.graph.initializers.contains_key(value)
+    }
+
+    /// A reason naming this node.
+    fn why(&self, what: &str) -> String {
+        format!(
+            "{what} at node '{}' ({})",
+            self.node.name,
+            self.node.op.onnx_type()
+        )
+    }
+
+    /// Marks the groups of `segs` unprunable because of `what` at this node.
+    pub fn block(&mut self, segs: &[Segment], what: &str) {
+        let reason = self.why(what);
+        self.a.block(segs, &reason);
+    }
+
+    /// Marks one group unprunable because of `what` at this node.
+    pub fn block_group(&mut self, group: usize, what: &str) {
+        self.a.blocked[group] = Some(self.why(what));
+    }
+
+    /// Marks the groups of every analysed input unprunable.
+    pub fn block_inputs(&mut self, what: &str) {
+        for i in 0..self.node.inputs.len() {
+            if let Some(segs) = self.input(i) {
+                self.block(&segs, what);
+            }
+        }
+    }
+
+    /// This node reads the groups of `segs` as an input dimension.
+    pub fn consume(&mut self, segs: &[Segment]) {
+        self.a.consume(segs, &self.node.name);
+    }
+
+    /// Starts a group of `width` channels produced by this node.
+    pub fn new_group(&mut self, width: usize) -> usize {
+        self.a.new_group(&self.node.name, width)
+    }
+
+    /// `value` is where `group`'s channels are produced (a gate goes there).
+    pub fn add_source(&mut self, group: usize, value: &str) {
+        self.a.sources.push((group, value.to_string()));
+    }
+
+    /// The channels of `a` and `b` must be pruned together.
+    pub fn union(&mut self, a: usize, b: usize) {
+        self.a.union(a, b);
+    }
+
+    /// The layout of this node's output.
+    pub fn set_output(&mut self, segs: Vec<Segment>) {
+        self.a.set(&self.node.outputs[0], segs);
+    }
+
+    /// The output has the first input's layout (ops that keep axis 1 channel by channel).
+    pub fn pass_through(&mut self) {
+        if let Some(segs) = self.input(0) {
+            self.set_output(segs);
+        }
+    }
 }
 
 /// The channel groups of a graph.
@@ -179,241 +263,14 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
         maps: HashMap::new(),
         sources: vec![],
     };
-    let is_const = |name: &str| graph.initializers.contains_key(name);
     for n in &graph.nodes {
-        let out = &n.outputs[0];
-        let in_map = |i: usize, a: &Analysis| n.inputs.get(i).and_then(|v| a.maps.get(v).cloned());
-        let x = in_map(0, &a);
-        let rank = n
-            .inputs
-            .first()
-            .and_then(|v| shapes.get(v))
-            .map_or(0, |s| s.len());
-        let why = |what: &str| format!("{what} at node '{}' ({})", n.name, n.op.onnx_type());
-        match &n.op {
-            Op::Conv { group, .. } => {
-                let w = &shapes[&n.inputs[1]];
-                let (c_out, c_in_per_group) = (w[0], w[1]);
-                let c_in = c_in_per_group * group;
-                let depthwise = *group > 1 && c_in_per_group == 1 && c_out == c_in;
-                // Slicing needs the weight (both axes) and the bias (output axis) as constants.
-                let weight_const = is_const(&n.inputs[1]);
-                let bias_const = n.inputs.get(2).is_none_or(|b| is_const(b));
-                if depthwise {
-                    // Each output channel reads exactly its own input channel: a pass-through
-                    // that also produces the group's channels (so it gets a gate too).
-                    if let Some(segs) = x {
-                        if !(weight_const && bias_const) {
-                            a.block(&segs, &why("non-constant weight or bias"));
-                        }
-                        if let [only] = segs.as_slice() {
-                            a.sources.push((only.group, out.clone()));
-                        }
-                        a.set(out, segs);
-                    }
-                    continue;
-                }
-                if let Some(segs) = &x {
-                    if *group > 1 {
-                        a.block(segs, &why("grouped convolution"));
-                    } else if !weight_const {
-                        a.block(segs, &why("non-constant weight"));
-                    } else {
-                        a.consume(segs, &n.name);
-                    }
-                }
-                let g = a.new_group(&n.name, c_out);
-                a.sources.push((g, out.clone()));
-                if *group > 1 {
-                    a.blocked[g] = Some(why("grouped convolution"));
-                } else if !(weight_const && bias_const) {
-                    a.blocked[g] = Some(why("non-constant weight or bias"));
-                }
-                a.set(
-                    out,
-                    vec![Segment {
-                        group: g,
-                        width: c_out,
-                        block: 1,
-                    }],
-                );
-            }
-            Op::Gemm {
-                trans_a, trans_b, ..
-            } => {
-                let w = &shapes[&n.inputs[1]];
-                let width = if *trans_b { w[0] } else { w[1] };
-                let weight_const = is_const(&n.inputs[1]);
-                if let Some(segs) = &x {
-                    if *trans_a || !weight_const {
-                        a.block(segs, &why("non-constant or transposed operand"));
-                    } else {
-                        a.consume(segs, &n.name);
-                    }
-                }
-                let g = a.new_group(&n.name, width);
-                a.sources.push((g, out.clone()));
-                if !weight_const {
-                    a.blocked[g] = Some(why("non-constant weight"));
-                }
-                a.set(
-                    out,
-                    vec![Segment {
-                        group: g,
-                        width,
-                        block: 1,
-                    }],
-                );
-            }
-            Op::MatMul => {
-                let w = &shapes[&n.inputs[1]];
-                if rank == 2 && w.len() == 2 && is_const(&n.inputs[1]) {
-                    if let Some(segs) = &x {
-                        a.consume(segs, &n.name);
-                    }
-                    let g = a.new_group(&n.name, w[1]);
-                    a.set(
-                        out,
-                        vec![Segment {
-                            group: g,
-                            width: w[1],
-                            block: 1,
-                        }],
-                    );
-                } else {
-                    for i in 0..2 {
-                        if let Some(segs) = in_map(i, &a) {
-                            a.block(&segs, &why("matrix product of computed values"));
-                        }
-                    }
-                }
-            }
-            Op::BatchNorm { .. }
-            | Op::Activation(_)
-            | Op::Identity
-            | Op::MaxPool { .. }
-            | Op::AveragePool { .. }
-            | Op::GlobalAveragePool => {
-                if let Some(segs) = x {
-                    a.set(out, segs);
-                }
-            }
-            Op::Pad { pads, .. } => {
-                if let Some(segs) = x {
-                    if rank > 1 && (pads[1] != 0 || pads[1 + rank] != 0) {
-                        a.block(&segs, &why("padding along the channel axis"));
-                    } else {
-                        a.set(out, segs);
-                    }
-                }
-            }
-            Op::Binary(_) => {
-                let y = in_map(1, &a);
-                match (x, y) {
-                    (Some(sx), Some(sy)) => {
-                        let same = sx.len() == sy.len()
-                            && sx
-                                .iter()
-                                .zip(&sy)
-                                .all(|(p, q)| p.width == q.width && p.block == q.block);
-                        if same {
-                            for (p, q) in sx.iter().zip(&sy) {
-                                a.union(p.group, q.group);
-                            }
-                            a.set(out, sx);
-                        } else {
-                            a.block(&sx, &why("operands with different channel layouts"));
-                            a.block(&sy, &why("operands with different channel layouts"));
-                        }
-                    }
-                    (Some(segs), None) | (None, Some(segs)) => {
-                        let other = if in_map(0, &a).is_some() {
-                            &n.inputs[1]
-                        } else {
-                            &n.inputs[0]
-                        };
-                        let x_rank = shapes[out].len();
-                        if is_const(other) && per_channel_or_scalar(&shapes[other], x_rank) {
-                            a.set(out, segs);
-                        } else {
-                            a.block(&segs, &why("operand not aligned with the channel axis"));
-                        }
-                    }
-                    (None, None) => {}
-                }
-            }
-            Op::Flatten { axis } if *axis == 1 || *axis == 1 - rank as i64 => {
-                if let Some(segs) = x {
-                    let spatial: usize = shapes[&n.inputs[0]][2..].iter().product();
-                    let segs = segs
-                        .iter()
-                        .map(|s| Segment {
-                            block: s.block * spatial,
-                            ..*s
-                        })
-                        .collect();
-                    a.set(out, segs);
-                }
-            }
-            Op::Reshape { .. } => {
-                if let Some(segs) = x {
-                    let (i, o) = (&shapes[&n.inputs[0]], &shapes[out]);
-                    // Only the flatten form [N, C, ...] -> [N, C * ...] keeps channels identifiable.
-                    if o.len() == 2 && i.len() >= 2 && o[0] == i[0] {
-                        let spatial: usize = i[2..].iter().product();
-                        let segs = segs
-                            .iter()
-                            .map(|s| Segment {
-                                block: s.block * spatial,
-                                ..*s
-                            })
-                            .collect();
-                        a.set(out, segs);
-                    } else {
-                        a.block(&segs, &why("reshape that moves the channel axis"));
-                    }
-                }
-            }
-            Op::Concat { axis } => {
-                let maps: Vec<Option<Vec<Segment>>> =
-                    (0..n.inputs.len()).map(|i| in_map(i, &a)).collect();
-                let on_channels = *axis == 1 || *axis == 1 - rank as i64;
-                if on_channels && maps.iter().all(|m| m.is_some()) {
-                    a.set(out, maps.into_iter().flatten().flatten().collect());
-                } else {
-                    for segs in maps.into_iter().flatten() {
-                        a.block(
-                            &segs,
-                            &why(
-                                "concatenation with an unanalysed operand or off the channel axis",
-                            ),
-                        );
-                    }
-                }
-            }
-            Op::ReduceMean { axes, keepdims } => {
-                if let Some(segs) = x {
-                    let keeps_axis1 = !axes.is_empty()
-                        && axes.iter().all(|&ax| {
-                            let ax = if ax < 0 { ax + rank as i64 } else { ax };
-                            ax >= 2
-                        })
-                        && (*keepdims || rank >= 2);
-                    if keeps_axis1 {
-                        a.set(out, segs);
-                    } else {
-                        a.block(&segs, &why("reduction over the channel axis"));
-                    }
-                }
-            }
-            _ => {
-                for i in 0..n.inputs.len() {
-                    if let Some(segs) = in_map(i, &a) {
-                        a.block(&segs, &why("op without a channel pruning rule"));
-                    }
-                }
-            }
-        }
+        let mut cx = ChannelCx {
+            a: &mut a,
+            graph,
+            shapes: &shapes,
+            node: n,
+        };
+        crate::ops::with_rules(&n.op, |r| r.channels(&mut cx));
     }
     for o in &graph.outputs {
         if let Some(segs) = a.maps.get(&o.name).cloned() {

@@ -27,6 +27,7 @@ pub mod groups;
 pub mod ir;
 pub mod methods;
 pub mod onnx;
+pub mod ops;
 pub mod pipeline;
 pub mod prune;
 pub mod report;

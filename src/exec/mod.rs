@@ -3,7 +3,6 @@
 //! Names, op dispatch and value lifetimes are resolved once when the network is built; a forward
 //! pass is a walk over numbered slots that drops every value after its last use.
 
-mod ops;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};
@@ -163,7 +162,7 @@ impl Network {
                 return Err(Error::Usage(format!(
                     "input '{}' expects shape {}, got {:?}",
                     info.name,
-                    crate::report::dims_string(&info.dims),
+                    crate::ir::Dims(&info.dims),
                     got
                 )));
             }
@@ -213,11 +212,11 @@ impl Network {
                 .collect();
             let mut out = match (&step.op, frame.bn_stats.as_deref_mut()) {
                 (Op::BatchNorm { epsilon }, Some(stats)) => {
-                    let (y, batch) = ops::batch_norm_train(ins, *epsilon);
+                    let (y, batch) = crate::ops::norm::batch_norm_train(ins, *epsilon);
                     stats.insert(index, batch);
                     y
                 }
-                _ => ops::apply(&step.op, ins),
+                _ => crate::ops::eval(&step.op, ins),
             };
             if let Some(scale) = frame.scales.get(&step.output) {
                 out = Val::new(out.t * scale.t.clone(), out.rank);

@@ -8,7 +8,6 @@
 use std::collections::HashSet;
 
 use super::graph::Graph;
-use super::op::Op;
 use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,20 +25,6 @@ pub struct GraphCost {
     pub out_shapes: Vec<Vec<usize>>,
 }
 
-/// Inputs of a node that hold learnable parameters (by position).
-fn param_inputs(op: &Op) -> &'static [usize] {
-    match op {
-        Op::Conv { .. } | Op::Gemm { .. } => &[1, 2],
-        Op::MatMul => &[0, 1],
-        Op::BatchNorm { .. } => &[1, 2],
-        _ => &[],
-    }
-}
-
-fn numel(s: &[usize]) -> u64 {
-    s.iter().map(|&d| d as u64).product()
-}
-
 pub fn graph_cost(graph: &Graph, batch: usize) -> Result<GraphCost> {
     let shapes = graph.infer_shapes(batch)?;
     let mut per_node = Vec::with_capacity(graph.nodes.len());
@@ -50,7 +35,7 @@ pub fn graph_cost(graph: &Graph, batch: usize) -> Result<GraphCost> {
     for n in &graph.nodes {
         let out = shape(&n.outputs[0]);
         let mut cost = NodeCost::default();
-        for &i in param_inputs(&n.op) {
+        for i in crate::ops::trainable_inputs(&n.op) {
             if let Some(name) = n.inputs.get(i)
                 && let Some(t) = graph.initializers.get(name)
             {
@@ -61,23 +46,8 @@ pub fn graph_cost(graph: &Graph, batch: usize) -> Result<GraphCost> {
                 }
             }
         }
-        cost.macs = match &n.op {
-            Op::Conv { .. } => {
-                let w = shape(&n.inputs[1]);
-                // Each output element reads (C_in / group) x kernel inputs.
-                numel(out) * numel(&w[1..])
-            }
-            Op::Gemm { trans_a, .. } => {
-                let a = shape(&n.inputs[0]);
-                let k = if *trans_a { a[0] } else { a[1] };
-                numel(out) * k as u64
-            }
-            Op::MatMul => {
-                let a = shape(&n.inputs[0]);
-                numel(out) * *a.last().unwrap_or(&1) as u64
-            }
-            _ => 0,
-        };
+        let ins: Vec<&[usize]> = n.inputs.iter().map(|i| shape(i)).collect();
+        cost.macs = crate::ops::macs(&n.op, &ins, out);
         total.macs += cost.macs;
         per_node.push(cost);
         out_shapes.push(out.to_vec());

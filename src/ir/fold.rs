@@ -34,6 +34,16 @@ fn scale_cols(t: &mut Tensor, s: &[f32]) {
     *t = Tensor::f32(t.shape.clone(), v);
 }
 
+/// The learnable inputs scaled when the op's output channels are scaled: (input, true) when
+/// the channels are the rows (axis 0) of that input, (input, false) when they are its columns.
+fn scaled_inputs(op: &Op) -> Vec<(usize, bool)> {
+    op.weights()
+        .into_iter()
+        .filter(|w| w.trainable())
+        .filter_map(|w| w.out_axis.map(|axis| (w.input, axis == 0)))
+        .collect()
+}
+
 /// Removes `Mul(value, per-channel constant)` nodes whose value is produced by a Conv, Gemm,
 /// MatMul or BatchNormalization read by nothing else, scaling that producer instead.
 /// Returns how many were folded.
@@ -72,13 +82,8 @@ pub fn fold_channel_scales(g: &mut Graph) -> usize {
                 let Some(pi) = g.nodes.iter().position(|n| n.outputs[0] == *v) else {
                     continue;
                 };
-                let ok_op = matches!(
-                    g.nodes[pi].op,
-                    Op::Conv { .. }
-                        | Op::Gemm { trans_b: true, .. }
-                        | Op::MatMul
-                        | Op::BatchNorm { .. }
-                );
+                // A producer with output-channel weights (conv, linear layer, BatchNorm).
+                let ok_op = !scaled_inputs(&g.nodes[pi].op).is_empty();
                 if ok_op && readers(v, g) == 1 && !g.outputs.iter().any(|o| o.name == *v) {
                     candidate = Some((mi, pi, scale));
                     break;
@@ -92,26 +97,24 @@ pub fn fold_channel_scales(g: &mut Graph) -> usize {
             return folded;
         };
         let p = g.nodes[pi].clone();
-        let mut scaled_inputs: Vec<(usize, bool)> = match p.op {
-            Op::Conv { .. } => vec![(1, true), (2, true)],
-            Op::Gemm { .. } => vec![(1, true), (2, true)],
-            Op::MatMul => vec![(1, false)],
-            _ => vec![(1, true), (2, true)],
-        };
+        let mut scaled_inputs = scaled_inputs(&p.op);
         scaled_inputs.retain(|&(i, _)| {
             p.inputs
                 .get(i)
                 .is_some_and(|n| g.initializers.contains_key(n))
         });
-        // A shared weight cannot be scaled for one reader; a Gemm bias must be one per output.
+        // A shared weight cannot be scaled for one reader; a bias must be a constant with one
+        // value per output (a Gemm's C may broadcast).
         let shared = scaled_inputs
             .iter()
             .any(|&(i, _)| readers(&p.inputs[i], g) > 1);
-        let gemm_bias_ok = !matches!(p.op, Op::Gemm { .. })
-            || p.inputs
-                .get(2)
-                .is_none_or(|b| g.initializers.get(b).is_some_and(|t| t.len() == s.len()));
-        if shared || !gemm_bias_ok {
+        let bias_ok =
+            p.op.weights()
+                .iter()
+                .filter(|w| w.kind == crate::ops::WeightKind::Bias)
+                .filter_map(|w| p.inputs.get(w.input))
+                .all(|b| g.initializers.get(b).is_some_and(|t| t.len() == s.len()));
+        if shared || !bias_ok {
             return folded;
         }
         for (i, rows) in scaled_inputs {

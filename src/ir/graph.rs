@@ -14,6 +14,25 @@ pub enum Dim {
     Batch(String),
 }
 
+/// Dims written for people: `[batch, 1, 28, 28]`.
+pub struct Dims<'a>(pub &'a [Dim]);
+
+impl std::fmt::Display for Dims<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[")?;
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match d {
+                Dim::Fixed(n) => write!(f, "{n}")?,
+                Dim::Batch(name) => f.write_str(name)?,
+            }
+        }
+        f.write_str("]")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValueInfo {
     pub name: String,

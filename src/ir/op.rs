@@ -1,89 +1,15 @@
-//! The closed set of supported operations, with typed attributes.
+//! The closed set of supported operations, with typed attributes. Everything known about each
+//! op (import, export, shape, cost, kernel, channel and slicing rules) lives in `crate::ops`.
 //!
 //! Attribute-like inputs of ONNX (Reshape's shape, Clip's bounds, Pad's pads, ReduceMean's axes)
 //! are folded into the attributes at import, so an `Op` is self-contained; the exporter writes
 //! them back in the form the model's opset expects.
 
-/// Spatial window parameters shared by Conv and the pools. Vectors have one entry per spatial
-/// axis (1 or 2); `pads` holds the begin pads of every axis followed by the end pads (ONNX order).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Window {
-    pub kernel: Vec<usize>,
-    pub strides: Vec<usize>,
-    pub pads: Vec<usize>,
-    pub dilations: Vec<usize>,
-}
-
-impl Window {
-    pub fn spatial_rank(&self) -> usize {
-        self.kernel.len()
-    }
-
-    pub fn pad_begin(&self, axis: usize) -> usize {
-        self.pads[axis]
-    }
-
-    pub fn pad_end(&self, axis: usize) -> usize {
-        self.pads[axis + self.spatial_rank()]
-    }
-
-    /// Output length of one spatial axis.
-    pub fn out_len(&self, axis: usize, input: usize, ceil_mode: bool) -> usize {
-        let padded = input + self.pad_begin(axis) + self.pad_end(axis);
-        let span = self.dilations[axis] * (self.kernel[axis] - 1) + 1;
-        if padded < span {
-            return 0;
-        }
-        let stride = self.strides[axis];
-        let steps = if ceil_mode {
-            let mut n = (padded - span).div_ceil(stride);
-            // ONNX/PyTorch rule: the last window must start inside the input or left padding.
-            if n * stride >= input + self.pad_begin(axis) {
-                n -= 1;
-            }
-            n
-        } else {
-            (padded - span) / stride
-        };
-        steps + 1
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PadMode {
-    Constant,
-    Reflect,
-    Edge,
-}
-
-impl PadMode {
-    pub fn onnx_name(self) -> &'static str {
-        match self {
-            PadMode::Constant => "constant",
-            PadMode::Reflect => "reflect",
-            PadMode::Edge => "edge",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Activation {
-    Relu,
-    LeakyRelu { alpha: f32 },
-    Clip { min: f32, max: f32 },
-    Sigmoid,
-    HardSigmoid { alpha: f32, beta: f32 },
-    HardSwish,
-    Tanh,
-}
+pub use crate::ops::elementwise::BinaryOp;
+pub use crate::ops::layout::PadMode;
+pub use crate::ops::unary::Activation;
+pub use crate::ops::window::Window;
+pub use crate::ops::{FOLDED_OPS, SUPPORTED_OPS};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -148,84 +74,23 @@ pub enum Op {
     },
     /// Dropout (eval) and Identity both pass their input through.
     Identity,
+    // Ops added in the op-family layout carry their payload type from their family file.
+    ConvTranspose(crate::ops::conv_transpose::ConvTranspose),
+    Resize(crate::ops::resize::Resize),
+    Slice(crate::ops::slice::Slice),
+    Reduce(crate::ops::reduce::Reduce),
+    Squeeze(crate::ops::squeeze::Squeeze),
+    Unsqueeze(crate::ops::squeeze::Unsqueeze),
 }
 
 impl Op {
     /// The ONNX op type this op is written as.
     pub fn onnx_type(&self) -> &'static str {
-        match self {
-            Op::Conv { .. } => "Conv",
-            Op::BatchNorm { .. } => "BatchNormalization",
-            Op::Gemm { .. } => "Gemm",
-            Op::MatMul => "MatMul",
-            Op::Binary(BinaryOp::Add) => "Add",
-            Op::Binary(BinaryOp::Sub) => "Sub",
-            Op::Binary(BinaryOp::Mul) => "Mul",
-            Op::Binary(BinaryOp::Div) => "Div",
-            Op::Activation(a) => match a {
-                Activation::Relu => "Relu",
-                Activation::LeakyRelu { .. } => "LeakyRelu",
-                Activation::Clip { .. } => "Clip",
-                Activation::Sigmoid => "Sigmoid",
-                Activation::HardSigmoid { .. } => "HardSigmoid",
-                Activation::HardSwish => "HardSwish",
-                Activation::Tanh => "Tanh",
-            },
-            Op::Softmax { log: false, .. } => "Softmax",
-            Op::Softmax { log: true, .. } => "LogSoftmax",
-            Op::MaxPool { .. } => "MaxPool",
-            Op::AveragePool { .. } => "AveragePool",
-            Op::GlobalAveragePool => "GlobalAveragePool",
-            Op::ReduceMean { .. } => "ReduceMean",
-            Op::Flatten { .. } => "Flatten",
-            Op::Reshape { .. } => "Reshape",
-            Op::Transpose { .. } => "Transpose",
-            Op::Concat { .. } => "Concat",
-            Op::Pad { .. } => "Pad",
-            Op::Identity => "Identity",
-        }
+        crate::ops::onnx_type(self)
+    }
+
+    /// Inputs holding weights, with their channel axes.
+    pub fn weights(&self) -> Vec<crate::ops::WeightInput> {
+        crate::ops::weight_inputs(self)
     }
 }
-
-/// ONNX op types accepted by the importer (compute ops plus the shape helpers it folds away).
-pub const SUPPORTED_OPS: &[&str] = &[
-    "Conv",
-    "BatchNormalization",
-    "Gemm",
-    "MatMul",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Relu",
-    "LeakyRelu",
-    "Clip",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Softmax",
-    "LogSoftmax",
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "ReduceMean",
-    "Flatten",
-    "Reshape",
-    "Transpose",
-    "Concat",
-    "Pad",
-    "Dropout",
-    "Identity",
-];
-
-/// Ops folded at import when all their inputs are constant (shape computation chains).
-pub const FOLDED_OPS: &[&str] = &[
-    "Constant",
-    "Shape",
-    "Gather",
-    "Unsqueeze",
-    "Squeeze",
-    "Cast",
-    "Slice",
-];

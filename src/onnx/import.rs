@@ -5,6 +5,7 @@
 //! probes is a constant; one that follows the batch size becomes the Reshape's copy (0) or
 //! inferred (-1) dimension. Static shapes are tracked per probe as nodes are mapped.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prost::Message;
@@ -13,10 +14,8 @@ use super::attrs::Attrs;
 use super::fold::{Known, fold};
 use super::pb::{self, NodeProto, ValueInfoProto, tensor_shape_proto::dimension, type_proto};
 use crate::error::{Error, Result};
-use crate::ir::op::{FOLDED_OPS, SUPPORTED_OPS};
-use crate::ir::{
-    Activation, BinaryOp, Dim, Graph, ModelMeta, Node, Op, PadMode, Tensor, ValueInfo, Window,
-};
+use crate::ir::{Dim, Graph, ModelMeta, Node, Op, Tensor, ValueInfo};
+use crate::ops::FOLDED_OPS;
 
 /// Batch sizes used to tell batch-dependent shape values from constants.
 const PROBES: [usize; 2] = [3, 5];
@@ -277,13 +276,7 @@ impl Importer {
         } else {
             n.name.clone()
         };
-        let mut name = base.clone();
-        let mut k = 1;
-        while !self.used_names.insert(name.clone()) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        name
+        self.fresh_name(&base)
     }
 
     fn known(&self, p: usize, name: &str) -> Known<'_> {
@@ -362,7 +355,7 @@ impl Importer {
                 }
                 return Ok(());
             }
-            if FOLDED_OPS.contains(&op_type) {
+            if FOLDED_OPS.contains(&op_type) && crate::ops::importer(op_type).is_none() {
                 return Err(Error::UnsupportedOp {
                     node: name,
                     op_type: format!("{op_type} on non-constant data"),
@@ -370,19 +363,62 @@ impl Importer {
                 });
             }
         }
-        if !SUPPORTED_OPS.contains(&op_type) {
+        if let Some(import_parts) = crate::ops::per_output_importer(op_type) {
+            // One single-output op per output (Split becomes one Slice per piece).
+            let parts = import_parts(&ImportCx {
+                node: n,
+                name: &name,
+                opset: self.opset,
+                attrs: Attrs::new(n, &name),
+                importer: self,
+                rewrites: RefCell::new(Vec::new()),
+            })?;
+            for (k, (op, data_inputs)) in parts.into_iter().enumerate() {
+                let Some(out_name) = n.output.get(k).filter(|s| !s.is_empty()) else {
+                    continue;
+                };
+                let part_name = if k == 0 {
+                    name.clone()
+                } else {
+                    self.fresh_name(&format!("{name}__{k}"))
+                };
+                let inputs = data_inputs.iter().map(|&i| n.input[i].clone()).collect();
+                self.push_node(part_name, op, inputs, out_name.clone())?;
+            }
+            return Ok(());
+        }
+        let Some(import) = crate::ops::importer(op_type) else {
             return Err(Error::UnsupportedOp {
                 node: name,
                 op_type: op_type.into(),
                 opset: self.opset,
             });
-        }
-        let (op, data_inputs) = self.map_op(n, &name)?;
+        };
+        let cx = ImportCx {
+            node: n,
+            name: &name,
+            opset: self.opset,
+            attrs: Attrs::new(n, &name),
+            importer: self,
+            rewrites: RefCell::new(Vec::new()),
+        };
+        let (op, data_inputs) = import(&cx)?;
+        let rewrites = cx.rewrites.into_inner();
         let mut inputs: Vec<String> = data_inputs.iter().map(|&i| n.input[i].clone()).collect();
-        if let Op::Binary(_) = op
-            && let Some(aligned) = self.legacy_broadcast(n, &name)?
+        for Rewrite {
+            input,
+            op,
+            suffix,
+            value,
+        } in rewrites
         {
-            inputs[1] = aligned;
+            let node_name = self.fresh_name(&format!("{name}__{suffix}"));
+            self.push_node(node_name, op, vec![n.input[input].clone()], value.clone())?;
+            for (k, &i) in data_inputs.iter().enumerate() {
+                if i == input {
+                    inputs[k] = value.clone();
+                }
+            }
         }
         let out_name = n
             .output
@@ -394,6 +430,23 @@ impl Importer {
             self.shapes[0].remove(extra);
             self.shapes[1].remove(extra);
         }
+        self.push_node(name, op, inputs, out_name.clone())
+    }
+
+    /// `base`, or `base_k` with the first k that is not used yet.
+    fn fresh_name(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 1;
+        while !self.used_names.insert(name.clone()) {
+            name = format!("{base}_{k}");
+            k += 1;
+        }
+        name
+    }
+
+    /// Infers the output shape in both probes and appends the node.
+    fn push_node(&mut self, name: String, op: Op, inputs: Vec<String>, out: String) -> Result<()> {
+        let op_type = op.onnx_type();
         for p in 0..2 {
             let ins: Vec<&[usize]> = inputs
                 .iter()
@@ -402,423 +455,92 @@ impl Importer {
                 .ok_or_else(|| {
                     Error::node(&name, op_type, "an input is not computed before this node")
                 })?;
-            let out =
+            let shape =
                 crate::ir::shape::infer(&op, &ins).map_err(|e| Error::node(&name, op_type, e))?;
-            self.shapes[p].insert(out_name.clone(), out);
+            self.shapes[p].insert(out.clone(), shape);
         }
         self.nodes.push(Node {
             name,
             op,
             inputs,
-            outputs: vec![out_name.clone()],
+            outputs: vec![out],
         });
         Ok(())
-    }
-
-    /// Opset < 7 binary ops broadcast B against A starting at `axis` (not numpy's suffix rule).
-    /// Where that differs from numpy, B is reshaped with trailing 1s by an inserted Reshape.
-    fn legacy_broadcast(&mut self, n: &NodeProto, name: &str) -> Result<Option<String>> {
-        let a = Attrs::new(n, name);
-        if self.opset >= 7 || a.int("broadcast", 0) == 0 || !a.has("axis") {
-            return Ok(None);
-        }
-        let (Some(xa), Some(xb)) = (
-            self.input_shape(n, 0).cloned(),
-            self.input_shape(n, 1).cloned(),
-        ) else {
-            return Err(a.err("input shape unknown"));
-        };
-        let axis = crate::ir::shape::norm_axis(a.int("axis", 0), xa.len()).map_err(|e| a.err(e))?;
-        if axis + xb.len() > xa.len() {
-            return Err(a.err(format!(
-                "cannot broadcast {xb:?} into {xa:?} at axis {axis}"
-            )));
-        }
-        if axis + xb.len() == xa.len() {
-            return Ok(None); // same as numpy's rule
-        }
-        let mut target: Vec<i64> = xb.iter().map(|&d| d as i64).collect();
-        target.extend(std::iter::repeat_n(1, xa.len() - axis - xb.len()));
-        let out = format!("{}__aligned_for_{name}", n.input[1]);
-        let op = Op::Reshape { shape: target };
-        for p in 0..2 {
-            let shape = self.shapes[p][&n.input[1]].clone();
-            let s = crate::ir::shape::infer(&op, &[&shape]).map_err(|e| a.err(e))?;
-            self.shapes[p].insert(out.clone(), s);
-        }
-        let reshape_name = format!("{name}__align");
-        self.used_names.insert(reshape_name.clone());
-        self.nodes.push(Node {
-            name: reshape_name,
-            op,
-            inputs: vec![n.input[1].clone()],
-            outputs: vec![out.clone()],
-        });
-        Ok(Some(out))
     }
 
     fn input_shape(&self, n: &NodeProto, i: usize) -> Option<&Vec<usize>> {
         n.input.get(i).and_then(|s| self.shapes[0].get(s))
     }
+}
 
-    /// Maps attributes to a typed op; returns the positions of the data inputs it keeps.
-    fn map_op(&self, n: &NodeProto, name: &str) -> Result<(Op, Vec<usize>)> {
-        let a = Attrs::new(n, name);
-        let present = |i: usize| n.input.get(i).is_some_and(|s| !s.is_empty());
-        let opset = self.opset;
-        let unary = |act| Ok((Op::Activation(act), vec![0]));
-        match n.op_type.as_str() {
-            "Conv" => {
-                let w = self
-                    .input_shape(n, 1)
-                    .ok_or_else(|| a.err("weight shape unknown"))?;
-                let x = self
-                    .input_shape(n, 0)
-                    .ok_or_else(|| a.err("input shape unknown"))?;
-                let kernel = a.usizes("kernel_shape")?.unwrap_or_else(|| w[2..].to_vec());
-                let window = self.window(&a, kernel, x)?;
-                let group = a.int("group", 1);
-                if group < 1 {
-                    return Err(a.err(format!("group {group} must be positive")));
-                }
-                let mut ins = vec![0, 1];
-                if present(2) {
-                    ins.push(2);
-                }
-                Ok((
-                    Op::Conv {
-                        window,
-                        group: group as usize,
-                    },
-                    ins,
-                ))
-            }
-            "BatchNormalization" => {
-                if a.int("spatial", 1) == 0 {
-                    return Err(a.err("spatial = 0 (per-activation statistics) is not supported"));
-                }
-                if a.int("training_mode", 0) != 0 {
-                    return Err(a.err(
-                        "training_mode = 1 is not supported (export the model in eval mode)",
-                    ));
-                }
-                Ok((
-                    Op::BatchNorm {
-                        epsilon: a.float("epsilon", 1e-5),
-                    },
-                    vec![0, 1, 2, 3, 4],
-                ))
-            }
-            "Gemm" => {
-                let mut ins = vec![0, 1];
-                if present(2) {
-                    ins.push(2);
-                }
-                Ok((
-                    Op::Gemm {
-                        alpha: a.float("alpha", 1.0),
-                        beta: a.float("beta", 1.0),
-                        trans_a: a.int("transA", 0) != 0,
-                        trans_b: a.int("transB", 0) != 0,
-                    },
-                    ins,
-                ))
-            }
-            "MatMul" => Ok((Op::MatMul, vec![0, 1])),
-            "Add" => Ok((Op::Binary(BinaryOp::Add), vec![0, 1])),
-            "Sub" => Ok((Op::Binary(BinaryOp::Sub), vec![0, 1])),
-            "Mul" => Ok((Op::Binary(BinaryOp::Mul), vec![0, 1])),
-            "Div" => Ok((Op::Binary(BinaryOp::Div), vec![0, 1])),
-            "Relu" => unary(Activation::Relu),
-            "LeakyRelu" => unary(Activation::LeakyRelu {
-                alpha: a.float("alpha", 0.01),
-            }),
-            "Sigmoid" => unary(Activation::Sigmoid),
-            "Tanh" => unary(Activation::Tanh),
-            "HardSwish" => unary(Activation::HardSwish),
-            "HardSigmoid" => unary(Activation::HardSigmoid {
-                alpha: a.float("alpha", 0.2),
-                beta: a.float("beta", 0.5),
-            }),
-            "Clip" => {
-                let (min, max) = if opset < 11 {
-                    (
-                        a.float("min", f32::NEG_INFINITY),
-                        a.float("max", f32::INFINITY),
-                    )
-                } else {
-                    let bound = |i, default| -> Result<f32> {
-                        Ok(match self.const_input(n, name, i)? {
-                            Some(t) => {
-                                *t.to_f32_vec().first().ok_or_else(|| a.err("empty bound"))?
-                            }
-                            None => default,
-                        })
-                    };
-                    (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?)
-                };
-                unary(Activation::Clip { min, max })
-            }
-            "Softmax" | "LogSoftmax" => {
-                let legacy = opset < 13;
-                Ok((
-                    Op::Softmax {
-                        axis: a.int("axis", if legacy { 1 } else { -1 }),
-                        log: n.op_type == "LogSoftmax",
-                        legacy,
-                    },
-                    vec![0],
-                ))
-            }
-            "MaxPool" => {
-                if n.output.get(1).is_some_and(|s| !s.is_empty()) {
-                    return Err(a.err("the Indices output is not supported"));
-                }
-                let x = self
-                    .input_shape(n, 0)
-                    .ok_or_else(|| a.err("input shape unknown"))?;
-                let kernel = a
-                    .usizes("kernel_shape")?
-                    .ok_or_else(|| a.err("kernel_shape is required"))?;
-                let window = self.window(&a, kernel, x)?;
-                Ok((
-                    Op::MaxPool {
-                        window,
-                        ceil_mode: a.int("ceil_mode", 0) != 0,
-                    },
-                    vec![0],
-                ))
-            }
-            "AveragePool" => {
-                let x = self
-                    .input_shape(n, 0)
-                    .ok_or_else(|| a.err("input shape unknown"))?;
-                let kernel = a
-                    .usizes("kernel_shape")?
-                    .ok_or_else(|| a.err("kernel_shape is required"))?;
-                let window = self.window(&a, kernel, x)?;
-                if window.dilations.iter().any(|&d| d != 1) {
-                    return Err(a.err("dilated average pooling is not supported"));
-                }
-                Ok((
-                    Op::AveragePool {
-                        window,
-                        ceil_mode: a.int("ceil_mode", 0) != 0,
-                        count_include_pad: a.int("count_include_pad", 0) != 0,
-                    },
-                    vec![0],
-                ))
-            }
-            "GlobalAveragePool" => Ok((Op::GlobalAveragePool, vec![0])),
-            "ReduceMean" => {
-                let axes = if opset < 18 {
-                    a.ints("axes").unwrap_or_default()
-                } else {
-                    self.const_input(n, name, 1)?
-                        .map(|t| t.to_i64_vec())
-                        .unwrap_or_default()
-                };
-                let keepdims = a.int("keepdims", 1) != 0;
-                if axes.is_empty() && a.int("noop_with_empty_axes", 0) != 0 {
-                    return Ok((Op::Identity, vec![0]));
-                }
-                Ok((Op::ReduceMean { axes, keepdims }, vec![0]))
-            }
-            "Flatten" => Ok((
-                Op::Flatten {
-                    axis: a.int("axis", 1),
-                },
-                vec![0],
-            )),
-            "Reshape" => {
-                let shape = if opset < 5 {
-                    a.ints("shape").unwrap_or_default()
-                } else {
-                    self.reshape_target(n, name)?
-                };
-                if a.int("allowzero", 0) != 0 && shape.contains(&0) {
-                    return Err(
-                        a.err("allowzero = 1 with a 0 in the target shape is not supported")
-                    );
-                }
-                Ok((Op::Reshape { shape }, vec![0]))
-            }
-            "Transpose" => {
-                let rank = self
-                    .input_shape(n, 0)
-                    .map(|s| s.len())
-                    .ok_or_else(|| a.err("input shape unknown"))?;
-                let perm = match a.usizes("perm")? {
-                    Some(p) => p,
-                    None => (0..rank).rev().collect(),
-                };
-                let mut sorted = perm.clone();
-                sorted.sort();
-                if sorted != (0..rank).collect::<Vec<_>>() {
-                    return Err(a.err(format!("perm {perm:?} is not a permutation of 0..{rank}")));
-                }
-                Ok((Op::Transpose { perm }, vec![0]))
-            }
-            "Concat" => {
-                // Opsets 1-3 default to axis 1; later ones require the attribute.
-                if !a.has("axis") && opset >= 4 {
-                    return Err(a.err("axis is required"));
-                }
-                Ok((
-                    Op::Concat {
-                        axis: a.int("axis", 1),
-                    },
-                    (0..n.input.len()).collect(),
-                ))
-            }
-            "Pad" => {
-                let (pads, mode, value, axes) = if opset < 11 {
-                    let pads = a
-                        .ints("pads")
-                        .or_else(|| a.ints("paddings"))
-                        .ok_or_else(|| a.err("pads is required"))?;
-                    (
-                        pads,
-                        a.string("mode", "constant"),
-                        a.float("value", 0.0),
-                        None,
-                    )
-                } else {
-                    let pads = self
-                        .const_input(n, name, 1)?
-                        .ok_or_else(|| a.err("pads input is required"))?
-                        .to_i64_vec();
-                    let value = match self.const_input(n, name, 2)? {
-                        Some(t) => t.to_f32_vec().first().copied().unwrap_or(0.0),
-                        None => 0.0,
-                    };
-                    let axes = self.const_input(n, name, 3)?.map(|t| t.to_i64_vec());
-                    (pads, a.string("mode", "constant"), value, axes)
-                };
-                let mode = match mode.as_str() {
-                    "constant" => PadMode::Constant,
-                    "reflect" => PadMode::Reflect,
-                    "edge" => PadMode::Edge,
-                    other => return Err(a.err(format!("mode '{other}' is not supported"))),
-                };
-                if mode != PadMode::Constant && pads.iter().any(|&p| p < 0) {
-                    return Err(a.err("negative pads are only supported in constant mode"));
-                }
-                let rank = self
-                    .input_shape(n, 0)
-                    .map(|s| s.len())
-                    .ok_or_else(|| a.err("input shape unknown"))?;
-                let pads = match axes {
-                    None => pads,
-                    Some(axes) => {
-                        // Expand per-axis pads to the full rank.
-                        let mut full = vec![0; 2 * rank];
-                        for (k, &ax) in axes.iter().enumerate() {
-                            let ax = crate::ir::shape::norm_axis(ax, rank).map_err(|e| a.err(e))?;
-                            full[ax] = pads[k];
-                            full[ax + rank] = pads[k + axes.len()];
-                        }
-                        full
-                    }
-                };
-                Ok((Op::Pad { pads, mode, value }, vec![0]))
-            }
-            "Dropout" => {
-                if n.output.get(1).is_some_and(|s| !s.is_empty()) {
-                    // The mask output is only meaningful in training; refuse rather than guess.
-                    return Err(a.err("the mask output is not supported"));
-                }
-                Ok((Op::Identity, vec![0]))
-            }
-            "Identity" => Ok((Op::Identity, vec![0])),
-            other => Err(Error::UnsupportedOp {
-                node: name.into(),
-                op_type: other.into(),
-                opset,
-            }),
-        }
+/// What an op's importer (in `crate::ops`) sees: the node, its attributes, the opset, constant
+/// inputs and static input shapes.
+pub struct ImportCx<'a> {
+    pub node: &'a NodeProto,
+    /// The node's (unique) name, for error messages.
+    pub name: &'a str,
+    pub opset: i64,
+    pub attrs: Attrs<'a>,
+    importer: &'a Importer,
+    rewrites: RefCell<Vec<Rewrite>>,
+}
+
+/// An input fed through an inserted single-input node before this node reads it.
+struct Rewrite {
+    input: usize,
+    op: Op,
+    suffix: String,
+    value: String,
+}
+
+impl ImportCx<'_> {
+    /// Is input `i` given (not absent nor the empty name)?
+    pub fn present(&self, i: usize) -> bool {
+        self.node.input.get(i).is_some_and(|s| !s.is_empty())
     }
 
-    /// Resolves Reshape's shape input, turning batch-dependent elements into 0 or -1.
-    fn reshape_target(&self, n: &NodeProto, name: &str) -> Result<Vec<i64>> {
-        let a = Attrs::new(n, name);
-        let input = n
-            .input
-            .get(1)
-            .ok_or_else(|| a.err("shape input is required"))?;
-        let (Some(t0), Some(t1)) = (self.consts[0].get(input), self.consts[1].get(input)) else {
-            return Err(a.err(format!("shape input '{input}' must be computable at import (constant or from static shapes)")));
-        };
-        let (t0, t1) = (t0.to_i64_vec(), t1.to_i64_vec());
-        let x0 = self
-            .input_shape(n, 0)
-            .ok_or_else(|| a.err("input shape unknown"))?;
-        let x1 = n
-            .input
-            .first()
-            .and_then(|s| self.shapes[1].get(s))
-            .ok_or_else(|| a.err("input shape unknown"))?;
-        let mut out = Vec::with_capacity(t0.len());
-        for (i, (&p, &q)) in t0.iter().zip(&t1).enumerate() {
-            if p == q {
-                out.push(p);
-            } else if x0.get(i) == Some(&(p as usize)) && x1.get(i) == Some(&(q as usize)) {
-                out.push(0);
-            } else {
-                out.push(-1);
-            }
-        }
-        if out.iter().filter(|&&d| d == -1).count() > 1 {
-            return Err(a.err(format!(
-                "target shape {t0:?} has more than one batch-dependent dim"
-            )));
-        }
-        Ok(out)
+    /// A constant input's value, required to be batch independent; `None` when absent.
+    pub fn const_input(&self, i: usize) -> Result<Option<Tensor>> {
+        self.importer.const_input(self.node, self.name, i)
     }
 
-    /// Window attributes, with auto_pad resolved to explicit pads for the static input shape.
-    fn window(&self, a: &Attrs, kernel: Vec<usize>, x: &[usize]) -> Result<Window> {
-        let sr = kernel.len();
-        if !(1..=2).contains(&sr) || x.len() != sr + 2 {
-            return Err(a.err(format!(
-                "only 1-D and 2-D windows are supported (kernel {kernel:?}, input {x:?})"
-            )));
+    /// Static shape of input `i` (at the first probe batch size).
+    pub fn input_shape(&self, i: usize) -> Option<&Vec<usize>> {
+        self.importer.input_shape(self.node, i)
+    }
+
+    /// Input `i`'s constant value at both probe batch sizes (they differ where it depends on
+    /// the batch size).
+    pub fn probe_consts(&self, i: usize) -> Option<(&Tensor, &Tensor)> {
+        let input = self.node.input.get(i)?;
+        let c = &self.importer.consts;
+        Some((c[0].get(input)?, c[1].get(input)?))
+    }
+
+    /// Input `i`'s static shape at both probe batch sizes.
+    pub fn probe_shapes(&self, i: usize) -> Option<(&Vec<usize>, &Vec<usize>)> {
+        let input = self.node.input.get(i)?;
+        let s = &self.importer.shapes;
+        Some((s[0].get(input)?, s[1].get(input)?))
+    }
+
+    /// Feeds input `i` through `op` in a node inserted before this one (named
+    /// `<node>__<suffix>`), writing `value`, which this node then reads instead of input `i`.
+    pub fn feed_input_through(&self, i: usize, op: Op, suffix: &str, value: String) {
+        self.rewrites.borrow_mut().push(Rewrite {
+            input: i,
+            op,
+            suffix: suffix.into(),
+            value,
+        });
+    }
+
+    /// The error for an op type the importer does not handle.
+    pub fn unsupported(&self, op_type: &str) -> Error {
+        Error::UnsupportedOp {
+            node: self.name.into(),
+            op_type: op_type.into(),
+            opset: self.opset,
         }
-        let strides = a.usizes("strides")?.unwrap_or_else(|| vec![1; sr]);
-        let dilations = a.usizes("dilations")?.unwrap_or_else(|| vec![1; sr]);
-        let mut pads = a.usizes("pads")?.unwrap_or_else(|| vec![0; 2 * sr]);
-        if strides.len() != sr || dilations.len() != sr || pads.len() != 2 * sr {
-            return Err(a.err("strides, dilations or pads do not match the kernel rank"));
-        }
-        if strides.contains(&0) || dilations.contains(&0) || kernel.contains(&0) {
-            return Err(a.err("zero stride, dilation or kernel size"));
-        }
-        match a.string("auto_pad", "NOTSET").as_str() {
-            "NOTSET" => {}
-            "VALID" => pads = vec![0; 2 * sr],
-            mode @ ("SAME_UPPER" | "SAME_LOWER") => {
-                for i in 0..sr {
-                    let input = x[2 + i];
-                    let out = input.div_ceil(strides[i]);
-                    let span = dilations[i] * (kernel[i] - 1) + 1;
-                    let total = ((out - 1) * strides[i] + span).saturating_sub(input);
-                    let (small, big) = (total / 2, total - total / 2);
-                    let (begin, end) = if mode == "SAME_UPPER" {
-                        (small, big)
-                    } else {
-                        (big, small)
-                    };
-                    pads[i] = begin;
-                    pads[i + sr] = end;
-                }
-            }
-            other => return Err(a.err(format!("unknown auto_pad '{other}'"))),
-        }
-        Ok(Window {
-            kernel,
-            strides,
-            pads,
-            dilations,
-        })
     }
 }

@@ -1,14 +1,15 @@
 //! ONNX protobuf in and out. The message types are tract's prost-generated `pb` module, so the
 //! bytes we produce are read by the same schema tract uses.
 
-mod attrs;
+pub mod attrs;
 mod export;
 mod fold;
 mod import;
 pub mod tensor;
 
-pub use export::{PRODUCER, export, to_model_proto};
-pub use import::import_bytes;
+pub use attrs::Attrs;
+pub use export::{ExportCx, PRODUCER, export, to_model_proto};
+pub use import::{ImportCx, import_bytes};
 pub use tract_onnx::pb;
 
 use std::path::Path;

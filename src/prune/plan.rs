@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::groups::ChannelGroup;
-use crate::ir::{Graph, Op};
+use crate::ir::Graph;
 use crate::rng::SplitMix64;
 
 /// Per group id, the sorted channel indices to keep. Groups not listed keep every channel.
@@ -47,16 +47,20 @@ pub fn channel_importance(graph: &Graph, group: &ChannelGroup) -> Vec<f32> {
     else {
         return score;
     };
-    let Some(w) = node.inputs.get(1).and_then(|i| graph.initializers.get(i)) else {
+    // The kernel whose rows (conv, Gemm with transB) or columns (MatMul, Gemm) are the channels.
+    let Some(kernel) = crate::ops::output_kernel(&node.op) else {
+        return score;
+    };
+    let Some(w) = node
+        .inputs
+        .get(kernel.input)
+        .and_then(|i| graph.initializers.get(i))
+    else {
         return score;
     };
     let values = w.to_f32_vec();
-    let (rows_are_channels, width) = match &node.op {
-        Op::Conv { .. } => (true, w.shape[0]),
-        Op::Gemm { trans_b: true, .. } => (true, w.shape[0]),
-        Op::Gemm { .. } | Op::MatMul => (false, w.shape[1]),
-        _ => return score,
-    };
+    let out_axis = kernel.out_axis.unwrap_or(0);
+    let (rows_are_channels, width) = (out_axis == 0, w.shape[out_axis]);
     if width != group.width {
         return score;
     }

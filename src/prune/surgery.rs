@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{Error, Result};
 use crate::groups::ChannelAnalysis;
-use crate::ir::{Activation, BinaryOp, Graph, Node, Op, PadMode, Tensor};
+use crate::ir::{Graph, Node, Tensor};
 
 /// Value of each removed feature (index along axis 1) in the masked reference:
 /// `Some(k)` when it is the constant k everywhere, `None` when it is not constant.
@@ -33,34 +33,9 @@ pub fn slice_axis(t: &Tensor, axis: usize, keep: &[usize]) -> Tensor {
     Tensor::f32(shape, out)
 }
 
-fn act(a: Activation, x: f32) -> f32 {
-    match a {
-        Activation::Relu => x.max(0.0),
-        Activation::LeakyRelu { alpha } => {
-            if x >= 0.0 {
-                x
-            } else {
-                alpha * x
-            }
-        }
-        Activation::Clip { min, max } => x.clamp(min, max),
-        Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
-        Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
-        Activation::Tanh => x.tanh(),
-    }
-}
-
-fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
-    match op {
-        BinaryOp::Add => a + b,
-        BinaryOp::Sub => a - b,
-        BinaryOp::Mul => a * b,
-        BinaryOp::Div => a / b,
-    }
-}
-
-struct Walk<'a> {
+/// The surgery's state as a slicing rule (in `ops/`) sees it: which features survive, what the
+/// removed ones carry, the constants, and the shapes of the original graph.
+pub struct SurgeryCx<'a> {
     analysis: &'a ChannelAnalysis,
     keep: &'a BTreeMap<usize, Vec<usize>>,
     shapes: HashMap<String, Vec<usize>>,
@@ -73,9 +48,9 @@ struct Walk<'a> {
     uses: HashMap<String, usize>,
 }
 
-impl Walk<'_> {
+impl SurgeryCx<'_> {
     /// Axis-1 feature indices of `value` that survive, or None when nothing of it is pruned.
-    fn kept(&self, value: &str) -> Option<Vec<usize>> {
+    pub fn kept(&self, value: &str) -> Option<Vec<usize>> {
         let segs = self.analysis.layouts.get(value)?;
         if !segs.iter().any(|s| self.keep.contains_key(&s.group)) {
             return None;
@@ -96,7 +71,18 @@ impl Walk<'_> {
         Some(out)
     }
 
-    fn removed_features(&self, value: &str) -> Vec<usize> {
+    /// Static shape of a value of the original graph at batch size 1.
+    pub fn shape(&self, value: &str) -> &[usize] {
+        &self.shapes[value]
+    }
+
+    /// Is axis 1 of `value` described by the analysis (a computed, channel-tracked value)?
+    pub fn analysed(&self, value: &str) -> bool {
+        self.analysis.layouts.contains_key(value)
+    }
+
+    /// Removed axis-1 features of `value`.
+    pub fn removed_features(&self, value: &str) -> Vec<usize> {
         match self.kept(value) {
             None => Vec::new(),
             Some(kept) => {
@@ -108,18 +94,18 @@ impl Walk<'_> {
         }
     }
 
-    fn state(&self, value: &str, feature: usize) -> Option<f32> {
+    pub fn state(&self, value: &str, feature: usize) -> Option<f32> {
         self.removed
             .get(value)
             .and_then(|r| r.get(&feature).copied().flatten())
     }
 
-    fn init(&self, name: &str) -> Option<&Tensor> {
+    pub fn init(&self, name: &str) -> Option<&Tensor> {
         self.inits.get(name)
     }
 
     /// A node input that slicing needs as a constant (the analysis blocks groups where it is not).
-    fn constant(&self, node: &Node, name: &str) -> Result<&Tensor> {
+    pub fn constant(&self, node: &Node, name: &str) -> Result<&Tensor> {
         self.init(name).ok_or_else(|| {
             Error::node(
                 &node.name,
@@ -130,7 +116,7 @@ impl Walk<'_> {
     }
 
     /// Replaces an initializer; a weight shared by several nodes cannot be sliced for one.
-    fn set_init(&mut self, node: &Node, name: &str, t: Tensor) -> Result<()> {
+    pub fn set_init(&mut self, node: &Node, name: &str, t: Tensor) -> Result<()> {
         if self.uses.get(name).copied().unwrap_or(0) > 1 && self.inits.get(name) != Some(&t) {
             return Err(Error::node(
                 &node.name,
@@ -162,98 +148,14 @@ impl Walk<'_> {
             .into_iter()
             .map(|f| {
                 let k = self.state(x, f);
-                let v = match &n.op {
-                    Op::BatchNorm { epsilon } => k.and_then(|k| {
-                        let p = |i: usize| self.init(&n.inputs[i]).map(|t| t.to_f32_vec()[f]);
-                        let (s, b, m, v) = (p(1)?, p(2)?, p(3)?, p(4)?);
-                        Some((k - m) / (v + epsilon).sqrt() * s + b)
-                    }),
-                    Op::Activation(a) => k.map(|k| act(*a, k)),
-                    Op::MaxPool { .. }
-                    | Op::GlobalAveragePool
-                    | Op::ReduceMean { .. }
-                    | Op::Identity => k,
-                    Op::AveragePool {
-                        window,
-                        count_include_pad,
-                        ..
-                    } => {
-                        if *count_include_pad && window.pads.iter().any(|&p| p > 0) {
-                            None
-                        } else {
-                            k
-                        }
-                    }
-                    Op::Pad { pads, mode, value } => match mode {
-                        PadMode::Constant if pads.iter().any(|&p| p != 0) => {
-                            k.filter(|k| k == value)
-                        }
-                        _ => k,
-                    },
-                    Op::Binary(op) => {
-                        let other = |i: usize| -> Option<f32> {
-                            let name = &n.inputs[i];
-                            if self.analysis.layouts.contains_key(name) {
-                                self.state(name, f)
-                            } else {
-                                let t = self.init(name)?;
-                                let v = t.to_f32_vec();
-                                if v.len() == 1 {
-                                    Some(v[0])
-                                } else {
-                                    v.get(f).copied()
-                                }
-                            }
-                        };
-                        match (other(0), other(1)) {
-                            (Some(a), Some(b)) => Some(binary(*op, a, b)),
-                            _ => None,
-                        }
-                    }
-                    Op::Concat { .. } => {
-                        let mut offset = 0;
-                        let mut found = None;
-                        for i in &n.inputs {
-                            let w = self.shapes[i][1];
-                            if f < offset + w {
-                                found = self.state(i, f - offset);
-                                break;
-                            }
-                            offset += w;
-                        }
-                        found
-                    }
-                    Op::Flatten { .. } | Op::Reshape { .. } => {
-                        let spatial: usize = self.shapes[x][2..].iter().product();
-                        self.state(x, f / spatial.max(1))
-                    }
-                    Op::Conv { window, .. } => {
-                        // Only depthwise convs pass channels through; a zero input gives the bias.
-                        let bias = n
-                            .inputs
-                            .get(2)
-                            .and_then(|b| self.init(b))
-                            .map_or(0.0, |b| b.to_f32_vec()[f]);
-                        match k {
-                            Some(0.0) => Some(bias),
-                            Some(k) if window.pads.iter().all(|&p| p == 0) => {
-                                let w = self
-                                    .init(&n.inputs[1])
-                                    .map(|w| slice_axis(w, 0, &[f]).to_f32_vec());
-                                w.map(|w| k * w.iter().sum::<f32>() + bias)
-                            }
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
+                let v = crate::ops::with_rules(&n.op, |r| r.removed_value(self, n, f, k));
                 (f, v)
             })
             .collect()
     }
 
     /// Removed input features of a consumer that carry a non-zero constant, with that constant.
-    fn constants_read(&self, n: &Node) -> Result<Vec<(usize, f32)>> {
+    pub fn constants_read(&self, n: &Node) -> Result<Vec<(usize, f32)>> {
         let x = &n.inputs[0];
         let mut out = Vec::new();
         for f in self.removed_features(x) {
@@ -278,194 +180,12 @@ impl Walk<'_> {
         let mut n = n.clone();
         let out = n.outputs[0].clone();
         let state = self.propagate(&n);
-        match n.op.clone() {
-            // A conv that loses no channel on either side is left as it is (its weight need not
-            // even be a constant).
-            Op::Conv { window, group }
-                if self.kept(&n.inputs[0]).is_some() || self.kept(&out).is_some() =>
-            {
-                let w = self.constant(&n, &n.inputs[1])?.clone();
-                let c_in = self.shapes[&n.inputs[0]][1];
-                let depthwise = group > 1 && w.shape[1] == 1 && w.shape[0] == c_in;
-                if depthwise {
-                    if let Some(k) = self.kept(&n.inputs[0]) {
-                        self.set_init(&n, &n.inputs[1].clone(), slice_axis(&w, 0, &k))?;
-                        if let Some(b) = n.inputs.get(2).cloned() {
-                            let bt = slice_axis(self.constant(&n, &b)?, 0, &k);
-                            self.set_init(&n, &b, bt)?;
-                        }
-                        n.op = Op::Conv {
-                            window,
-                            group: k.len(),
-                        };
-                    }
-                } else {
-                    let mut w = w;
-                    let folds = self.constants_read(&n)?;
-                    if !folds.is_empty() {
-                        if window.pads.iter().any(|&p| p > 0) {
-                            return Err(Error::node(
-                                &n.name,
-                                "Conv",
-                                "a removed input channel carries a non-zero constant into a padded convolution; it cannot be folded exactly",
-                            ));
-                        }
-                        let per_out: usize = w.shape[1..].iter().product();
-                        let per_in: usize = w.shape[2..].iter().product();
-                        let wv = w.to_f32_vec();
-                        let mut bias = match n.inputs.get(2) {
-                            Some(b) => self.constant(&n, b)?.to_f32_vec(),
-                            None => vec![0.0; w.shape[0]],
-                        };
-                        for (o, b) in bias.iter_mut().enumerate() {
-                            for &(c, k) in &folds {
-                                let start = o * per_out + c * per_in;
-                                *b += k * wv[start..start + per_in].iter().sum::<f32>();
-                            }
-                        }
-                        let name = n
-                            .inputs
-                            .get(2)
-                            .cloned()
-                            .unwrap_or_else(|| format!("{}__bias", n.name));
-                        self.set_init(&n, &name, Tensor::f32(vec![bias.len()], bias))?;
-                        if n.inputs.len() < 3 {
-                            n.inputs.push(name);
-                        }
-                    }
-                    if let Some(k) = self.kept(&n.inputs[0]) {
-                        w = slice_axis(&w, 1, &k);
-                    }
-                    if let Some(k) = self.kept(&out) {
-                        w = slice_axis(&w, 0, &k);
-                        if let Some(b) = n.inputs.get(2).cloned() {
-                            let bt = slice_axis(self.constant(&n, &b)?, 0, &k);
-                            self.set_init(&n, &b, bt)?;
-                        }
-                    }
-                    self.set_init(&n, &n.inputs[1].clone(), w)?;
-                }
-            }
-            Op::BatchNorm { .. } => {
-                if let Some(k) = self.kept(&n.inputs[0]) {
-                    for i in 1..5 {
-                        let name = n.inputs[i].clone();
-                        let t = slice_axis(self.constant(&n, &name)?, 0, &k);
-                        self.set_init(&n, &name, t)?;
-                    }
-                }
-            }
-            Op::Gemm {
-                alpha,
-                beta,
-                trans_b,
-                ..
-            } => self.linear(&mut n, trans_b, alpha, beta)?,
-            Op::MatMul => self.linear(&mut n, false, 1.0, 1.0)?,
-            Op::Binary(_) => {
-                if let Some(k) = self.kept(&out) {
-                    let out_rank = self.shapes[&out].len();
-                    for i in 0..2 {
-                        let name = n.inputs[i].clone();
-                        if self.analysis.layouts.contains_key(&name) {
-                            continue;
-                        }
-                        if let Some(t) = self.init(&name).cloned() {
-                            let axis = 1 + t.shape.len() as isize - out_rank as isize;
-                            if axis >= 0 && t.shape[axis as usize] > 1 {
-                                self.set_init(&n, &name, slice_axis(&t, axis as usize, &k))?;
-                            }
-                        }
-                    }
-                }
-            }
-            // The analysis only admits the flatten form [N, C*...]: recompute it.
-            Op::Reshape { shape } if self.kept(&n.inputs[0]).is_some() => {
-                n.op = Op::Reshape {
-                    shape: if shape[0] == -1 {
-                        vec![-1, self.kept(&out).map_or(0, |k| k.len()) as i64]
-                    } else {
-                        vec![shape[0], -1]
-                    },
-                };
-            }
-            _ => {}
-        }
+        let op = n.op.clone();
+        crate::ops::with_rules(&op, |r| r.slice(self, &mut n))?;
         if !state.is_empty() {
             self.removed.insert(out, state);
         }
         Ok(n)
-    }
-
-    /// Gemm / MatMul with a constant weight: slice outputs by the node's own group and inputs by
-    /// the incoming layout, folding removed constant inputs into the bias.
-    fn linear(&mut self, n: &mut Node, trans_b: bool, alpha: f32, beta: f32) -> Result<()> {
-        let op = n.op.onnx_type();
-        let out = n.outputs[0].clone();
-        let Some(mut w) = self.init(&n.inputs[1]).cloned() else {
-            return Ok(());
-        };
-        let (in_axis, out_axis) = if trans_b { (1, 0) } else { (0, 1) };
-        let folds = self.constants_read(n)?;
-        if !folds.is_empty() {
-            if beta == 0.0 || matches!(n.op, Op::MatMul) {
-                return Err(Error::node(
-                    &n.name,
-                    op,
-                    "a removed input carries a non-zero constant and the layer has no bias to fold it into",
-                ));
-            }
-            let width = w.shape[out_axis];
-            let wv = w.to_f32_vec();
-            let mut bias = match n.inputs.get(2) {
-                Some(c) => {
-                    let t = self.constant(n, c)?;
-                    let v = t.to_f32_vec();
-                    if v.len() == 1 {
-                        vec![v[0]; width]
-                    } else if v.len() == width {
-                        v
-                    } else {
-                        return Err(Error::node(&n.name, op, "bias is not one value per output"));
-                    }
-                }
-                None => vec![0.0; width],
-            };
-            for (o, b) in bias.iter_mut().enumerate() {
-                for &(j, k) in &folds {
-                    let wij = if trans_b {
-                        wv[o * w.shape[1] + j]
-                    } else {
-                        wv[j * w.shape[1] + o]
-                    };
-                    *b += alpha * wij * k / beta;
-                }
-            }
-            let name = n
-                .inputs
-                .get(2)
-                .cloned()
-                .unwrap_or_else(|| format!("{}__bias", n.name));
-            self.set_init(n, &name, Tensor::f32(vec![width], bias))?;
-            if n.inputs.len() < 3 {
-                n.inputs.push(name);
-            }
-        }
-        if let Some(k) = self.kept(&n.inputs[0]) {
-            w = slice_axis(&w, in_axis, &k);
-        }
-        if let Some(k) = self.kept(&out) {
-            w = slice_axis(&w, out_axis, &k);
-            if let Some(c) = n.inputs.get(2).cloned()
-                && let Some(t) = self.init(&c).cloned()
-                && t.len() > 1
-            {
-                let axis = t.shape.len() - 1;
-                self.set_init(n, &c, slice_axis(&t, axis, &k))?;
-            }
-        }
-        self.set_init(n, &n.inputs[1].clone(), w)?;
-        Ok(())
     }
 }
 
@@ -488,7 +208,7 @@ pub fn apply(
             gates.insert(v.as_str(), id);
         }
     }
-    let mut walk = Walk {
+    let mut walk = SurgeryCx {
         analysis,
         keep,
         shapes: graph.infer_shapes(1)?,

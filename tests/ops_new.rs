@@ -1,0 +1,817 @@
+//! The ops added in the op-family layout (issue 10's first ops): ONNX node cases imported, run in
+//! burn and compared with the expected outputs, re-exported and run in tract; and pruning through
+//! them (channel rule and constant propagation).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use compress::exec::{Network, default_device};
+use compress::ir::{
+    Activation, BinaryOp, Dim, Graph, ModelMeta, Node, Op, Tensor, ValueInfo, Window,
+};
+use compress::onnx::pb;
+use compress::ops::resize::Resize;
+use compress::ops::slice::Slice;
+use compress::ops::squeeze::{Squeeze, Unsqueeze};
+use compress::prune::{GroupKeep, KeepPlan, prune};
+use prost::Message;
+
+const NODE_CASES: &str = "/usr/share/libonnx-testdata/data/node";
+
+/// ONNX op types added in this layout.
+const NEW_OPS: &[&str] = &[
+    "Sqrt",
+    "Exp",
+    "Log",
+    "Reciprocal",
+    "Neg",
+    "Erf",
+    "Pow",
+    "Resize",
+    "Slice",
+    "Split",
+    "Squeeze",
+    "Unsqueeze",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceMin",
+    "ConvTranspose",
+];
+
+/// Node cases of the new ops that must pass (burn and the tract re-export within tolerance).
+const PASSING: &[&str] = &[
+    "test_convtranspose",
+    "test_convtranspose_1d",
+    "test_convtranspose_dilations",
+    "test_convtranspose_pad",
+    "test_convtranspose_pads",
+    "test_erf",
+    "test_exp",
+    "test_exp_example",
+    "test_log",
+    "test_log_example",
+    "test_neg",
+    "test_neg_example",
+    "test_pow",
+    "test_pow_bcast_array",
+    "test_pow_bcast_scalar",
+    "test_pow_example",
+    "test_reciprocal",
+    "test_reciprocal_example",
+    "test_reduce_max_default_axes_keepdim_example",
+    "test_reduce_max_default_axes_keepdims_random",
+    "test_reduce_max_do_not_keepdims_example",
+    "test_reduce_max_do_not_keepdims_random",
+    "test_reduce_max_keepdims_example",
+    "test_reduce_max_keepdims_random",
+    "test_reduce_max_negative_axes_keepdims_example",
+    "test_reduce_max_negative_axes_keepdims_random",
+    "test_reduce_min_default_axes_keepdims_example",
+    "test_reduce_min_default_axes_keepdims_random",
+    "test_reduce_min_do_not_keepdims_example",
+    "test_reduce_min_do_not_keepdims_random",
+    "test_reduce_min_keepdims_example",
+    "test_reduce_min_keepdims_random",
+    "test_reduce_min_negative_axes_keepdims_example",
+    "test_reduce_min_negative_axes_keepdims_random",
+    "test_reduce_sum_default_axes_keepdims_example",
+    "test_reduce_sum_default_axes_keepdims_random",
+    "test_reduce_sum_do_not_keepdims_example",
+    "test_reduce_sum_do_not_keepdims_random",
+    "test_reduce_sum_empty_axes_input_noop_example",
+    "test_reduce_sum_empty_axes_input_noop_random",
+    "test_reduce_sum_keepdims_example",
+    "test_reduce_sum_keepdims_random",
+    "test_reduce_sum_negative_axes_keepdims_example",
+    "test_reduce_sum_negative_axes_keepdims_random",
+    "test_resize_upsample_scales_nearest",
+    "test_slice",
+    "test_slice_default_axes",
+    "test_slice_default_steps",
+    "test_slice_end_out_of_bounds",
+    "test_slice_neg",
+    "test_slice_neg_steps",
+    "test_slice_negative_axes",
+    "test_split_equal_parts_1d",
+    "test_split_equal_parts_2d",
+    "test_split_equal_parts_default_axis",
+    "test_split_variable_parts_1d",
+    "test_split_variable_parts_2d",
+    "test_split_variable_parts_default_axis",
+    "test_sqrt",
+    "test_sqrt_example",
+    "test_squeeze",
+    "test_squeeze_negative_axes",
+    "test_unsqueeze_axis_0",
+    "test_unsqueeze_axis_1",
+    "test_unsqueeze_axis_2",
+    "test_unsqueeze_axis_3",
+    "test_unsqueeze_negative_axes",
+    "test_unsqueeze_three_axes",
+    "test_unsqueeze_two_axes",
+    "test_unsqueeze_unsorted_axes",
+];
+
+/// Cases whose every node is one of the new ops.
+fn new_op_cases() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(NODE_CASES)
+        .unwrap_or_else(|e| panic!("{NODE_CASES}: {e} (install Debian's libonnx-testdata)"))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let Ok(bytes) = std::fs::read(p.join("model.onnx")) else {
+                return false;
+            };
+            let Ok(m) = pb::ModelProto::decode(&bytes[..]) else {
+                return false;
+            };
+            m.graph.is_some_and(|g| {
+                !g.node.is_empty() && g.node.iter().all(|n| NEW_OPS.contains(&n.op_type.as_str()))
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn close(got: &Tensor, want: &Tensor) -> Result<(), String> {
+    if got.shape != want.shape {
+        return Err(format!("shape {:?}, expected {:?}", got.shape, want.shape));
+    }
+    for (i, (a, b)) in got.to_f32_vec().iter().zip(want.to_f32_vec()).enumerate() {
+        let ok = (a - b).abs() <= 1e-4 * b.abs().max(1.0) || (a.is_nan() && b.is_nan());
+        if !ok {
+            return Err(format!("[{i}]: {a} vs expected {b}"));
+        }
+    }
+    Ok(())
+}
+
+/// The cases feed attribute-like inputs (Resize's scales, Slice's starts...) as graph inputs;
+/// the importer needs them constant, so this data set's values become initializers. Returns
+/// the model bytes and the positions of the inputs that stay data.
+fn bake_attribute_inputs(model: &pb::ModelProto, inputs: &[Tensor]) -> (Vec<u8>, Vec<usize>) {
+    let mut m = model.clone();
+    let g = m.graph.as_mut().expect("cases have a graph");
+    let attribute_like = |name: &str| {
+        g.node.iter().any(|n| {
+            matches!(
+                n.op_type.as_str(),
+                "Resize"
+                    | "Slice"
+                    | "Split"
+                    | "Squeeze"
+                    | "Unsqueeze"
+                    | "ReduceSum"
+                    | "ReduceMax"
+                    | "ReduceMin"
+            ) && n.input.iter().skip(1).any(|i| i == name)
+        })
+    };
+    let mut keep = Vec::new();
+    let mut baked = Vec::new();
+    for (k, info) in g.input.iter().enumerate() {
+        match inputs.get(k) {
+            Some(t) if attribute_like(&info.name) => {
+                baked.push(compress::onnx::tensor::to_proto(&info.name, t))
+            }
+            _ => keep.push(k),
+        }
+    }
+    let names: Vec<String> = baked.iter().map(|t| t.name.clone()).collect();
+    g.input.retain(|i| !names.contains(&i.name));
+    g.initializer.extend(baked);
+    (m.encode_to_vec(), keep)
+}
+
+/// Imports, runs in burn, re-exports and runs in tract; `Err` says which step failed.
+fn run_case(dir: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(dir.join("model.onnx")).map_err(|e| e.to_string())?;
+    let model = pb::ModelProto::decode(&bytes[..]).map_err(|e| e.to_string())?;
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    sets.sort();
+    for set in sets {
+        let (all_inputs, expected) = common::try_load_data_set(&set).map_err(|e| e.to_string())?;
+        let (bytes, keep) = bake_attribute_inputs(&model, &all_inputs);
+        let inputs: Vec<Tensor> = keep.iter().map(|&k| all_inputs[k].clone()).collect();
+        let graph = compress::onnx::import(&bytes).map_err(|e| e.to_string())?;
+        let net = Network::new(&graph, &default_device()).map_err(|e| e.to_string())?;
+        let burn = net.run(&inputs).map_err(|e| e.to_string())?;
+        let export = compress::onnx::export(&graph);
+        let tract = compress::verify::run_tract(&export, &inputs).map_err(|e| e.to_string())?;
+        for (k, want) in expected.iter().enumerate() {
+            close(&burn[k], want).map_err(|e| format!("burn output {k}{e}"))?;
+            close(&tract[k], want).map_err(|e| format!("tract (re-export) output {k}{e}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn node_cases_of_the_new_ops_pass_in_burn_and_in_tract() {
+    let mut failures = Vec::new();
+    let mut passed = Vec::new();
+    for case in new_op_cases() {
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        match run_case(&case) {
+            Ok(()) => passed.push(name),
+            Err(why) if PASSING.contains(&name.as_str()) => failures.push(format!("{name}: {why}")),
+            Err(why) => println!("  not supported {name}: {why}"),
+        }
+    }
+    println!("passed: {}", passed.join(" "));
+    assert!(
+        failures.is_empty(),
+        "listed cases failed:\n{}",
+        failures.join("\n")
+    );
+    for name in PASSING {
+        assert!(
+            passed.iter().any(|p| p == name),
+            "{name} was not found or did not pass"
+        );
+    }
+}
+
+fn conv(name: &str, input: &str, weight: &str, bias: &str, out: &str) -> Node {
+    Node {
+        name: name.into(),
+        op: Op::Conv {
+            window: Window {
+                kernel: vec![1, 1],
+                strides: vec![1, 1],
+                pads: vec![0; 4],
+                dilations: vec![1, 1],
+            },
+            group: 1,
+        },
+        inputs: vec![input.into(), weight.into(), bias.into()],
+        outputs: vec![out.into()],
+    }
+}
+
+fn unary(name: &str, act: Activation, input: &str, out: &str) -> Node {
+    Node {
+        name: name.into(),
+        op: Op::Activation(act),
+        inputs: vec![input.into()],
+        outputs: vec![out.into()],
+    }
+}
+
+/// conv(3 -> 6) -> Pow(., 2) -> Sqrt -> Exp -> Reciprocal -> Neg -> Erf -> Resize(x2)
+/// -> conv(6 -> 2).
+/// A removed channel is 0 at its gate; Exp turns it into 1, and that constant must be folded
+/// into the last conv's bias for the pruned model to compute what the masked reference does.
+fn chain_through_new_ops() -> Graph {
+    let mut g = Graph {
+        name: "new_ops_chain".into(),
+        inputs: vec![ValueInfo {
+            name: "x".into(),
+            dims: vec![
+                Dim::Batch("N".into()),
+                Dim::Fixed(3),
+                Dim::Fixed(4),
+                Dim::Fixed(4),
+            ],
+        }],
+        outputs: vec![ValueInfo {
+            name: "y".into(),
+            dims: vec![
+                Dim::Batch("N".into()),
+                Dim::Fixed(2),
+                Dim::Fixed(8),
+                Dim::Fixed(8),
+            ],
+        }],
+        meta: ModelMeta {
+            ir_version: 8,
+            opset_imports: vec![(String::new(), 13)],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let random = |shape: Vec<usize>, seed| {
+        let t = compress::verify::pseudo_random(&shape, seed);
+        Tensor::f32(shape, t.to_f32_vec().iter().map(|v| v * 0.5).collect())
+    };
+    g.initializers
+        .insert("w1".into(), random(vec![6, 3, 1, 1], 1));
+    g.initializers.insert("b1".into(), random(vec![6], 2));
+    g.initializers
+        .insert("w2".into(), random(vec![2, 6, 1, 1], 3));
+    g.initializers.insert("b2".into(), random(vec![2], 4));
+    g.initializers
+        .insert("two".into(), Tensor::f32(vec![], vec![2.0]));
+    g.nodes = vec![
+        conv("c1", "x", "w1", "b1", "h1"),
+        Node {
+            name: "square".into(),
+            op: Op::Binary(BinaryOp::Pow),
+            inputs: vec!["h1".into(), "two".into()],
+            outputs: vec!["h2".into()],
+        },
+        unary("sqrt", Activation::Sqrt, "h2", "h3"),
+        unary("exp", Activation::Exp, "h3", "h4"),
+        unary("recip", Activation::Reciprocal, "h4", "h5"),
+        unary("neg", Activation::Neg, "h5", "h6"),
+        unary("erf", Activation::Erf, "h6", "h8"),
+        Node {
+            name: "upsample".into(),
+            op: Op::Resize(Resize {
+                factors: vec![1, 1, 2, 2],
+                coordinate_transformation_mode: "asymmetric".into(),
+                nearest_mode: "floor".into(),
+            }),
+            inputs: vec!["h8".into()],
+            outputs: vec!["h9".into()],
+        },
+        conv("c2", "h9", "w2", "b2", "y"),
+    ];
+    g.validate().expect("a valid graph");
+    g
+}
+
+#[test]
+fn pruning_through_the_new_ops_matches_the_masked_reference() {
+    let graph = chain_through_new_ops();
+    let groups = compress::groups::analyse(&graph).unwrap();
+    assert!(groups[0].prunable, "{:?}", groups[0].reason);
+    assert_eq!(groups[0].width, 6);
+    let plan = KeepPlan {
+        groups: vec![GroupKeep {
+            id: 0,
+            keep: vec![1, 3, 4],
+        }],
+    };
+    let pruned = prune(&graph, &plan, None).unwrap();
+    assert_eq!(pruned.graph.initializers["w2"].shape, vec![2, 3, 1, 1]);
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&graph, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
+    // Round trip: the new ops import back as themselves.
+    let back = compress::onnx::import(&compress::onnx::export(&graph)).unwrap();
+    assert_eq!(back.nodes, graph.nodes);
+}
+
+#[test]
+fn new_ops_are_in_the_registry() {
+    for op in NEW_OPS {
+        assert!(compress::ops::SUPPORTED_OPS.contains(op), "{op}");
+    }
+}
+
+fn slice(name: &str, input: &str, out: &str, s: Slice) -> Node {
+    Node {
+        name: name.into(),
+        op: Op::Slice(s),
+        inputs: vec![input.into()],
+        outputs: vec![out.into()],
+    }
+}
+
+/// Two convs concatenated on the channels, then sliced apart again (each piece one conv's
+/// channels, one piece also cropped in width), each piece read by its own conv.
+fn concat_then_slices() -> Graph {
+    let dims = |c| {
+        vec![
+            Dim::Batch("N".into()),
+            Dim::Fixed(c),
+            Dim::Fixed(5),
+            Dim::Fixed(5),
+        ]
+    };
+    let mut g = Graph {
+        name: "concat_slices".into(),
+        inputs: vec![ValueInfo {
+            name: "x".into(),
+            dims: dims(3),
+        }],
+        outputs: vec![
+            ValueInfo {
+                name: "y1".into(),
+                dims: dims(2),
+            },
+            ValueInfo {
+                name: "y2".into(),
+                dims: vec![
+                    Dim::Batch("N".into()),
+                    Dim::Fixed(2),
+                    Dim::Fixed(5),
+                    Dim::Fixed(4),
+                ],
+            },
+        ],
+        meta: ModelMeta {
+            ir_version: 8,
+            opset_imports: vec![(String::new(), 13)],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut seed = 10;
+    let mut random = |shape: Vec<usize>| {
+        seed += 1;
+        compress::verify::pseudo_random(&shape, seed)
+    };
+    for (w, b, o, i) in [
+        ("w1", "b1", 4, 3),
+        ("w2", "b2", 6, 3),
+        ("w3", "b3", 2, 6),
+        ("w4", "b4", 2, 4),
+    ] {
+        g.initializers.insert(w.into(), random(vec![o, i, 1, 1]));
+        g.initializers.insert(b.into(), random(vec![o]));
+    }
+    g.nodes = vec![
+        conv("c1", "x", "w1", "b1", "h1"),
+        conv("c2", "x", "w2", "b2", "h2"),
+        Node {
+            name: "cat".into(),
+            op: Op::Concat { axis: 1 },
+            inputs: vec!["h1".into(), "h2".into()],
+            outputs: vec!["h".into()],
+        },
+        unary("act", Activation::Sigmoid, "h", "a"),
+        slice(
+            "second",
+            "a",
+            "s2",
+            Slice {
+                starts: vec![4],
+                ends: vec![i64::MAX],
+                axes: vec![1],
+                steps: vec![1],
+            },
+        ),
+        slice(
+            "first",
+            "a",
+            "s1",
+            Slice {
+                starts: vec![0, 1],
+                ends: vec![4, 100],
+                axes: vec![1, 3],
+                steps: vec![1, 1],
+            },
+        ),
+        conv("c3", "s2", "w3", "b3", "y1"),
+        conv("c4", "s1", "w4", "b4", "y2"),
+    ];
+    g.validate().expect("a valid graph");
+    g
+}
+
+#[test]
+fn slices_of_a_concat_prune_each_piece_with_its_group() {
+    let graph = concat_then_slices();
+    let groups = compress::groups::analyse(&graph).unwrap();
+    let prunable: Vec<usize> = groups
+        .iter()
+        .filter(|g| g.prunable)
+        .map(|g| g.width)
+        .collect();
+    assert_eq!(prunable, vec![4, 6]);
+    let plan = KeepPlan {
+        groups: vec![
+            GroupKeep {
+                id: 0,
+                keep: vec![1, 3],
+            },
+            GroupKeep {
+                id: 1,
+                keep: vec![0, 2, 5],
+            },
+        ],
+    };
+    let pruned = prune(&graph, &plan, None).unwrap();
+    assert_eq!(pruned.graph.initializers["w3"].shape, vec![2, 3, 1, 1]);
+    assert_eq!(pruned.graph.initializers["w4"].shape, vec![2, 2, 1, 1]);
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&graph, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
+}
+
+#[test]
+fn a_slice_through_a_group_blocks_it() {
+    let mut graph = concat_then_slices();
+    // Channels 2..6 of the concat: half of c1's group and part of c2's.
+    graph.nodes[4].op = Op::Slice(Slice {
+        starts: vec![2],
+        ends: vec![8],
+        axes: vec![1],
+        steps: vec![1],
+    });
+    let groups = compress::groups::analyse(&graph).unwrap();
+    assert!(groups.iter().all(|g| !g.prunable));
+    assert!(
+        groups[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("slice that cuts through a channel group"),
+        "{:?}",
+        groups[0].reason
+    );
+}
+
+#[test]
+fn readme_names_every_supported_op() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let section = readme
+        .split("## Supported ONNX")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("README has a Supported ONNX section");
+    for op in compress::ops::SUPPORTED_OPS {
+        let named = section
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == *op);
+        assert!(named, "README's Supported ONNX section does not name {op}");
+    }
+}
+
+/// An opset-6 Add with `broadcast = 1, axis = 1`: B [3] is aligned to A [2, 3, 4] at axis 1
+/// (not numpy's trailing rule) by a Reshape the elementwise importer inserts.
+#[test]
+fn legacy_axis_broadcast_inserts_an_aligning_reshape() {
+    use pb::attribute_proto::AttributeType;
+    let attr = |name: &str, i| pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    };
+    let info = |name: &str, dims: &[i64]| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| pb::tensor_shape_proto::Dimension {
+                            value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let b = Tensor::f32(vec![3], vec![10.0, 20.0, 30.0]);
+    let model = pb::ModelProto {
+        ir_version: 3,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 6,
+        }],
+        graph: Some(pb::GraphProto {
+            node: vec![pb::NodeProto {
+                input: vec!["a".into(), "b".into()],
+                output: vec!["y".into()],
+                name: "add".into(),
+                op_type: "Add".into(),
+                attribute: vec![attr("broadcast", 1), attr("axis", 1)],
+                ..Default::default()
+            }],
+            initializer: vec![compress::onnx::tensor::to_proto("b", &b)],
+            input: vec![info("a", &[2, 3, 4])],
+            output: vec![info("y", &[2, 3, 4])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let graph = compress::onnx::import(&model.encode_to_vec()).unwrap();
+    let names: Vec<&str> = graph.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, vec!["add__align", "add"]);
+    assert_eq!(graph.nodes[0].op, Op::Reshape { shape: vec![3, 1] });
+    assert_eq!(graph.nodes[1].inputs[1], "b__aligned_for_add");
+    let a = Tensor::f32(vec![2, 3, 4], vec![0.0; 24]);
+    let y = Network::new(&graph, &default_device())
+        .unwrap()
+        .run(&[a])
+        .unwrap();
+    let v = y[0].to_f32_vec();
+    assert_eq!((v[0], v[4], v[8], v[12]), (10.0, 20.0, 30.0, 10.0));
+}
+
+/// Squeeze-excitation written with ReduceMean (no keepdims), Unsqueeze and a Mul of two
+/// computed values; and a Squeeze of the pooled value feeding a Gemm.
+#[test]
+fn squeeze_excitation_with_unsqueeze_prunes_as_one_group() {
+    let mut g = chain_through_new_ops();
+    g.name = "se".into();
+    g.nodes.truncate(1); // c1: x -> h1 [N, 6, 4, 4]
+    let dims4 = vec![
+        Dim::Batch("N".into()),
+        Dim::Fixed(2),
+        Dim::Fixed(4),
+        Dim::Fixed(4),
+    ];
+    g.outputs = vec![
+        ValueInfo {
+            name: "y".into(),
+            dims: dims4,
+        },
+        ValueInfo {
+            name: "z".into(),
+            dims: vec![Dim::Batch("N".into()), Dim::Fixed(3)],
+        },
+    ];
+    g.initializers
+        .retain(|k, _| k == "w1" || k == "b1" || k == "w2" || k == "b2");
+    g.initializers
+        .insert("fc".into(), compress::verify::pseudo_random(&[3, 6], 9));
+    let node = |name: &str, op: Op, inputs: &[&str], out: &str| Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: vec![out.into()],
+    };
+    g.nodes.extend([
+        node(
+            "mean",
+            Op::ReduceMean {
+                axes: vec![2, 3],
+                keepdims: false,
+            },
+            &["h1"],
+            "m",
+        ),
+        node(
+            "expand",
+            Op::Unsqueeze(Unsqueeze { axes: vec![2, 3] }),
+            &["m"],
+            "u",
+        ),
+        node("gate", Op::Activation(Activation::Sigmoid), &["u"], "s"),
+        node("scale", Op::Binary(BinaryOp::Mul), &["h1", "s"], "h2"),
+        conv("c2", "h2", "w2", "b2", "y"),
+        node("pool", Op::GlobalAveragePool, &["h2"], "p"),
+        node(
+            "flat",
+            Op::Squeeze(Squeeze { axes: vec![2, 3] }),
+            &["p"],
+            "q",
+        ),
+        node(
+            "fc",
+            Op::Gemm {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: false,
+                trans_b: true,
+            },
+            &["q", "fc"],
+            "z",
+        ),
+    ]);
+    g.validate().unwrap();
+    let groups = compress::groups::analyse(&g).unwrap();
+    assert!(groups[0].prunable, "{:?}", groups[0].reason);
+    let plan = KeepPlan {
+        groups: vec![GroupKeep {
+            id: 0,
+            keep: vec![0, 2, 5],
+        }],
+    };
+    let pruned = prune(&g, &plan, None).unwrap();
+    assert_eq!(pruned.graph.initializers["fc"].shape, vec![3, 3]);
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&g, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
+}
+
+/// A removed channel is 0 at its gate, 1 after Exp, and 16 after a ReduceSum over 4 x 4: the
+/// surgery folds that 16 into the next conv's bias.
+#[test]
+fn a_constant_summed_over_space_is_folded_exactly() {
+    use compress::ops::reduce::{Reduce, ReduceKind};
+    let mut g = chain_through_new_ops();
+    let at = g.nodes.iter().position(|n| n.name == "exp").unwrap();
+    g.nodes.truncate(at + 1); // ... -> exp -> h4 [N, 6, 4, 4]
+    g.nodes.push(Node {
+        name: "sum".into(),
+        op: Op::Reduce(Reduce {
+            kind: ReduceKind::Sum,
+            axes: vec![2, 3],
+            keepdims: true,
+        }),
+        inputs: vec!["h4".into()],
+        outputs: vec!["r".into()],
+    });
+    g.nodes.push(conv("c2", "r", "w2", "b2", "y"));
+    g.outputs[0].dims = vec![
+        Dim::Batch("N".into()),
+        Dim::Fixed(2),
+        Dim::Fixed(1),
+        Dim::Fixed(1),
+    ];
+    g.validate().unwrap();
+    let plan = KeepPlan {
+        groups: vec![GroupKeep {
+            id: 0,
+            keep: vec![0, 4],
+        }],
+    };
+    let pruned = prune(&g, &plan, None).unwrap();
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&g, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
+    assert_ne!(pruned.graph.initializers["b2"], g.initializers["b2"]);
+}
+
+/// U-Net style upsampling: conv(3 -> 4) -> ConvTranspose(4 -> 6, 2x2, stride 2) -> Relu ->
+/// conv(6 -> 2); both groups pruned, so the transposed conv loses input and output channels.
+#[test]
+fn a_transposed_convolution_prunes_on_both_sides() {
+    use compress::ops::conv_transpose::ConvTranspose;
+    let mut g = chain_through_new_ops();
+    g.nodes.truncate(1); // c1: x -> h1 [N, 6, 4, 4]
+    g.initializers.insert(
+        "w1".into(),
+        compress::verify::pseudo_random(&[4, 3, 1, 1], 21),
+    );
+    g.initializers
+        .insert("b1".into(), compress::verify::pseudo_random(&[4], 22));
+    g.initializers.insert(
+        "wt".into(),
+        compress::verify::pseudo_random(&[4, 6, 2, 2], 23),
+    );
+    g.initializers
+        .insert("bt".into(), compress::verify::pseudo_random(&[6], 24));
+    g.initializers.insert(
+        "w2".into(),
+        compress::verify::pseudo_random(&[2, 6, 1, 1], 25),
+    );
+    g.nodes.extend([
+        Node {
+            name: "up".into(),
+            op: Op::ConvTranspose(ConvTranspose {
+                window: Window {
+                    kernel: vec![2, 2],
+                    strides: vec![2, 2],
+                    pads: vec![0; 4],
+                    dilations: vec![1, 1],
+                },
+                group: 1,
+                output_padding: vec![0, 0],
+            }),
+            inputs: vec!["h1".into(), "wt".into(), "bt".into()],
+            outputs: vec!["u".into()],
+        },
+        unary("relu", Activation::Relu, "u", "r"),
+        conv("c2", "r", "w2", "b2", "y"),
+    ]);
+    g.outputs[0].dims = vec![
+        Dim::Batch("N".into()),
+        Dim::Fixed(2),
+        Dim::Fixed(8),
+        Dim::Fixed(8),
+    ];
+    g.validate().unwrap();
+    let groups = compress::groups::analyse(&g).unwrap();
+    assert!(groups[0].prunable && groups[1].prunable);
+    assert_eq!(groups[1].width, 6);
+    let plan = KeepPlan {
+        groups: vec![
+            GroupKeep {
+                id: 0,
+                keep: vec![0, 3],
+            },
+            GroupKeep {
+                id: 1,
+                keep: vec![1, 2, 4],
+            },
+        ],
+    };
+    let pruned = prune(&g, &plan, None).unwrap();
+    assert_eq!(pruned.graph.initializers["wt"].shape, vec![2, 3, 2, 2]);
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&g, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
+}
