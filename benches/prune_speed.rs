@@ -24,10 +24,11 @@ fn keep_plan(groups: &[compress::groups::ChannelGroup], uneven: bool) -> KeepPla
     if !uneven {
         return plan::random(groups, 0.5, 1);
     }
-    let mut rng = compress::rng::SplitMix64::new(7);
+    use compress::rng::RngExt;
+    let mut rng = compress::rng::seeded(7);
     let mut all = KeepPlan { groups: Vec::new() };
     for (i, g) in groups.iter().enumerate() {
-        let fraction = 0.3 + 0.4 * rng.uniform() as f64;
+        let fraction = 0.3 + 0.4 * rng.random::<f64>();
         all.groups
             .extend(plan::random(std::slice::from_ref(g), fraction, i as u64).groups);
     }

@@ -14,7 +14,7 @@
 //! Every batch buffer is NCHW: `n * c * h * w` f32 values, sample after sample.
 
 use crate::error::{Error, Result};
-use crate::rng::SplitMix64;
+use crate::rng::{Rng, RngExt};
 
 use super::{Dataset, Format};
 
@@ -205,7 +205,7 @@ impl Augment {
         c: usize,
         h: usize,
         w: usize,
-        rng: &mut SplitMix64,
+        rng: &mut Rng,
     ) -> Result<()> {
         let len = c * h * w;
         if batch.len() != n * len {
@@ -219,9 +219,9 @@ impl Augment {
         }
         let mut scratch = vec![0f32; len];
         for sample in batch.chunks_exact_mut(len) {
-            let oy = rng.below(2 * self.pad + 1);
-            let ox = rng.below(2 * self.pad + 1);
-            let flip = rng.uniform() < 0.5;
+            let oy = rng.random_range(0..2 * self.pad + 1);
+            let ox = rng.random_range(0..2 * self.pad + 1);
+            let flip = rng.random::<f32>() < 0.5;
             if oy != self.pad || ox != self.pad {
                 scratch.copy_from_slice(sample);
                 crop_into(&scratch, sample, c, h, w, self.pad, oy, ox);
@@ -356,7 +356,7 @@ mod tests {
         let orig = ramp(n * c * h * w);
         let run = |aug: Augment, seed| {
             let mut b = orig.clone();
-            aug.apply(&mut b, n, c, h, w, &mut SplitMix64::new(seed))
+            aug.apply(&mut b, n, c, h, w, &mut crate::rng::seeded(seed))
                 .unwrap();
             b
         };
@@ -368,11 +368,11 @@ mod tests {
         assert_eq!(Augment::default(), Augment::CIFAR);
 
         // Each sample is a crop (then maybe a flip) of its own original, from the same draws.
-        let mut rng = SplitMix64::new(7);
+        let mut rng = crate::rng::seeded(7);
         for i in 0..n {
-            let oy = rng.below(9);
-            let ox = rng.below(9);
-            let flip = rng.uniform() < 0.5;
+            let oy = rng.random_range(0..9);
+            let ox = rng.random_range(0..9);
+            let flip = rng.random::<f32>() < 0.5;
             let len = c * h * w;
             let mut s = orig[i * len..(i + 1) * len].to_vec();
             crop_padded(&mut s, c, h, w, 4, oy, ox);
@@ -385,7 +385,7 @@ mod tests {
         let mut short = vec![0.0; 10];
         assert!(
             Augment::CIFAR
-                .apply(&mut short, 1, 3, 2, 2, &mut SplitMix64::new(0))
+                .apply(&mut short, 1, 3, 2, 2, &mut crate::rng::seeded(0))
                 .is_err()
         );
     }

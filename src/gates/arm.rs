@@ -185,9 +185,10 @@ pub fn masks_b(u: &[f64], p: &[f64]) -> Vec<f32> {
         .collect()
 }
 
-/// `n` gate noises `u ~ Uniform(0, 1)` from the deterministic generator.
-pub fn draw_noise(rng: &mut crate::rng::SplitMix64, n: usize) -> Vec<f64> {
-    (0..n).map(|_| super::uniform_f64(rng)).collect()
+/// `n` gate noises `u ~ Uniform(0, 1)` from the project's generator.
+pub fn draw_noise(rng: &mut crate::rng::Rng, n: usize) -> Vec<f64> {
+    use crate::rng::RngExt;
+    (0..n).map(|_| rng.random::<f64>()).collect()
 }
 
 /// ARM: `k * (f_b - f_a) * (u_g - 1/2)` per gate.
@@ -236,8 +237,7 @@ pub fn is_pruned(p: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gates::uniform_f64;
-    use crate::rng::SplitMix64;
+    use crate::rng::{RngExt, seeded};
 
     const T: [f64; 3] = [0.45, 0.3, 0.8];
     const PHI: [f64; 3] = [0.0, 0.5, -0.3];
@@ -278,12 +278,12 @@ mod tests {
         let m = phi.len();
         let p: Vec<f64> = phi.iter().map(|&x| param.prob(x)).collect();
         let c = param.grad_factors(phi, scaling);
-        let mut rng = SplitMix64::new(seed);
+        let mut rng = seeded(seed);
         let (mut s1, mut s2) = (vec![0.0; m], vec![0.0; m]);
         let mut u = vec![0.0; m];
         for _ in 0..n {
             for x in u.iter_mut() {
-                *x = uniform_f64(&mut rng);
+                *x = rng.random::<f64>();
             }
             let f_a = f(&masks_a(&u, &p), t);
             let g = match which {
@@ -469,8 +469,8 @@ mod tests {
 
     #[test]
     fn draw_noise_is_deterministic() {
-        let a = draw_noise(&mut SplitMix64::new(9), 50);
-        assert_eq!(a, draw_noise(&mut SplitMix64::new(9), 50));
+        let a = draw_noise(&mut seeded(9), 50);
+        assert_eq!(a, draw_noise(&mut seeded(9), 50));
         assert!(a.iter().all(|&u| (0.0..1.0).contains(&u)));
     }
 }

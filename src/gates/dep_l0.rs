@@ -87,7 +87,7 @@ impl DepGenerator {
         })
     }
 
-    /// Reference init from the deterministic [`SplitMix64`](crate::rng::SplitMix64) generator
+    /// Reference init from the project's generator seeded with `seed` ([`crate::rng`])
     /// (bitwise reproducible on every backend).
     pub fn new_seeded(
         widths: &[usize],
@@ -96,15 +96,16 @@ impl DepGenerator {
         seed: u64,
         device: &Device,
     ) -> Self {
-        let mut rng = crate::rng::SplitMix64::new(seed);
+        use crate::rng::RngExt;
+        let mut rng = crate::rng::seeded(seed);
+        let bias = rand_distr::Normal::new(BIAS_INIT_MEAN, BIAS_INIT_STD)
+            .expect("constant, valid parameters");
         Self::build(widths, n0, backward, |fan_in, c| {
             let bound = 1.0 / (fan_in as f64).sqrt();
             let w: Vec<f32> = (0..fan_in * c)
-                .map(|_| ((2.0 * super::uniform_f64(&mut rng) - 1.0) * bound) as f32)
+                .map(|_| rng.random_range(-bound..bound) as f32)
                 .collect();
-            let b: Vec<f32> = (0..c)
-                .map(|_| (BIAS_INIT_MEAN + BIAS_INIT_STD * std_normal(&mut rng)) as f32)
-                .collect();
+            let b: Vec<f32> = (0..c).map(|_| rng.sample(bias) as f32).collect();
             (
                 Tensor::<2>::from_data(TensorData::new(w, [fan_in, c]), device),
                 Tensor::<1>::from_data(TensorData::new(b, [c]), device),
@@ -159,13 +160,6 @@ impl DepGenerator {
         }
         out
     }
-}
-
-/// Standard normal by Box-Muller.
-fn std_normal(rng: &mut crate::rng::SplitMix64) -> f64 {
-    let u1 = 1.0 - super::uniform_f64(rng); // (0, 1]
-    let u2 = super::uniform_f64(rng);
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 #[cfg(test)]

@@ -94,11 +94,15 @@ pub fn noise_from_uniform(v: f64) -> f64 {
     NOISE_EPS + v * (1.0 - 2.0 * NOISE_EPS)
 }
 
-/// `n` noise values `u ~ Uniform(1e-6, 1 - 1e-6)` from the deterministic generator.
-pub fn draw_noise(rng: &mut crate::rng::SplitMix64, n: usize) -> Vec<f64> {
-    (0..n)
-        .map(|_| noise_from_uniform(super::uniform_f64(rng)))
-        .collect()
+/// The noise distribution `Uniform(1e-6, 1 - 1e-6)`.
+pub fn noise_distribution() -> rand::distr::Uniform<f64> {
+    rand::distr::Uniform::new(NOISE_EPS, 1.0 - NOISE_EPS).expect("a constant, non-empty range")
+}
+
+/// `n` noise values `u ~ Uniform(1e-6, 1 - 1e-6)` from the project's generator.
+pub fn draw_noise(rng: &mut crate::rng::Rng, n: usize) -> Vec<f64> {
+    use crate::rng::RngExt;
+    rng.sample_iter(noise_distribution()).take(n).collect()
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -142,11 +146,11 @@ pub fn noise_t<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> 
     )
 }
 
-/// Noise tensor from the deterministic [`SplitMix64`](crate::rng::SplitMix64) generator,
+/// Noise tensor from the project's generator ([`crate::rng`]),
 /// row-major over `shape`. Bitwise reproducible on every backend.
 pub fn noise_seeded_t<const D: usize>(
     shape: [usize; D],
-    rng: &mut crate::rng::SplitMix64,
+    rng: &mut crate::rng::Rng,
     device: &Device,
 ) -> Tensor<D> {
     let n: usize = shape.iter().product();
@@ -157,7 +161,7 @@ pub fn noise_seeded_t<const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::SplitMix64;
+    use crate::rng::seeded;
 
     fn close(x: f64, y: f64, tol: f64) -> bool {
         (x - y).abs() <= tol
@@ -206,10 +210,9 @@ mod tests {
     }
 
     fn monte_carlo(a: f64, n: usize, seed: u64) -> (f64, f64, f64) {
-        let mut rng = SplitMix64::new(seed);
+        let mut rng = seeded(seed);
         let (mut zeros, mut ones, mut sum) = (0usize, 0usize, 0.0f64);
-        for _ in 0..n {
-            let u = noise_from_uniform(crate::gates::uniform_f64(&mut rng));
+        for u in draw_noise(&mut rng, n) {
             let z = sample(a, u);
             if z == 0.0 {
                 zeros += 1;
@@ -285,8 +288,8 @@ mod tests {
 
     #[test]
     fn draw_noise_range_and_determinism() {
-        let a = draw_noise(&mut SplitMix64::new(5), 1000);
-        let b = draw_noise(&mut SplitMix64::new(5), 1000);
+        let a = draw_noise(&mut seeded(5), 1000);
+        let b = draw_noise(&mut seeded(5), 1000);
         assert_eq!(a, b);
         assert!(a.iter().all(|&u| (NOISE_EPS..1.0 - NOISE_EPS).contains(&u)));
     }
@@ -358,14 +361,14 @@ mod tests {
         let u = to_vec(noise_t([4, 100], &dev));
         assert_eq!(u.len(), 400);
         assert!(u.iter().all(|&x| x > 0.0 && x < 1.0));
-        let mut r1 = SplitMix64::new(3);
-        let mut r2 = SplitMix64::new(3);
+        let mut r1 = seeded(3);
+        let mut r2 = seeded(3);
         let a = to_vec(noise_seeded_t([2, 3], &mut r1, &dev));
         let b = to_vec(noise_seeded_t([2, 3], &mut r2, &dev));
         assert_eq!(a, b);
         // broadcasting a [1, C] logit row against [B, C] noise
         let la = Tensor::<2>::zeros([1, 3], &dev);
-        let z = sample_t(la, noise_seeded_t([2, 3], &mut SplitMix64::new(3), &dev));
+        let z = sample_t(la, noise_seeded_t([2, 3], &mut seeded(3), &dev));
         assert_eq!(z.dims(), [2, 3]);
         let zv = to_vec(z);
         for i in 0..6 {

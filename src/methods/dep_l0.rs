@@ -86,7 +86,7 @@ mod tests {
             assert!(z.into_iter().all(|x| x == 1.0));
         }
         assert!(matches!(
-            m.init(&[], &mut Rng::new(0), &dev),
+            m.init(&[], &mut crate::rng::seeded(0), &dev),
             GateInit::Free(v) if v.is_empty()
         ));
         assert_eq!(m.variant(), "--dep-chain forward --dep-n0 64");

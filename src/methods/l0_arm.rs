@@ -17,6 +17,7 @@ use burn::tensor::activation;
 
 use super::{GateInit, GateMethod, Method, PassB, Rng, TrainSample};
 use crate::error::Result;
+use crate::rng::RngExt;
 
 /// Which estimator gives the data term's gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +67,7 @@ impl GateMethod for L0Arm {
         let mut noise = Vec::with_capacity(logits.len());
         for a in logits {
             let c = a.dims()[0];
-            let values: Vec<f32> = (0..c).map(|_| rng.uniform()).collect();
+            let values: Vec<f32> = (0..c).map(|_| rng.random::<f32>()).collect();
             let u = super::tensor2(values, 1, c, device);
             let p = prob_open_t(a.clone().detach(), self.k32()).reshape([1, c]);
             gates.push(mask_a(u.clone(), p));
@@ -185,8 +186,8 @@ mod tests {
     fn estimate(which: Which, phi: &[f32], t: &[f64], k: f32, n: usize, seed: u64) -> Stats {
         let dev = Device::flex();
         let m = phi.len();
-        let mut rng = Rng::new(seed);
-        let u_host: Vec<f32> = (0..n * m).map(|_| rng.uniform()).collect();
+        let mut rng = crate::rng::seeded(seed);
+        let u_host: Vec<f32> = (0..n * m).map(|_| rng.random::<f32>()).collect();
         let u = t2(u_host.clone(), n, m, &dev);
         let p = prob_open_t(t2(phi.to_vec(), 1, m, &dev), k).expand([n, m]);
         let a = host_f32(mask_a(u.clone(), p.clone()));
@@ -336,7 +337,7 @@ mod tests {
             assert_eq!(m.test_value(phi) == 0.0, r == 0.0);
         }
         // at init p = sigmoid(init_logit)
-        let mut rng = Rng::new(1);
+        let mut rng = crate::rng::seeded(1);
         let GateInit::Free(v) = m.init(&[4], &mut rng, &Device::flex()) else {
             panic!("free parameters")
         };

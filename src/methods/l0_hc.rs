@@ -44,8 +44,9 @@ impl GateMethod for L0Hc {
 
 /// Host noise `u ~ Uniform(1e-6, 1 - 1e-6)` for `n` gates, drawn in order from `rng`.
 pub fn noise(n: usize, rng: &mut Rng) -> Vec<f32> {
-    (0..n)
-        .map(|_| hc::noise_from_uniform(rng.uniform() as f64) as f32)
+    hc::draw_noise(rng, n)
+        .into_iter()
+        .map(|u| u as f32)
         .collect()
 }
 
@@ -142,7 +143,7 @@ mod tests {
     #[test]
     fn sample_shapes_and_noise() {
         let dev = Device::flex();
-        let mut rng = Rng::new(4);
+        let mut rng = crate::rng::seeded(4);
         let s = sample_step(
             &[t1(&[3.0; 5], &dev), t1(&[3.0; 2], &dev)],
             8,
@@ -153,8 +154,8 @@ mod tests {
         assert_eq!(s.gates[0].dims(), [8, 5]);
         assert_eq!(s.gates[1].dims(), [1, 2]);
         assert!(s.noise.is_empty());
-        let u = noise(1000, &mut Rng::new(5));
+        let u = noise(1000, &mut crate::rng::seeded(5));
         assert!(u.iter().all(|&x| x > 0.0 && x < 1.0));
-        assert_eq!(u, noise(1000, &mut Rng::new(5)));
+        assert_eq!(u, noise(1000, &mut crate::rng::seeded(5)));
     }
 }

@@ -29,8 +29,9 @@ use crate::error::Result;
 use crate::exec::value::T6;
 use crate::gates::DepGenerator;
 
-/// The project's deterministic random source.
-pub type Rng = crate::rng::SplitMix64;
+/// The project's random source.
+pub use crate::rng::Rng;
+use crate::rng::RngExt;
 
 /// Which gate method trains the network.
 #[derive(
@@ -236,7 +237,7 @@ fn jittered(init: f32, widths: &[usize], rng: &mut Rng, device: &Device) -> Vec<
         .iter()
         .map(|&width| {
             let v: Vec<f32> = (0..width)
-                .map(|_| init + 0.01 * (2.0 * rng.uniform() - 1.0))
+                .map(|_| init + rng.random_range(-0.01f32..0.01))
                 .collect();
             Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [width]), device)
         })

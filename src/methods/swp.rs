@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::exec::value::T6;
 use crate::ir::Graph;
 use crate::prune::{GroupKeep, KeepPlan};
+use crate::rng::RngExt;
 
 /// SWP with `tau = kappa * std(W)`; kappa 0 is plain (dense) fine-tuning.
 #[derive(Debug, Clone)]
@@ -85,7 +86,7 @@ pub fn zero_small(p: Param<T6>, kappa: f32, rng: &mut Rng) -> Param<T6> {
         .sum()
         / n as f32;
     let tau = var.sqrt() * kappa + 1e-12;
-    let v: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
+    let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
     let v = T6::from_data(TensorData::new(v, shape), &device);
     let q = (w.clone().abs() / tau.reshape([1, 1, 1, 1, 1, 1]))
         .powi_scalar(2)
@@ -153,12 +154,12 @@ mod tests {
             .collect();
         let t = T6::from_data(TensorData::new(v, [n, 1, 1, 1, 1, 1]), &dev);
         let p = Param::from_tensor(t);
-        let out = host_f32(zero_small(p.clone(), 0.05, &mut Rng::new(3)).val());
+        let out = host_f32(zero_small(p.clone(), 0.05, &mut crate::rng::seeded(3)).val());
         let small = out.iter().step_by(2).filter(|&&x| x == 0.0).count();
         let large = out.iter().skip(1).step_by(2).filter(|&&x| x == 0.0).count();
         assert!(small > 900 && large < 100, "{small} {large}");
         let mut w = vec![p];
-        Swp { kappa: 0.0 }.after_step(&mut w, &[true], &mut Rng::new(3));
+        Swp { kappa: 0.0 }.after_step(&mut w, &[true], &mut crate::rng::seeded(3));
         assert!(host_f32(w[0].val()).iter().all(|&x| x != 0.0));
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::groups::ChannelGroup;
 use crate::ir::Graph;
-use crate::rng::SplitMix64;
+use crate::rng::{SliceRandom, seeded};
 
 /// Per group id, the sorted channel indices to keep. Groups not listed keep every channel.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -143,14 +143,14 @@ pub fn normalise(
 
 /// Keeps a random `fraction` of every prunable group (for testing topologies).
 pub fn random(groups: &[ChannelGroup], fraction: f64, seed: u64) -> KeepPlan {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = seeded(seed);
     let groups = groups
         .iter()
         .filter(|g| g.prunable)
         .map(|g| {
             let n = ((g.width as f64 * fraction).round() as usize).clamp(1, g.width);
             let mut all: Vec<usize> = (0..g.width).collect();
-            rng.shuffle(&mut all);
+            all.shuffle(&mut rng);
             let mut keep = all[..n].to_vec();
             keep.sort();
             GroupKeep { id: g.id, keep }

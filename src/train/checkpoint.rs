@@ -30,7 +30,8 @@ pub struct State {
     pub epoch: usize,
     pub steps: usize,
     pub lambda: f64,
-    pub rng_state: u64,
+    /// The random generator where the next epoch continues.
+    pub rng: crate::rng::Rng,
     pub train_order: Vec<usize>,
     pub history: Vec<EpochRecord>,
     pub tensors: Vec<TensorEntry>,

@@ -9,7 +9,7 @@ use super::{EpochRecord, TrainConfig, TrainOutcome};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::ir::Graph;
-use crate::methods::Rng;
+use crate::rng::SliceRandom;
 
 /// The weights' optimiser as configured.
 fn weight_optimizer(cfg: &TrainConfig) -> ModuleOptimizer {
@@ -77,7 +77,7 @@ fn resume(
     t.restore(&loaded.tensors)?;
     let opt_w = opt_w.load_record(loaded.opt_w);
     let opt_g = opt_g.load_record(loaded.opt_g);
-    t.rng = Rng::new(loaded.state.rng_state);
+    t.rng = loaded.state.rng;
     t.lambda = loaded.state.lambda;
     progress.train_order = loaded.state.train_order;
     progress.history = loaded.state.history;
@@ -139,7 +139,7 @@ pub fn fine_tune(
     'epochs: for epoch in first_epoch..=cfg.epochs {
         let start = std::time::Instant::now();
         t.lr_now = cfg.lr * cfg.schedule.factor(epoch, cfg.epochs);
-        t.rng.shuffle(&mut train_idx);
+        train_idx.shuffle(&mut t.rng);
         let bar = progress_bar(cfg, epoch, train_idx.len().div_ceil(cfg.batch_size.max(1)));
         let (mut loss_sum, mut pen_sum, mut exp_macs, mut batches) = (0.0, 0.0, 0.0, 0usize);
         for chunk in train_idx.chunks(cfg.batch_size.max(1)) {
@@ -202,7 +202,7 @@ pub fn fine_tune(
                 epoch,
                 steps,
                 lambda: t.lambda,
-                rng_state: t.rng.state(),
+                rng: t.rng.clone(),
                 train_order: train_idx.clone(),
                 history: history.clone(),
                 tensors: Vec::new(),

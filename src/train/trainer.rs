@@ -16,6 +16,7 @@ use crate::gates::DepGenerator;
 use crate::groups::analyse_layouts;
 use crate::ir::Graph;
 use crate::methods::{self, GateInit, GateMethod, Rng};
+use crate::rng::SliceRandom;
 
 /// Gate parameters as a burn module (one vector per gated group).
 #[derive(Module, Debug)]
@@ -66,7 +67,7 @@ impl<'a> Trainer<'a> {
         let cost = CostModel::new(graph, &analysis, &gate_groups)?;
         let net = GatedNet::new(graph, analysis, &gate_groups, device)?;
         let sample = crate::eval::sample_shape(&net.net, train, "training data")?;
-        let mut rng = Rng::new(cfg.seed);
+        let mut rng = crate::rng::seeded(cfg.seed);
         let widths: Vec<usize> = net.gated.iter().map(|g| g.width).collect();
         let (logits, generator) = match method.init(&widths, &mut rng, device) {
             GateInit::Free(logits) => (logits, None),
@@ -74,7 +75,7 @@ impl<'a> Trainer<'a> {
         };
         // Hold out the validation share (deterministic by seed).
         let mut order: Vec<usize> = (0..train.len()).collect();
-        rng.shuffle(&mut order);
+        order.shuffle(&mut rng);
         let n_val = ((train.len() as f64) * val_fraction).round() as usize;
         let (val_idx, train_idx) = order.split_at(n_val.min(train.len().saturating_sub(1)));
         let split = Split {

@@ -36,11 +36,12 @@ pub fn max_abs_diff(a: &crate::ir::Tensor, b: &crate::ir::Tensor) -> f32 {
 /// Deterministic pseudo-random values in [-1, 1), for checking that two models compute the
 /// same function without needing real data.
 pub fn pseudo_random(shape: &[usize], seed: u64) -> crate::ir::Tensor {
-    let mut rng = crate::rng::SplitMix64::new(seed);
+    use crate::rng::RngExt;
+    let mut rng = crate::rng::seeded(seed);
     let n: usize = shape.iter().product();
     crate::ir::Tensor::f32(
         shape.to_vec(),
-        (0..n).map(|_| 2.0 * rng.uniform() - 1.0).collect(),
+        (0..n).map(|_| 2.0 * rng.random::<f32>() - 1.0).collect(),
     )
 }
 
