@@ -26,6 +26,7 @@ const NEW_OPS: &[&str] = &[
     "Log",
     "Reciprocal",
     "Neg",
+    "Abs",
     "Erf",
     "Pow",
     "Resize",
@@ -41,6 +42,7 @@ const NEW_OPS: &[&str] = &[
 
 /// Node cases of the new ops that must pass (burn and the tract re-export within tolerance).
 const PASSING: &[&str] = &[
+    "test_abs",
     "test_convtranspose",
     "test_convtranspose_1d",
     "test_convtranspose_dilations",
@@ -265,7 +267,7 @@ fn unary(name: &str, act: Activation, input: &str, out: &str) -> Node {
     }
 }
 
-/// conv(3 -> 6) -> Pow(., 2) -> Sqrt -> Exp -> Reciprocal -> Neg -> Erf -> Resize(x2)
+/// conv(3 -> 6) -> Pow(., 2) -> Sqrt -> Exp -> Reciprocal -> Neg -> Abs -> Erf -> Resize(x2)
 /// -> conv(6 -> 2).
 /// A removed channel is 0 at its gate; Exp turns it into 1, and that constant must be folded
 /// into the last conv's bias for the pruned model to compute what the masked reference does.
@@ -321,7 +323,8 @@ fn chain_through_new_ops() -> Graph {
         unary("exp", Activation::Exp, "h3", "h4"),
         unary("recip", Activation::Reciprocal, "h4", "h5"),
         unary("neg", Activation::Neg, "h5", "h6"),
-        unary("erf", Activation::Erf, "h6", "h8"),
+        unary("abs", Activation::Abs, "h6", "h7"),
+        unary("erf", Activation::Erf, "h7", "h8"),
         Node {
             name: "upsample".into(),
             op: Op::Resize(Resize {

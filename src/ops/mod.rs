@@ -193,6 +193,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Log", unary::import),
     ("Reciprocal", unary::import),
     ("Neg", unary::import),
+    ("Abs", unary::import),
     ("Erf", unary::import),
     ("Softmax", softmax::import),
     ("LogSoftmax", softmax::import),

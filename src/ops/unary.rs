@@ -1,6 +1,6 @@
-//! Unary elementwise ops: activations and math functions (Sqrt, Exp, Log, Reciprocal, Neg,
-//! Erf). Each keeps the shape and maps every element on its own, so all of them pass channel
-//! layouts through.
+//! Unary elementwise ops: activations and math functions (Sqrt, Exp, Log, Reciprocal, Neg, Abs,
+//! Erf). Each keeps the shape and maps every
+//! element on its own, so all of them pass channel layouts through.
 
 use burn::prelude::*;
 use burn::tensor::activation;
@@ -28,6 +28,7 @@ pub enum Activation {
     Log,
     Reciprocal,
     Neg,
+    Abs,
     Erf,
 }
 
@@ -46,6 +47,7 @@ pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
         "Log" => Activation::Log,
         "Reciprocal" => Activation::Reciprocal,
         "Neg" => Activation::Neg,
+        "Abs" => Activation::Abs,
         "Erf" => Activation::Erf,
         "HardSigmoid" => Activation::HardSigmoid {
             alpha: a.float("alpha", 0.2),
@@ -95,6 +97,7 @@ impl Activation {
             Activation::Log => x.ln(),
             Activation::Reciprocal => 1.0 / x,
             Activation::Neg => -x,
+            Activation::Abs => x.abs(),
             // std has no erf: evaluate the kernel itself on one element, so the value is the
             // one the network computes.
             Activation::Erf => {
@@ -131,6 +134,7 @@ impl Activation {
             Activation::Log => t.log(),
             Activation::Reciprocal => t.recip(),
             Activation::Neg => t.neg(),
+            Activation::Abs => t.abs(),
             Activation::Erf => t.erf(),
         }
     }
@@ -151,6 +155,7 @@ impl OpRules for Activation {
             Activation::Log => "Log",
             Activation::Reciprocal => "Reciprocal",
             Activation::Neg => "Neg",
+            Activation::Abs => "Abs",
             Activation::Erf => "Erf",
         }
     }
@@ -190,6 +195,7 @@ impl OpRules for Activation {
             | Activation::Log
             | Activation::Reciprocal
             | Activation::Neg
+            | Activation::Abs
             | Activation::Erf => {}
         }
     }
