@@ -815,3 +815,45 @@ fn a_transposed_convolution_prunes_on_both_sides() {
     let v = compress::verify::verify_export(&g, &b, &a, 2, 1e-4).unwrap();
     assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
 }
+
+/// A softmax over the spatial axes of each channel keeps the channels; a removed channel (0 at
+/// its gate) becomes 1 / L, which the next conv's bias absorbs.
+#[test]
+fn a_softmax_over_inner_axes_passes_channels_through() {
+    let mut g = chain_through_new_ops();
+    let at = g.nodes.iter().position(|n| n.name == "square").unwrap();
+    g.nodes.truncate(at); // c1: x -> h1 [N, 6, 4, 4]
+    g.nodes.push(Node {
+        name: "attend".into(),
+        op: Op::Softmax {
+            axis: 3,
+            log: false,
+            legacy: false,
+        },
+        inputs: vec!["h1".into()],
+        outputs: vec!["a".into()],
+    });
+    g.nodes.push(conv("c2", "a", "w2", "b2", "y"));
+    g.outputs[0].dims = vec![
+        Dim::Batch("N".into()),
+        Dim::Fixed(2),
+        Dim::Fixed(4),
+        Dim::Fixed(4),
+    ];
+    g.validate().unwrap();
+    let groups = compress::groups::analyse(&g).unwrap();
+    assert!(groups[0].prunable, "{:?}", groups[0].reason);
+    let plan = KeepPlan {
+        groups: vec![GroupKeep {
+            id: 0,
+            keep: vec![2, 3],
+        }],
+    };
+    let pruned = prune(&g, &plan, None).unwrap();
+    let (a, b) = (
+        compress::onnx::export(&pruned.graph),
+        compress::onnx::export(&pruned.reference),
+    );
+    let v = compress::verify::verify_export(&g, &b, &a, 2, 1e-4).unwrap();
+    assert!(v.tract.max_abs_diff <= 1e-4, "{}", v.summary());
+}
