@@ -80,11 +80,30 @@ impl OpRules for Softmax {
     }
 
     fn channels(&self, cx: &mut ChannelCx) {
-        cx.block_inputs("op without a channel pruning rule");
+        // Over an axis after the channels (an attention map, a per-channel spatial softmax)
+        // each channel is normalised on its own.
+        match norm_axis(self.axis, cx.rank()) {
+            Ok(a) if a >= 2 => cx.pass_through(),
+            _ => cx.block_inputs("op without a channel pruning rule"),
+        }
     }
 
-    fn removed_value(&self, _: &SurgeryCx, _: &Node, _: usize, _: Option<f32>) -> Option<f32> {
-        None
+    fn removed_value(&self, cx: &SurgeryCx, n: &Node, _: usize, k: Option<f32>) -> Option<f32> {
+        // A constant row normalises to 1 / L (log: -ln L) over the L elements it spans.
+        let x = cx.shape(&n.inputs[0]);
+        let a = norm_axis(self.axis, x.len()).ok()?;
+        let len: usize = if self.legacy {
+            x[a..].iter().product()
+        } else {
+            x[a]
+        };
+        k.map(|_| {
+            if self.log {
+                -(len as f32).ln()
+            } else {
+                1.0 / len as f32
+            }
+        })
     }
 
     fn slice(&self, _cx: &mut SurgeryCx, _n: &mut Node) -> Result<()> {
