@@ -107,21 +107,17 @@ pub fn dead_channel_plan(graph: &Graph) -> Result<KeepPlan> {
             let Some(node) = graph.nodes.iter().find(|n| &n.name == p) else {
                 continue;
             };
-            let Some(w) = node.inputs.get(1).and_then(|i| graph.initializers.get(i)) else {
+            let Some((kernel, axis)) = crate::ops::output_kernel(&node.op).and_then(|k| {
+                let w = graph.initializers.get(node.inputs.get(k.input)?)?;
+                Some((w, k.out_axis?))
+            }) else {
                 continue;
             };
-            let v = w.to_f32_vec();
-            let rows = matches!(
-                node.op,
-                crate::ir::Op::Conv { .. } | crate::ir::Op::Gemm { trans_b: true, .. }
-            );
-            for (i, x) in v.iter().enumerate() {
-                let c = if rows {
-                    i / (v.len() / g.width)
-                } else {
-                    i % g.width
-                };
-                alive[c] |= *x != 0.0;
+            // Element i of the kernel belongs to output channel (i / inner) % width, inner being
+            // the size of the axes after the output-channel axis.
+            let inner: usize = kernel.shape[axis + 1..].iter().product();
+            for (i, x) in kernel.to_f32_vec().iter().enumerate() {
+                alive[(i / inner.max(1)) % g.width] |= *x != 0.0;
             }
         }
         plan.groups.push(GroupKeep {

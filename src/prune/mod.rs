@@ -95,10 +95,11 @@ fn dead_constants(
                 _ => (Some(node), None),
             };
             let Some(layer) = layer else { continue };
-            let bias = match layer.op {
-                Op::Conv { .. } | Op::Gemm { .. } => init(layer, 2).filter(|b| b.len() == g.width),
-                _ => None,
-            };
+            let bias = crate::ops::weight_inputs(&layer.op)
+                .into_iter()
+                .find(|w| w.kind == crate::ops::WeightKind::Bias)
+                .and_then(|w| init(layer, w.input))
+                .filter(|b| b.len() == g.width);
             let mut k = bias.unwrap_or_else(|| vec![0.0; g.width]);
             if let Some((bn, eps)) = bn {
                 let (Some(s), Some(b), Some(m), Some(v)) =

@@ -16,14 +16,7 @@ use crate::groups::ChannelGroup;
 use crate::ir::{Dim, Graph, Op};
 
 pub fn dims_string(dims: &[Dim]) -> String {
-    let parts: Vec<String> = dims
-        .iter()
-        .map(|d| match d {
-            Dim::Fixed(n) => n.to_string(),
-            Dim::Batch(name) => name.clone(),
-        })
-        .collect();
-    format!("[{}]", parts.join(", "))
+    crate::ir::Dims(dims).to_string()
 }
 
 #[derive(Debug, Serialize)]

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::ir::{Graph, Op, cost::graph_cost};
+use crate::ir::{Graph, cost::graph_cost};
 use crate::prune::Pruned;
 pub use crate::verify::Latency;
 use crate::verify::Verification;
@@ -60,7 +60,7 @@ fn layer_widths(g: &Graph) -> Result<Vec<(String, String, usize)>> {
     let shapes = g.infer_shapes(1)?;
     Ok(g.nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul))
+        .filter(|n| crate::ops::output_kernel(&n.op).is_some())
         .map(|n| {
             (
                 n.name.clone(),

@@ -83,7 +83,7 @@ impl CostModel {
                         )
                     }
                 }
-                Op::Gemm { .. } | Op::MatMul => (
+                op if crate::ops::output_kernel(op).is_some() => (
                     side(layout(&n.inputs[0]), &index),
                     side(layout(&n.outputs[0]), &index),
                 ),

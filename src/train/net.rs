@@ -75,16 +75,6 @@ pub struct GatedNet {
     pub(crate) prunable_weight: Vec<bool>,
 }
 
-/// Inputs of a node that are trainable parameters.
-fn trainable_inputs(op: &Op) -> &'static [usize] {
-    match op {
-        Op::Conv { .. } | Op::Gemm { .. } => &[1, 2],
-        Op::MatMul => &[1],
-        Op::BatchNorm { .. } => &[1, 2],
-        _ => &[],
-    }
-}
-
 impl GatedNet {
     /// `gate_groups`: which analysis groups get a gate (normally every prunable one).
     pub fn new(
@@ -99,7 +89,7 @@ impl GatedNet {
         let mut bn = HashMap::new();
         let mut running = HashMap::new();
         for (index, n) in graph.nodes.iter().enumerate() {
-            for &i in trainable_inputs(&n.op) {
+            for i in crate::ops::trainable_inputs(&n.op) {
                 if let Some(name) = n.inputs.get(i)
                     && graph.initializers.contains_key(name)
                     && seen.insert(name.clone())
@@ -164,8 +154,8 @@ impl GatedNet {
             .map(|p| {
                 p.rank >= 2
                     && graph.nodes.iter().any(|n| {
-                        matches!(n.op, Op::Conv { .. } | Op::Gemm { .. } | Op::MatMul)
-                            && n.inputs.get(1) == Some(&p.name)
+                        crate::ops::output_kernel(&n.op)
+                            .is_some_and(|k| n.inputs.get(k.input) == Some(&p.name))
                     })
             })
             .collect();
