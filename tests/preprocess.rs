@@ -448,3 +448,93 @@ fn cifar_data_records_its_format_default_and_a_preset_overrides_it() {
     let dense_raw = eval(&tiny, &data, &["--mean", "0", "--std", "1"]);
     assert_eq!(dense_raw["correct"], report["dense"]["correct"]);
 }
+
+#[test]
+fn sweeps_and_dry_runs_prepare_inputs_and_a_pruned_model_passes_its_preparation_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images");
+    rgb_folder(&data, 2);
+    let out = dir.path().join("swept.onnx");
+    let o = compress()
+        .args([
+            &resnet18(),
+            "--method",
+            "l0-hc",
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .args(["--epochs", "1", "--max-steps", "1", "--batch-size", "6"])
+        .args([
+            "--latency-runs",
+            "0",
+            "--quiet",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .args(["--sweep", "lambda=0.5,2", "--normalize", "imagenet"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(dir.path().join("swept.sweep.json")).unwrap();
+    let sweep: Value = serde_json::from_str(&text).unwrap();
+    let runs = sweep["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for r in runs {
+        assert_eq!(r["report"]["settings"]["preprocessing"]["source"], "preset");
+    }
+
+    // Pruning a pruned model again: its metadata is the source, and is passed on.
+    let first = dir.path().join("swept.lambda-0.5.onnx");
+    let out2 = dir.path().join("again2.onnx");
+    let o = compress()
+        .args([
+            first.to_str().unwrap(),
+            "--method",
+            "l0-hc",
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .args(["--epochs", "1", "--max-steps", "1", "--batch-size", "6"])
+        .args([
+            "--latency-runs",
+            "0",
+            "--quiet",
+            "-o",
+            out2.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(dir.path().join("again2.report.json")).unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        report["settings"]["preprocessing"],
+        json!({"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "source": "model"})
+    );
+    assert_eq!(
+        prop(&metadata(&out2), "compress.std"),
+        Some("0.229,0.224,0.225")
+    );
+
+    // Dry runs take the options too, and refuse bad ones before probing.
+    let dry = |extra: &[&str]| {
+        compress()
+            .args([
+                &resnet18(),
+                "--method",
+                "dep-l0",
+                "--dry-run",
+                "--batch-size",
+                "2",
+            ])
+            .args(["--data", data.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = dry(&["--normalize", "imagenet", "--resize", "70,70"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = dry(&["--mean", "1,2", "--std", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty());
+}
