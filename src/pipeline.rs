@@ -22,6 +22,7 @@ use std::path::Path;
 use burn::prelude::*;
 use serde::Serialize;
 
+use crate::data::preprocess::{ModelInput, Preprocessing, Request};
 use crate::data::{self, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::eval::{Accuracy, accuracy};
@@ -32,9 +33,25 @@ use crate::prune::{KeepPlan, Pruned};
 use crate::train::{TrainConfig, TrainOutcome, fine_tune, test_gates};
 use crate::verify::Verification;
 
-/// Loads the train and test splits in the layout the model's input wants, normalised as the
-/// format's default (CIFAR: per-channel mean/std; IDX and image folders: [0, 1] pixels).
+/// Loads the train and test splits in the layout the model's input wants, prepared as the
+/// model's metadata says, else as the format's default (CIFAR: per-channel mean/std; IDX and
+/// image folders: [0, 1] pixels).
 pub fn load_data(dir: &Path, graph: &Graph) -> Result<(Dataset, Dataset)> {
+    let data = load_data_with(dir, graph, &Request::default())?;
+    Ok((data.train, data.test))
+}
+
+/// Both splits and the preprocessing they were given.
+pub struct Prepared {
+    pub train: Dataset,
+    pub test: Dataset,
+    pub preprocessing: Preprocessing,
+}
+
+/// Loads the train and test splits prepared as `request` asks, else as the model's metadata
+/// says, else as the format's default ([`crate::data::preprocess`]). The preprocessing is
+/// checked against the model before any image is read.
+pub fn load_data_with(dir: &Path, graph: &Graph, request: &Request) -> Result<Prepared> {
     let want = graph
         .inputs
         .first()
@@ -42,13 +59,23 @@ pub fn load_data(dir: &Path, graph: &Graph) -> Result<(Dataset, Dataset)> {
         .filter(|s| s.len() == 4)
         .map(|s| (s[1], s[2], s[3]));
     let format = data::detect(dir)?;
-    let mut train = data::load(dir, Split::Train, want)?;
-    let mut test = data::load(dir, Split::Test, want)?;
-    if let Some(norm) = data::transform::Normalize::default_for(format) {
+    let model = ModelInput {
+        chw: want,
+        props: &graph.meta.metadata_props,
+    };
+    let preprocessing = request.resolve(format, &model)?;
+    let resize = preprocessing.resize.map(|[h, w]| (h, w));
+    let mut train = data::load_with(dir, Split::Train, want, resize)?;
+    let mut test = data::load_with(dir, Split::Test, want, resize)?;
+    if let Some(norm) = preprocessing.normalize()? {
         norm.apply_dataset(&mut train)?;
         norm.apply_dataset(&mut test)?;
     }
-    Ok((train, test))
+    Ok(Prepared {
+        train,
+        test,
+        preprocessing,
+    })
 }
 
 /// The trained graph with each gated group's deterministic gate values multiplied in at its gate

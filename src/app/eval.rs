@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::options::{Device, SplitName, burn_device, named};
+use super::preprocess::PreprocessArgs;
 use crate::data::{self, Split};
 use crate::error::Result;
 use crate::{exec, onnx, pipeline};
@@ -24,10 +25,14 @@ pub struct EvalArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
 }
 
-/// Top-1 accuracy of the model on one split, read and normalised as `run` reads it.
+/// Top-1 accuracy of the model on one split, read and normalised as `run` reads it: as the
+/// options say, else as the model's metadata says (a model `run` wrote needs no options).
 pub fn eval(a: EvalArgs) -> Result<()> {
+    let request = a.preprocess.request()?;
     let device = burn_device(a.device)?;
     let graph = onnx::import_file(&a.model)?;
     let dir = a.data.unwrap_or_else(|| PathBuf::from(super::DEFAULT_DATA));
@@ -36,10 +41,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         // No known layout: say what the IDX reader, eval's documented format, misses.
         data::idx::load(&dir, split)?;
     }
-    let (train, test) = pipeline::load_data(&dir, &graph)?;
+    let data = pipeline::load_data_with(&dir, &graph, &request)?;
     let dataset = match split {
-        Split::Train => train,
-        Split::Test => test,
+        Split::Train => data.train,
+        Split::Test => data.test,
     };
     let net = exec::Network::new(&graph, &device)?;
     let acc = crate::eval::accuracy(&net, &dataset, &dir.display().to_string(), a.batch_size)?;

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod eval;
 pub mod inspect;
 pub mod options;
+pub mod preprocess;
 pub mod prune;
 pub mod run;
 

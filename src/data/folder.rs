@@ -168,6 +168,26 @@ pub fn load(
     height: usize,
     width: usize,
 ) -> Result<Dataset> {
+    load_resized(root, split, channels, (height, width), None)
+}
+
+/// Like [`load`], but with `resize = Some((rh, rw))` every image is first resized to `rh x rw`
+/// and then centre-cropped to `height x width` (torchvision's `Resize` + `CenterCrop`; the
+/// crop's top-left corner is at `((rh - height) / 2, (rw - width) / 2)`, rounded down).
+pub fn load_resized(
+    root: &Path,
+    split: Split,
+    channels: usize,
+    (height, width): (usize, usize),
+    resize: Option<(usize, usize)>,
+) -> Result<Dataset> {
+    let (rh, rw) = resize.unwrap_or((height, width));
+    if rh < height || rw < width {
+        return Err(data_err(
+            root,
+            format!("cannot crop {height}x{width} images out of {rh}x{rw} ones"),
+        ));
+    }
     if !root.is_dir() {
         return Err(data_err(root, "not a directory"));
     }
@@ -177,10 +197,10 @@ pub fn load(
             format!("image folders load as 1 (grey) or 3 (RGB) channels, not {channels}"),
         ));
     }
-    if height == 0 || width == 0 || height > u32::MAX as usize || width > u32::MAX as usize {
+    if height == 0 || width == 0 || rh > u32::MAX as usize || rw > u32::MAX as usize {
         return Err(data_err(
             root,
-            format!("invalid target image size {height}x{width}"),
+            format!("invalid target image size {rh}x{rw}"),
         ));
     }
     let (train_root, test_root) = split_roots(root);
@@ -214,7 +234,8 @@ pub fn load(
             ));
         };
         for file in sorted_entries(&dir.join(&name), is_image_file)? {
-            images.extend(decode(&file, channels, height, width)?);
+            let image = decode(&file, channels, rh, rw)?;
+            images.extend(centre_crop(image, channels, (rh, rw), (height, width)));
             labels.push(label as u32);
         }
     }
@@ -234,6 +255,26 @@ pub fn load(
         height,
         width,
     })
+}
+
+/// The `h x w` centre of a CHW image of `rh x rw` pixels (the image itself when the sizes match).
+fn centre_crop(
+    image: Vec<f32>,
+    channels: usize,
+    (rh, rw): (usize, usize),
+    (h, w): (usize, usize),
+) -> Vec<f32> {
+    if (rh, rw) == (h, w) {
+        return image;
+    }
+    let (top, left) = ((rh - h) / 2, (rw - w) / 2);
+    let mut out = Vec::with_capacity(channels * h * w);
+    for plane in image.chunks_exact(rh * rw).take(channels) {
+        for row in plane.chunks_exact(rw).skip(top).take(h) {
+            out.extend_from_slice(&row[left..left + w]);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -258,6 +299,15 @@ mod tests {
 
     fn close(a: f32, b: f32, tol: f32) -> bool {
         (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn centre_crop_takes_the_middle() {
+        // 2 channels of 3x4, values 0..24; the 1x2 centre starts at row 1, column 1.
+        let image: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let out = centre_crop(image.clone(), 2, (3, 4), (1, 2));
+        assert_eq!(out, vec![5.0, 6.0, 17.0, 18.0]);
+        assert_eq!(centre_crop(image.clone(), 2, (3, 4), (3, 4)), image);
     }
 
     #[test]

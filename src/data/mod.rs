@@ -4,6 +4,7 @@
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+pub mod preprocess;
 pub mod transform;
 
 use std::path::Path;
@@ -80,6 +81,18 @@ pub fn detect(dir: &Path) -> Result<Format> {
 /// is converted and resized to it); IDX and CIFAR data are returned at their native shape
 /// whatever `want` says, and the caller checks the fit.
 pub fn load(dir: &Path, split: Split, want: Option<(usize, usize, usize)>) -> Result<Dataset> {
+    load_with(dir, split, want, None)
+}
+
+/// Like [`load`]; an image folder's images are first resized to `resize` (H, W) and then
+/// centre-cropped to the size in `want` (see [`folder::load_resized`]). Other formats ignore
+/// `resize`.
+pub fn load_with(
+    dir: &Path,
+    split: Split,
+    want: Option<(usize, usize, usize)>,
+    resize: Option<(usize, usize)>,
+) -> Result<Dataset> {
     match detect(dir)? {
         Format::Idx => idx::load(dir, split),
         Format::Cifar => cifar::load(dir, split),
@@ -92,7 +105,7 @@ pub fn load(dir: &Path, split: Split, want: Option<(usize, usize, usize)>) -> Re
                         .into(),
                 });
             };
-            folder::load(dir, split, c, h, w)
+            folder::load_resized(dir, split, c, (h, w), resize)
         }
     }
 }

@@ -6,7 +6,8 @@
 //!   std ([`CIFAR_STD`]) `(0.2470, 0.2435, 0.2616)`; augment training batches with
 //!   [`Augment::CIFAR`] (zero-pad 4, random 32x32 crop, random horizontal flip).
 //! * MNIST-style data (IDX) and image folders: no normalisation (pixels stay in [0, 1]) and no
-//!   augmentation, unless the model was trained otherwise. See [`Normalize::default_for`].
+//!   augmentation. See [`Normalize::default_for`]; options and a model's metadata override these
+//!   defaults (`super::preprocess`).
 //!
 //! Order: augment first, then normalise, so that the padding is black (0 in [0, 1] pixel
 //! space) exactly as in torchvision's `RandomCrop(32, padding=4)` followed by `Normalize`.

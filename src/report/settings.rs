@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::data::preprocess::Preprocessing;
 use crate::train::{Method, Optimizer, Penalty, Schedule, TrainConfig};
 
 /// The backend a run executes on (`--device`): cpu always, wgpu and cuda when compiled in.
@@ -74,6 +75,13 @@ pub struct Settings {
     pub dep_chain: DepChain,
     #[serde(default = "defaults::dep_n0")]
     pub dep_n0: usize,
+    /// How inputs were prepared: the mean and std applied to [0, 1] pixels, their source
+    /// (`option`, `preset`, `model` metadata or `format-default`) and an image folder's resize.
+    /// Absent when the format default applied and changed nothing (IDX and image folders
+    /// without options), and in reports written before the field existed (which used the
+    /// format default: CIFAR-10 statistics for CIFAR data, none otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Preprocessing>,
 }
 
 /// What runs did before an option existed.
@@ -108,6 +116,8 @@ pub struct RunOptions {
     pub round_to: Option<usize>,
     pub device: Device,
     pub latency_runs: usize,
+    /// None: the format default that changes nothing (see [`Settings::preprocessing`]).
+    pub preprocessing: Option<Preprocessing>,
 }
 
 impl Settings {
@@ -147,6 +157,7 @@ impl Settings {
                 DepChain::Forward
             },
             dep_n0: cfg.dep_n0,
+            preprocessing: run.preprocessing.clone(),
         }
     }
 }
@@ -170,6 +181,7 @@ mod tests {
             round_to: Some(4),
             device: Device::Cpu,
             latency_runs: 10,
+            preprocessing: None,
         };
         let v = serde_json::to_value(Settings::new(&cfg, &run)).unwrap();
         let want = serde_json::json!({

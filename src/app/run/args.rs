@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::app::options::{DepChain, Device, OptimizerName, PenaltyName, named};
+use crate::app::preprocess::PreprocessArgs;
 use crate::train::Method;
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +120,8 @@ pub struct RunArgs {
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
 }
 
 impl RunArgs {

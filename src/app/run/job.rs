@@ -8,6 +8,7 @@ use super::args::RunArgs;
 use crate::app::options::burn_device;
 use crate::app::sibling;
 use crate::data::Dataset;
+use crate::data::preprocess::{Preprocessing, Request};
 use crate::error::{Error, Result};
 use crate::eval::Accuracy;
 use crate::ir::Graph;
@@ -28,13 +29,16 @@ pub struct Job {
     pub dense: Accuracy,
     pub dense_eval_s: f64,
     pub device: burn::prelude::Device,
+    /// How the data was prepared; recorded in the report and the written models' metadata
+    /// unless it is the format default that changes nothing.
+    pub preprocessing: Preprocessing,
 }
 
-/// Reads the model and the data and evaluates the dense model.
-pub fn prepare(a: &RunArgs) -> Result<Job> {
+/// Reads the model and the data (prepared as `request` asks) and evaluates the dense model.
+pub fn prepare(a: &RunArgs, request: &Request) -> Result<Job> {
     let device = burn_device(a.device)?;
     let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
-    let graph = onnx::import_bytes(&original, &a.model.display().to_string())?;
+    let mut graph = onnx::import_bytes(&original, &a.model.display().to_string())?;
     let data_dir = a
         .data
         .clone()
@@ -43,7 +47,15 @@ pub fn prepare(a: &RunArgs) -> Result<Job> {
     if a.data.is_none() && a.chatty() {
         eprintln!("no --data given: using the shipped Fashion-MNIST subset ({data_name})");
     }
-    let (train, test) = pipeline::load_data(&data_dir, &graph)?;
+    let pipeline::Prepared {
+        train,
+        test,
+        preprocessing,
+    } = pipeline::load_data_with(&data_dir, &graph, request)?;
+    // The pruned models inherit the graph's metadata: they say how to prepare their inputs.
+    if !preprocessing.is_plain_default() {
+        preprocessing.write_metadata(&mut graph.meta.metadata_props);
+    }
     let t0 = Instant::now();
     let dense = pipeline::evaluate(&graph, &test, &data_name, &device)?;
     let dense_eval_s = t0.elapsed().as_secs_f64();
@@ -62,6 +74,7 @@ pub fn prepare(a: &RunArgs) -> Result<Job> {
         dense,
         dense_eval_s,
         device,
+        preprocessing,
     })
 }
 
@@ -110,6 +123,7 @@ pub fn run_once(
             round_to: a.round_to,
             device: a.device,
             latency_runs: a.latency_runs,
+            preprocessing: Some(job.preprocessing.clone()).filter(|p| !p.is_plain_default()),
         },
     );
     let timings = Timings {

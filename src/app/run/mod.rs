@@ -16,6 +16,7 @@ use crate::report::sweep::{SweepReport, SweepRun};
 /// Runs the job (one run, or one per swept value and the sweep report), or the dry run.
 /// Outputs that cannot be written are refused before any work.
 pub fn run(a: RunArgs) -> Result<()> {
+    let request = a.preprocess.request()?;
     crate::verify::check_runtimes()?;
     if let Some(t) = a.target_macs.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
         return Err(Error::Usage(format!(
@@ -40,7 +41,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             crate::fsutil::check_writable(path, a.force)?;
         }
     }
-    let job = job::prepare(&a)?;
+    let job = job::prepare(&a, &request)?;
     config::finish_config(&a, &job.graph, &mut base)?;
     let planned: Vec<sweep::Planned> = planned
         .into_iter()
