@@ -109,6 +109,12 @@ fn a_preset_is_recorded_exported_and_honoured_by_eval() {
     assert_eq!(prop(&props, "compress.mean"), Some("0.485,0.456,0.406"));
     assert_eq!(prop(&props, "compress.std"), Some("0.229,0.224,0.225"));
     assert_eq!(prop(&props, "compress.resize"), None);
+    // The summary says it too.
+    let md = std::fs::read_to_string(model.with_extension("report.md")).unwrap();
+    assert!(
+        md.contains("inputs: mean [0.485, 0.456, 0.406] std [0.229, 0.224, 0.225] (preset)"),
+        "{md}"
+    );
 
     // The pruned model says how it wants its inputs: eval needs no options.
     let acc = eval(&model, &data, &[]);

@@ -152,6 +152,20 @@ pub fn render(r: &RunReport) -> String {
         );
     }
     let _ = writeln!(s, "\nwidths: {} -> {}", r.widths_before, r.widths_after);
+    if let Some(p) = &r.settings.preprocessing {
+        let source = serde_json::to_value(p.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let resize = p
+            .resize
+            .map_or(String::new(), |[h, w]| format!(", resized to {h}x{w}"));
+        let _ = writeln!(
+            s,
+            "inputs: mean {:?} std {:?} ({source}){resize}",
+            p.mean, p.std
+        );
+    }
     let _ = writeln!(s, "verified in {}", r.verification.summary());
     let _ = writeln!(
         s,
