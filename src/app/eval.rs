@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::options::{Device, SplitName, burn_device, named};
 use crate::data::{self, Split};
 use crate::error::Result;
-use crate::{exec, onnx, pipeline};
+use crate::{exec, pipeline};
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -24,12 +24,14 @@ pub struct EvalArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub shapes: super::input_shape::InputShapeArgs,
 }
 
 /// Top-1 accuracy of the model on one split, read and normalised as `run` reads it.
 pub fn eval(a: EvalArgs) -> Result<()> {
     let device = burn_device(a.device)?;
-    let graph = onnx::import_file(&a.model)?;
+    let graph = a.shapes.import_file(&a.model)?;
     let dir = a.data.unwrap_or_else(|| PathBuf::from(super::DEFAULT_DATA));
     let split = Split::from(a.split);
     if data::detect(&dir).is_err() && dir.is_dir() {
