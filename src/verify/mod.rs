@@ -151,12 +151,12 @@ pub fn verify_inputs(
     candidate: &[u8],
     tolerance: f32,
 ) -> Result<Verification> {
-    let tract = compare_with("tract", run_tract, &inputs, reference, candidate, tolerance)?;
+    let tract = compare_with("tract", run_tract, inputs, reference, candidate, tolerance)?;
     #[cfg(feature = "ort")]
     let also = vec![compare_with(
         "onnxruntime",
         onnxruntime::run_ort,
-        &inputs,
+        inputs,
         reference,
         candidate,
         tolerance,
