@@ -501,3 +501,44 @@ fn run_and_eval_size_a_symbolic_lenet5_and_fall_back_when_the_original_cannot_re
     let g = read_model(&out_path).graph.unwrap();
     assert_eq!(dims_of(&g.input[0]), ["batch", "1", "28", "28"]);
 }
+
+#[test]
+fn resnet18_with_symbolic_height_and_width_prunes_at_64_and_runs_at_other_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::repo().join("fixtures/models/resnet18/model.onnx");
+    let mut m = pb::ModelProto::decode(&std::fs::read(path).unwrap()[..]).unwrap();
+    set_dims(
+        &mut m.graph.as_mut().unwrap().input[0],
+        &["batch", "3", "height", "width"],
+    );
+    let model = write(dir.path(), "r18.onnx", &m);
+    let pruned_path = dir.path().join("r18.pruned.onnx");
+    let out = compress()
+        .args([
+            "prune",
+            &model,
+            "--input-shape",
+            "1x3x64x64",
+            "--random-keep",
+            "0.5",
+        ])
+        .args(["--latency-runs", "0", "--json", "-o"])
+        .arg(&pruned_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Total stride 32: the proof ran at 96x128.
+    assert!(
+        stderr.contains("at 1x3x96x128 the re-export matches"),
+        "{stderr}"
+    );
+    let g = read_model(&pruned_path).graph.unwrap();
+    assert_eq!(dims_of(&g.input[0]), ["batch", "3", "height", "width"]);
+    let y = run_tract(
+        &std::fs::read(&pruned_path).unwrap(),
+        &[pseudo_random(&[1, 3, 160, 96], 2)],
+    )
+    .unwrap();
+    assert_eq!(y[0].shape, [1, 10]);
+}

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::ir::Graph;
 use crate::prune::KeepPlan;
 use crate::report::prune::{ReportInput, prune_report, render};
-use crate::verify::sizes::Reference;
+use crate::verify::sizes::{ExportDims, Reference};
 use crate::{fsutil, groups, verify};
 
 #[derive(Debug, clap::Args)]
@@ -74,9 +74,8 @@ fn keep_plan(a: &PruneArgs, graph: &Graph) -> Result<KeepPlan> {
 pub fn prune(a: PruneArgs) -> Result<()> {
     verify::check_runtimes()?;
     let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
-    let (graph, dims) = a
-        .shapes
-        .import_for_export(&original, &a.model.display().to_string())?;
+    let imported = a.shapes.import(&original, &a.model.display().to_string())?;
+    let graph = imported.graph;
     let plan = keep_plan(&a, &graph)?;
     if a.round_to == Some(0) {
         return Err(Error::Usage("--round-to must be at least 1".into()));
@@ -85,6 +84,8 @@ pub fn prune(a: PruneArgs) -> Result<()> {
     for path in std::iter::once(&a.output).chain(a.report.iter()) {
         fsutil::check_writable(path, a.force)?;
     }
+    // Only now, with the plan and outputs checked: runs the model at a second size.
+    let dims = ExportDims::decide(&graph, &original, &imported.size_dependent);
     let mut pruned = crate::prune::prune(&graph, &plan, a.round_to)?;
     super::inject_fault(&mut pruned.graph);
     let checked = dims.export_checked(
