@@ -533,6 +533,10 @@ fn resnet18_with_symbolic_height_and_width_prunes_at_64_and_runs_at_other_sizes(
         stderr.contains("at 1x3x96x128 the re-export matches"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("the export matches its reference there too"),
+        "{stderr}"
+    );
     let g = read_model(&pruned_path).graph.unwrap();
     assert_eq!(dims_of(&g.input[0]), ["batch", "3", "height", "width"]);
     let y = run_tract(
