@@ -546,3 +546,85 @@ fn resnet18_with_symbolic_height_and_width_prunes_at_64_and_runs_at_other_sizes(
     .unwrap();
     assert_eq!(y[0].shape, [1, 10]);
 }
+
+/// conv_bn_relu_chain reading one channel (its first conv keeps input channel 0's weights), so
+/// that the shipped Fashion-MNIST subset trains it at 28x28.
+fn one_channel_chain() -> pb::ModelProto {
+    let mut m = pattern("conv_bn_relu_chain");
+    let g = m.graph.as_mut().unwrap();
+    set_dims(&mut g.input[0], &["batch", "1", "height", "width"]);
+    let w_name = g
+        .node
+        .iter()
+        .find(|n| n.name == "/f/f.0/f.0.0/Conv")
+        .unwrap()
+        .input[1]
+        .clone();
+    let w = g.initializer.iter_mut().find(|t| t.name == w_name).unwrap();
+    let values: Vec<f32> = if w.raw_data.is_empty() {
+        w.float_data.clone()
+    } else {
+        w.raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    };
+    let (out, per_out) = (
+        w.dims[0] as usize,
+        (w.dims[1] * w.dims[2] * w.dims[3]) as usize,
+    );
+    let kernel = (w.dims[2] * w.dims[3]) as usize;
+    let kept: Vec<f32> = (0..out)
+        .flat_map(|o| values[o * per_out..o * per_out + kernel].to_vec())
+        .collect();
+    w.dims[1] = 1;
+    w.raw_data = kept.iter().flat_map(|v| v.to_le_bytes()).collect();
+    w.float_data.clear();
+    m
+}
+
+#[test]
+fn run_trains_at_the_given_size_and_keeps_symbolic_dims() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write(dir.path(), "chain.onnx", &one_channel_chain());
+    let out_path = dir.path().join("chain.pruned.onnx");
+    let out = compress()
+        .args([
+            "run",
+            &model,
+            "--input-shape",
+            "1x1x28x28",
+            "--method",
+            "l0-hc",
+        ])
+        .args([
+            "--max-steps",
+            "2",
+            "--epochs",
+            "1",
+            "--latency-runs",
+            "0",
+            "-o",
+        ])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: the export keeps the model's symbolic dims"),
+        "{stderr}"
+    );
+    let report = std::fs::read_to_string(dir.path().join("chain.pruned.report.json")).unwrap();
+    assert!(
+        report.contains("matches its reference there too"),
+        "{report}"
+    );
+    let bytes = std::fs::read(&out_path).unwrap();
+    let g = read_model(&out_path).graph.unwrap();
+    assert_eq!(dims_of(&g.input[0]), ["batch", "1", "height", "width"]);
+    for shape in [[1, 1, 28, 28], [3, 1, 40, 20]] {
+        let y = run_tract(&bytes, &[pseudo_random(&shape, 4)]).unwrap();
+        assert_eq!(y[0].shape, [shape[0], 10]);
+    }
+}
