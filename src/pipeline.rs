@@ -32,6 +32,7 @@ use crate::methods;
 use crate::prune::{KeepPlan, Pruned};
 use crate::train::{TrainConfig, TrainOutcome, fine_tune, test_gates};
 use crate::verify::Verification;
+use crate::verify::sizes::{ExportDims, Reference};
 
 /// Loads the train and test splits in the layout the model's input wants, prepared as the
 /// model's metadata says, else as the format's default (CIFAR: per-channel mean/std; IDX and
@@ -107,6 +108,8 @@ pub struct Compressed {
     pub verification: Verification,
     /// The network the pruned model must reproduce (trained, gated, eval mode).
     pub gated: Graph,
+    /// What to tell the user about the export's dims (`--input-shape`); empty otherwise.
+    pub notes: Vec<String>,
 }
 
 /// Prunes the gated network by its gates, folds the gate values and verifies in tract.
@@ -114,6 +117,17 @@ pub fn compress_trained(
     outcome: &TrainOutcome,
     cfg: &TrainConfig,
     round_to: Option<usize>,
+) -> Result<Compressed> {
+    compress_trained_with(outcome, cfg, round_to, &ExportDims::AsImported)
+}
+
+/// `compress_trained`, exporting with `dims` (symbolic dims proven at a second size, or the
+/// sizes `--input-shape` gave).
+pub fn compress_trained_with(
+    outcome: &TrainOutcome,
+    cfg: &TrainConfig,
+    round_to: Option<usize>,
+    dims: &ExportDims,
 ) -> Result<Compressed> {
     let method = cfg.gate_method();
     let (gated, plan) = methods::plan::decide(
@@ -130,15 +144,15 @@ pub fn compress_trained(
     };
     let mut graph = pruned.graph.clone();
     crate::ir::fold::fold_channel_scales(&mut graph);
-    let bytes = crate::onnx::export(&graph);
-    let reference = crate::onnx::export(&pruned.reference);
-    let verification = crate::verify::verify_export(&gated, &reference, &bytes, 2, 1e-4)?;
+    let checked =
+        dims.export_checked(&graph, Reference::Graph(&pruned.reference), &gated, 2, 1e-4)?;
     Ok(Compressed {
         pruned,
         graph,
-        bytes,
-        verification,
+        bytes: checked.bytes,
+        verification: checked.verification,
         gated,
+        notes: checked.notes,
     })
 }
 

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::{fsutil, onnx, verify};
+use crate::verify::sizes::Reference;
+use crate::{fsutil, verify};
 
 #[derive(Debug, clap::Args)]
 pub struct ConvertArgs {
@@ -13,6 +14,8 @@ pub struct ConvertArgs {
     /// Overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub shapes: super::input_shape::InputShapeArgs,
 }
 
 /// Imports and re-exports a model; writes it only when tract (and ONNX Runtime with the `ort`
@@ -20,11 +23,14 @@ pub struct ConvertArgs {
 pub fn convert(a: ConvertArgs) -> Result<()> {
     verify::check_runtimes()?;
     let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
-    let graph = onnx::import_bytes(&original, &a.model.display().to_string())?;
+    let (graph, dims) = a
+        .shapes
+        .import_for_export(&original, &a.model.display().to_string())?;
     let mut exported = graph.clone();
     super::inject_fault(&mut exported);
-    let bytes = onnx::export(&exported);
-    let cmp = verify::verify_export(&graph, &original, &bytes, 2, 1e-5)?;
+    let checked = dims.export_checked(&exported, Reference::Bytes(&original), &graph, 2, 1e-5)?;
+    super::input_shape::print_notes(&checked.notes);
+    let (bytes, cmp) = (checked.bytes, checked.verification);
     fsutil::write_atomic(&a.output, &bytes, a.force)?;
     println!(
         "wrote {} ({} bytes); vs original: {}",

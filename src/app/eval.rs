@@ -6,7 +6,7 @@ use super::options::{Device, SplitName, burn_device, named};
 use super::preprocess::PreprocessArgs;
 use crate::data::{self, Split};
 use crate::error::Result;
-use crate::{exec, onnx, pipeline};
+use crate::{exec, pipeline};
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -27,6 +27,8 @@ pub struct EvalArgs {
     pub json: bool,
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
+    #[command(flatten)]
+    pub shapes: super::input_shape::InputShapeArgs,
 }
 
 /// Top-1 accuracy of the model on one split, read and normalised as `run` reads it: as the
@@ -34,7 +36,7 @@ pub struct EvalArgs {
 pub fn eval(a: EvalArgs) -> Result<()> {
     let request = a.preprocess.request()?;
     let device = burn_device(a.device)?;
-    let graph = onnx::import_file(&a.model)?;
+    let graph = a.shapes.import_file(&a.model)?;
     let dir = a.data.unwrap_or_else(|| PathBuf::from(super::DEFAULT_DATA));
     let split = Split::from(a.split);
     if data::detect(&dir).is_err() && dir.is_dir() {

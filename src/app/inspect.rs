@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::Result;
-use crate::{onnx, report};
+use crate::report;
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
@@ -11,11 +11,13 @@ pub struct InspectArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub shapes: super::input_shape::InputShapeArgs,
 }
 
 /// Prints every node, the totals and the channel groups (a table, or JSON with `--json`).
 pub fn inspect(a: InspectArgs) -> Result<()> {
-    let graph = onnx::import_file(&a.model)?;
+    let graph = a.shapes.import_file(&a.model)?;
     let r = report::inspect(&graph)?;
     if a.json {
         println!("{}", super::to_json(&r)?);

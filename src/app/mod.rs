@@ -5,6 +5,7 @@
 pub mod check;
 pub mod convert;
 pub mod eval;
+pub mod input_shape;
 pub mod inspect;
 pub mod options;
 pub mod preprocess;

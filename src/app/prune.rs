@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::ir::Graph;
 use crate::prune::KeepPlan;
 use crate::report::prune::{ReportInput, prune_report, render};
-use crate::{fsutil, groups, onnx, verify};
+use crate::verify::sizes::{ExportDims, Reference};
+use crate::{fsutil, groups, verify};
 
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
@@ -40,6 +41,8 @@ pub struct PruneArgs {
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub shapes: super::input_shape::InputShapeArgs,
 }
 
 /// The keep plan from `--keep FILE`, or a random one from `--random-keep F`.
@@ -71,7 +74,8 @@ fn keep_plan(a: &PruneArgs, graph: &Graph) -> Result<KeepPlan> {
 pub fn prune(a: PruneArgs) -> Result<()> {
     verify::check_runtimes()?;
     let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
-    let graph = onnx::import_bytes(&original, &a.model.display().to_string())?;
+    let imported = a.shapes.import(&original, &a.model.display().to_string())?;
+    let graph = imported.graph;
     let plan = keep_plan(&a, &graph)?;
     if a.round_to == Some(0) {
         return Err(Error::Usage("--round-to must be at least 1".into()));
@@ -80,12 +84,21 @@ pub fn prune(a: PruneArgs) -> Result<()> {
     for path in std::iter::once(&a.output).chain(a.report.iter()) {
         fsutil::check_writable(path, a.force)?;
     }
+    // Only now, with the plan and outputs checked: runs the model at a second size.
+    let dims = ExportDims::decide(&graph, &original, &imported.size_dependent);
     let mut pruned = crate::prune::prune(&graph, &plan, a.round_to)?;
     super::inject_fault(&mut pruned.graph);
-    let bytes = onnx::export(&pruned.graph);
-    let reference = onnx::export(&pruned.reference);
-    let verification = verify::verify_export(&graph, &reference, &bytes, 2, 1e-4)?;
+    let checked = dims.export_checked(
+        &pruned.graph,
+        Reference::Graph(&pruned.reference),
+        &graph,
+        2,
+        1e-4,
+    )?;
+    let (bytes, verification) = (checked.bytes, checked.verification);
+    pruned.notes.extend(checked.notes.iter().cloned());
     fsutil::write_atomic(&a.output, &bytes, a.force)?;
+    super::input_shape::print_notes(&checked.notes);
     let latency = verify::latency::before_after(&graph, &original, &bytes, a.latency_runs)?;
     let r = prune_report(ReportInput {
         model: &a.model.display().to_string(),

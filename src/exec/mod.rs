@@ -152,7 +152,8 @@ impl Network {
             let got = v.dims();
             let fits = got.len() == info.dims.len()
                 && info.dims.iter().zip(&got).all(|(d, &g)| match d {
-                    Dim::Fixed(n) => *n == g,
+                    // Shape constants were folded at the sized dims' sizes: only those run.
+                    Dim::Fixed(n) | Dim::Sized { size: n, .. } => *n == g,
                     Dim::Batch(_) => {
                         batch = Some(g);
                         true

@@ -6,12 +6,19 @@ use super::op::Op;
 use super::tensor::Tensor;
 use crate::error::{Error, Result};
 
-/// A dimension of a graph input or output: fixed, or the one symbolic batch dimension.
+/// A dimension of a graph input or output: fixed, the one symbolic batch dimension, or another
+/// symbolic dimension of the model fixed to a size for analysis (`--input-shape`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dim {
     Fixed(usize),
     /// The symbolic batch dimension, with the name the model gave it (e.g. "batch_size").
     Batch(String),
+    /// A symbolic dimension of the model (e.g. "height"), computed at `size`; an export may
+    /// write it back as symbolic once that is proven safe (`verify::sizes`).
+    Sized {
+        name: String,
+        size: usize,
+    },
 }
 
 /// Dims written for people: `[batch, 1, 28, 28]`.
@@ -27,6 +34,7 @@ impl std::fmt::Display for Dims<'_> {
             match d {
                 Dim::Fixed(n) => write!(f, "{n}")?,
                 Dim::Batch(name) => f.write_str(name)?,
+                Dim::Sized { name, size } => write!(f, "{name}={size}")?,
             }
         }
         f.write_str("]")
@@ -47,8 +55,30 @@ impl ValueInfo {
             .map(|d| match d {
                 Dim::Fixed(n) => *n,
                 Dim::Batch(_) => batch,
+                Dim::Sized { size, .. } => *size,
             })
             .collect()
+    }
+
+    /// Whether a dim other than the batch is symbolic (sized for analysis).
+    pub fn has_sized_dim(&self) -> bool {
+        self.dims.iter().any(|d| matches!(d, Dim::Sized { .. }))
+    }
+
+    /// The dims with every sized symbolic dim replaced by its size.
+    pub fn frozen(&self) -> ValueInfo {
+        let dims = self
+            .dims
+            .iter()
+            .map(|d| match d {
+                Dim::Sized { size, .. } => Dim::Fixed(*size),
+                other => other.clone(),
+            })
+            .collect();
+        ValueInfo {
+            name: self.name.clone(),
+            dims,
+        }
     }
 
     pub fn has_batch_dim(&self) -> bool {

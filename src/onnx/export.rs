@@ -18,7 +18,9 @@ fn value_info(v: &ValueInfo) -> ValueInfoProto {
         .map(|d| tensor_shape_proto::Dimension {
             value: Some(match d {
                 Dim::Fixed(n) => tensor_shape_proto::dimension::Value::DimValue(*n as i64),
-                Dim::Batch(name) => tensor_shape_proto::dimension::Value::DimParam(name.clone()),
+                Dim::Batch(name) | Dim::Sized { name, .. } => {
+                    tensor_shape_proto::dimension::Value::DimParam(name.clone())
+                }
             }),
             ..Default::default()
         })

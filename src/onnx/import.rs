@@ -12,6 +12,7 @@ use prost::Message;
 
 use super::attrs::Attrs;
 use super::fold::{Known, fold};
+use super::input_shape::InputShapes;
 use super::pb::{self, NodeProto, ValueInfoProto, tensor_shape_proto::dimension, type_proto};
 use crate::error::{Error, Result};
 use crate::ir::{Dim, Graph, ModelMeta, Node, Op, Tensor, ValueInfo};
@@ -22,6 +23,20 @@ const PROBES: [usize; 2] = [3, 5];
 
 /// Decodes and imports an ONNX model. `source` names the file in error messages.
 pub fn import_bytes(bytes: &[u8], source: &str) -> Result<Graph> {
+    Ok(import_sized(bytes, source, &InputShapes::default())?.graph)
+}
+
+/// A graph imported with its symbolic dims sized (`--input-shape`).
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub graph: Graph,
+    /// What the import resolved for the given sizes only, in words (e.g. SAME pads of a strided
+    /// conv): an export with symbolic dims would be wrong at other sizes.
+    pub size_dependent: Vec<String>,
+}
+
+/// Decodes and imports an ONNX model, sizing its symbolic dims by `sizes`.
+pub fn import_sized(bytes: &[u8], source: &str, sizes: &InputShapes) -> Result<Imported> {
     if bytes.is_empty() {
         return Err(Error::NotOnnx {
             path: source.into(),
@@ -48,7 +63,7 @@ pub fn import_bytes(bytes: &[u8], source: &str) -> Result<Graph> {
             reason: "missing ir_version or opset_import (truncated or not an ONNX file?)".into(),
         });
     }
-    Importer::new(&model)?.run(graph)
+    Importer::new(&model)?.run(graph, sizes)
 }
 
 struct Importer {
@@ -59,6 +74,10 @@ struct Importer {
     shapes: [HashMap<String, Vec<usize>>; 2],
     nodes: Vec<Node>,
     used_names: HashSet<String>,
+    /// Whether an input has a sized symbolic dim (`--input-shape`).
+    sized: bool,
+    /// Resolutions valid only at the given sizes (see `Imported::size_dependent`).
+    size_dependent: RefCell<Vec<String>>,
 }
 
 fn meta_of(m: &pb::ModelProto) -> ModelMeta {
@@ -126,10 +145,12 @@ impl Importer {
             shapes: Default::default(),
             nodes: Vec::new(),
             used_names: HashSet::new(),
+            sized: false,
+            size_dependent: RefCell::new(Vec::new()),
         })
     }
 
-    fn run(mut self, g: &pb::GraphProto) -> Result<Graph> {
+    fn run(mut self, g: &pb::GraphProto, sizes: &InputShapes) -> Result<Imported> {
         for init in &g.initializer {
             let t = super::tensor::from_proto(init)?;
             for p in 0..2 {
@@ -137,7 +158,7 @@ impl Importer {
                 self.consts[p].insert(init.name.clone(), t.clone());
             }
         }
-        let inputs = self.graph_inputs(g)?;
+        let inputs = self.graph_inputs(g, sizes)?;
         for (i, n) in g.node.iter().enumerate() {
             self.node(n, i)?;
         }
@@ -167,49 +188,55 @@ impl Importer {
             meta: self.meta,
         };
         graph.validate()?;
-        Ok(graph)
+        Ok(Imported {
+            graph,
+            size_dependent: self.size_dependent.into_inner(),
+        })
     }
 
-    fn graph_inputs(&mut self, g: &pb::GraphProto) -> Result<Vec<ValueInfo>> {
+    fn graph_inputs(&mut self, g: &pb::GraphProto, sizes: &InputShapes) -> Result<Vec<ValueInfo>> {
+        let data_inputs: Vec<&ValueInfoProto> = g
+            .input
+            .iter()
+            // An initializer listed as input (ir_version < 4 style) is not a data input.
+            .filter(|v| !self.consts[0].contains_key(&v.name))
+            .collect();
+        let names: Vec<&str> = data_inputs.iter().map(|v| v.name.as_str()).collect();
+        sizes.check_names(&names)?;
         let mut batch_name: Option<String> = None;
         let mut inputs = Vec::new();
-        for v in &g.input {
-            if self.consts[0].contains_key(&v.name) {
-                continue; // an initializer listed as input (ir_version < 4 style)
-            }
+        for v in data_inputs {
             if elem_type(v) != pb::tensor_proto::DataType::Float as i32 {
                 return Err(Error::InvalidModel(format!(
                     "graph input '{}' is not float32 (only float32 inputs are supported)",
                     v.name
                 )));
             }
-            let dims = value_dims(v).ok_or_else(|| {
-                Error::InvalidModel(format!("graph input '{}' has no static shape", v.name))
-            })?;
-            let mut out = Vec::new();
-            for (axis, d) in dims.into_iter().enumerate() {
-                let (n, param) = d.unwrap_or((-1, String::new()));
-                if n > 0 {
-                    out.push(Dim::Fixed(n as usize));
-                    continue;
-                }
-                let name = if param.is_empty() {
-                    "batch".to_string()
-                } else {
-                    param
-                };
-                if axis != 0 || batch_name.as_ref().is_some_and(|b| *b != name) {
+            let declared: Vec<std::result::Result<usize, String>> = value_dims(v)
+                .ok_or_else(|| {
+                    Error::InvalidModel(format!("graph input '{}' has no static shape", v.name))
+                })?
+                .into_iter()
+                .map(|d| match d {
+                    Some((n, _)) if n > 0 => Ok(n as usize),
+                    Some((_, param)) => Err(param),
+                    None => Err(String::new()),
+                })
+                .collect();
+            let dims = sizes.resolve(&v.name, names.len(), &declared)?;
+            if let Some(Dim::Batch(name)) = dims.first() {
+                if batch_name.as_ref().is_some_and(|b| b != name) {
                     return Err(Error::InvalidModel(format!(
-                        "graph input '{}': symbolic dim '{name}' at axis {axis}; only one symbolic batch dimension (axis 0) is supported",
+                        "graph input '{}': symbolic dim '{name}' at axis 0; only one symbolic batch dimension (axis 0) is supported",
                         v.name
                     )));
                 }
                 batch_name = Some(name.clone());
-                out.push(Dim::Batch(name));
             }
+            self.sized |= dims.iter().any(|d| matches!(d, Dim::Sized { .. }));
             let info = ValueInfo {
                 name: v.name.clone(),
-                dims: out,
+                dims,
             };
             for (p, &b) in PROBES.iter().enumerate() {
                 self.shapes[p].insert(info.name.clone(), info.shape(b));
@@ -249,16 +276,16 @@ impl Importer {
                     .zip(s1)
                     .enumerate()
                     .map(|(i, (&a, &b))| {
-                        if a == b {
-                            Dim::Fixed(a)
-                        } else {
-                            let name = declared
-                                .as_ref()
-                                .and_then(|d| d.get(i).cloned().flatten())
-                                .map(|(_, p)| p)
-                                .filter(|p| !p.is_empty())
-                                .unwrap_or_else(|| "batch".into());
-                            Dim::Batch(name)
+                        let param = declared
+                            .as_ref()
+                            .and_then(|d| d.get(i).cloned().flatten())
+                            .map(|(_, p)| p)
+                            .filter(|p| !p.is_empty());
+                        match param {
+                            // A dim the model declares symbolic, computed at --input-shape's size.
+                            Some(name) if a == b && self.sized => Dim::Sized { name, size: a },
+                            _ if a == b => Dim::Fixed(a),
+                            name => Dim::Batch(name.unwrap_or_else(|| "batch".into())),
                         }
                     })
                     .collect();
@@ -533,6 +560,22 @@ impl ImportCx<'_> {
             suffix: suffix.into(),
             value,
         });
+    }
+
+    /// Whether an input has a symbolic dim sized by `--input-shape`: resolutions that use static
+    /// shapes then hold at that size only.
+    pub fn has_sized_inputs(&self) -> bool {
+        self.importer.sized
+    }
+
+    /// Records that this node was resolved for the given input sizes only (`what` in words),
+    /// so an export must not claim other sizes.
+    pub fn note_size_dependent(&self, what: impl Into<String>) {
+        let what = what.into();
+        self.importer.size_dependent.borrow_mut().push(format!(
+            "node '{}' ({}): {what}",
+            self.name, self.node.op_type
+        ));
     }
 
     /// The error for an op type the importer does not handle.

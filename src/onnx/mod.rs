@@ -5,11 +5,13 @@ pub mod attrs;
 mod export;
 mod fold;
 mod import;
+pub mod input_shape;
 pub mod tensor;
 
 pub use attrs::Attrs;
 pub use export::{ExportCx, PRODUCER, export, to_model_proto};
-pub use import::{ImportCx, import_bytes};
+pub use import::{ImportCx, Imported, import_bytes, import_sized};
+pub use input_shape::{InputShape, InputShapes};
 pub use tract_onnx::pb;
 
 use std::path::Path;

@@ -73,6 +73,12 @@ pub(crate) fn import(cx: &ImportCx, kernel: Vec<usize>, x: &[usize]) -> Result<W
         "NOTSET" => {}
         "VALID" => pads = vec![0; 2 * sr],
         mode @ ("SAME_UPPER" | "SAME_LOWER") => {
+            // With a stride, how SAME splits the padding depends on the input size.
+            if cx.has_sized_inputs() && strides.iter().any(|&s| s > 1) {
+                cx.note_size_dependent(format!(
+                    "auto_pad {mode} with strides {strides:?} was resolved to explicit pads for input {x:?}"
+                ));
+            }
             for i in 0..sr {
                 let input = x[2 + i];
                 let out = input.div_ceil(strides[i]);

@@ -4,6 +4,7 @@
 pub mod latency;
 #[cfg(feature = "ort")]
 pub mod onnxruntime;
+pub mod sizes;
 mod tract;
 
 pub use latency::Latency;
@@ -140,13 +141,22 @@ pub fn verify_export(
     batch: usize,
     tolerance: f32,
 ) -> Result<Verification> {
-    let inputs = probe_inputs(graph, batch);
-    let tract = compare_with("tract", run_tract, &inputs, reference, candidate, tolerance)?;
+    verify_inputs(&probe_inputs(graph, batch), reference, candidate, tolerance)
+}
+
+/// `verify_export` on given inputs.
+pub fn verify_inputs(
+    inputs: &[crate::ir::Tensor],
+    reference: &[u8],
+    candidate: &[u8],
+    tolerance: f32,
+) -> Result<Verification> {
+    let tract = compare_with("tract", run_tract, inputs, reference, candidate, tolerance)?;
     #[cfg(feature = "ort")]
     let also = vec![compare_with(
         "onnxruntime",
         onnxruntime::run_ort,
-        &inputs,
+        inputs,
         reference,
         candidate,
         tolerance,

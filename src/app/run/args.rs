@@ -15,6 +15,8 @@ pub struct RunArgs {
     /// Dataset directory (IDX, CIFAR binary or image folder); default: the shipped subset.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub shapes: crate::app::input_shape::InputShapeArgs,
     /// Output model; default MODEL.pruned.onnx beside the input.
     #[arg(short, long)]
     pub output: Option<PathBuf>,

@@ -17,7 +17,8 @@ use crate::report::prune::{ReportInput, prune_report};
 use crate::report::run::{RunInput, RunReport, render, run_report};
 use crate::report::settings::{RunOptions, Settings};
 use crate::train::TrainConfig;
-use crate::{fsutil, onnx, report, verify};
+use crate::verify::sizes::ExportDims;
+use crate::{fsutil, report, verify};
 
 /// Everything a run needs that does not depend on its settings.
 pub struct Job {
@@ -32,13 +33,23 @@ pub struct Job {
     /// How the data was prepared; recorded in the report and the written models' metadata
     /// unless it is the format default that changes nothing.
     pub preprocessing: Preprocessing,
+    /// How exports write the model's dims (`--input-shape`).
+    pub dims: ExportDims,
 }
 
 /// Reads the model and the data (prepared as `request` asks) and evaluates the dense model.
 pub fn prepare(a: &RunArgs, request: &Request) -> Result<Job> {
     let device = burn_device(a.device)?;
     let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
-    let mut graph = onnx::import_bytes(&original, &a.model.display().to_string())?;
+    let source = a.model.display().to_string();
+    let (mut graph, dims) = if a.dry_run {
+        (
+            a.shapes.import(&original, &source)?.graph,
+            ExportDims::AsImported,
+        )
+    } else {
+        a.shapes.import_for_export(&original, &source)?
+    };
     let data_dir = a
         .data
         .clone()
@@ -75,6 +86,7 @@ pub fn prepare(a: &RunArgs, request: &Request) -> Result<Job> {
         dense_eval_s,
         device,
         preprocessing,
+        dims,
     })
 }
 
@@ -90,7 +102,10 @@ pub fn run_once(
     let outcome = pipeline::train(&job.graph, &job.train, a.val_fraction, cfg, &job.device)?;
     let train_s = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
-    let compressed = pipeline::compress_trained(&outcome, cfg, a.round_to)?;
+    let compressed = pipeline::compress_trained_with(&outcome, cfg, a.round_to, &job.dims)?;
+    if a.chatty() {
+        crate::app::input_shape::print_notes(&compressed.notes);
+    }
     let prune_verify_s = t2.elapsed().as_secs_f64();
     let t3 = Instant::now();
     let pruned_acc = pipeline::evaluate(&compressed.graph, &job.test, &job.data_name, &job.device)?;
@@ -98,6 +113,9 @@ pub fn run_once(
     let t4 = Instant::now();
     let mut pruned_for_report = compressed.pruned.clone();
     pruned_for_report.graph = compressed.graph.clone();
+    pruned_for_report
+        .notes
+        .extend(compressed.notes.iter().cloned());
     let latency = verify::latency::before_after(
         &job.graph,
         &job.original,
