@@ -620,6 +620,11 @@ fn run_trains_at_the_given_size_and_keeps_symbolic_dims() {
         report.contains("matches its reference there too"),
         "{report}"
     );
+    let settings: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(
+        settings["settings"]["input_shape"],
+        serde_json::json!(["1x1x28x28"])
+    );
     let bytes = std::fs::read(&out_path).unwrap();
     let g = read_model(&out_path).graph.unwrap();
     assert_eq!(dims_of(&g.input[0]), ["batch", "1", "height", "width"]);

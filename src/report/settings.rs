@@ -82,6 +82,10 @@ pub struct Settings {
     /// format default: CIFAR-10 statistics for CIFAR data, none otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocessing: Option<Preprocessing>,
+    /// `--input-shape` values that sized the model's symbolic dims, as given; absent when none
+    /// was given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub input_shape: Vec<String>,
 }
 
 /// What runs did before an option existed.
@@ -118,6 +122,8 @@ pub struct RunOptions {
     pub latency_runs: usize,
     /// None: the format default that changes nothing (see [`Settings::preprocessing`]).
     pub preprocessing: Option<Preprocessing>,
+    /// `--input-shape` values, as given.
+    pub input_shape: Vec<String>,
 }
 
 impl Settings {
@@ -158,6 +164,7 @@ impl Settings {
             },
             dep_n0: cfg.dep_n0,
             preprocessing: run.preprocessing.clone(),
+            input_shape: run.input_shape.clone(),
         }
     }
 }
@@ -182,6 +189,7 @@ mod tests {
             device: Device::Cpu,
             latency_runs: 10,
             preprocessing: None,
+            input_shape: Vec::new(),
         };
         let v = serde_json::to_value(Settings::new(&cfg, &run)).unwrap();
         let want = serde_json::json!({

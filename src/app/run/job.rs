@@ -142,6 +142,7 @@ pub fn run_once(
             device: a.device,
             latency_runs: a.latency_runs,
             preprocessing: Some(job.preprocessing.clone()).filter(|p| !p.is_plain_default()),
+            input_shape: a.shapes.input_shape.clone(),
         },
     );
     let timings = Timings {
