@@ -53,6 +53,36 @@ pub struct Prepared {
 /// says, else as the format's default ([`crate::data::preprocess`]). The preprocessing is
 /// checked against the model before any image is read.
 pub fn load_data_with(dir: &Path, graph: &Graph, request: &Request) -> Result<Prepared> {
+    let (want, preprocessing) = plan_preprocessing(dir, graph, request)?;
+    let train = load_prepared(dir, Split::Train, want, &preprocessing)?;
+    let test = load_prepared(dir, Split::Test, want, &preprocessing)?;
+    Ok(Prepared {
+        train,
+        test,
+        preprocessing,
+    })
+}
+
+/// One split, prepared as [`load_data_with`] prepares both (`eval` reads only the split it
+/// scores, so a dataset that ships only that split is enough).
+pub fn load_split_with(
+    dir: &Path,
+    graph: &Graph,
+    request: &Request,
+    split: Split,
+) -> Result<(Dataset, Preprocessing)> {
+    let (want, preprocessing) = plan_preprocessing(dir, graph, request)?;
+    let data = load_prepared(dir, split, want, &preprocessing)?;
+    Ok((data, preprocessing))
+}
+
+/// The model's (channels, height, width) and the preprocessing to apply, from the request, the
+/// model's metadata and the data's format.
+fn plan_preprocessing(
+    dir: &Path,
+    graph: &Graph,
+    request: &Request,
+) -> Result<(Option<(usize, usize, usize)>, Preprocessing)> {
     let want = graph
         .inputs
         .first()
@@ -64,19 +94,21 @@ pub fn load_data_with(dir: &Path, graph: &Graph, request: &Request) -> Result<Pr
         chw: want,
         props: &graph.meta.metadata_props,
     };
-    let preprocessing = request.resolve(format, &model)?;
+    Ok((want, request.resolve(format, &model)?))
+}
+
+fn load_prepared(
+    dir: &Path,
+    split: Split,
+    want: Option<(usize, usize, usize)>,
+    preprocessing: &Preprocessing,
+) -> Result<Dataset> {
     let resize = preprocessing.resize.map(|[h, w]| (h, w));
-    let mut train = data::load_with(dir, Split::Train, want, resize)?;
-    let mut test = data::load_with(dir, Split::Test, want, resize)?;
+    let mut data = data::load_with(dir, split, want, resize)?;
     if let Some(norm) = preprocessing.normalize()? {
-        norm.apply_dataset(&mut train)?;
-        norm.apply_dataset(&mut test)?;
+        norm.apply_dataset(&mut data)?;
     }
-    Ok(Prepared {
-        train,
-        test,
-        preprocessing,
-    })
+    Ok(data)
 }
 
 /// The trained graph with each gated group's deterministic gate values multiplied in at its gate

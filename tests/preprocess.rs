@@ -544,3 +544,30 @@ fn sweeps_and_dry_runs_prepare_inputs_and_a_pruned_model_passes_its_preparation_
     assert_eq!(o.status.code(), Some(2));
     assert!(o.stdout.is_empty());
 }
+
+#[test]
+fn eval_reads_only_the_split_it_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cifar");
+    cifar_folder(&data, 4);
+    // A dataset that ships only its test split is enough for `eval`.
+    std::fs::remove_file(data.join("train.bin")).unwrap();
+    let tiny = dir.path().join("tiny.onnx");
+    cifar_model(&tiny);
+    let acc = eval(&tiny, &data, &[]);
+    assert_eq!(acc["samples"], 12);
+    // Asking for the missing split names what is missing.
+    let o = compress()
+        .args([
+            "eval",
+            tiny.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+        ])
+        .args(["--split", "train"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("train.bin"), "{err}");
+}

@@ -43,11 +43,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         // No known layout: say what the IDX reader, eval's documented format, misses.
         data::idx::load(&dir, split)?;
     }
-    let data = pipeline::load_data_with(&dir, &graph, &request)?;
-    let dataset = match split {
-        Split::Train => data.train,
-        Split::Test => data.test,
-    };
+    let (dataset, _) = pipeline::load_split_with(&dir, &graph, &request, split)?;
     let net = exec::Network::new(&graph, &device)?;
     let acc = crate::eval::accuracy(&net, &dataset, &dir.display().to_string(), a.batch_size)?;
     if a.json {
