@@ -76,13 +76,16 @@ pub fn load_split_with(
     Ok((data, preprocessing))
 }
 
+/// (channels, height, width) of an image input.
+type Chw = Option<(usize, usize, usize)>;
+
 /// The model's (channels, height, width) and the preprocessing to apply, from the request, the
 /// model's metadata and the data's format.
 fn plan_preprocessing(
     dir: &Path,
     graph: &Graph,
     request: &Request,
-) -> Result<(Option<(usize, usize, usize)>, Preprocessing)> {
+) -> Result<(Chw, Preprocessing)> {
     let want = graph
         .inputs
         .first()
@@ -100,7 +103,7 @@ fn plan_preprocessing(
 fn load_prepared(
     dir: &Path,
     split: Split,
-    want: Option<(usize, usize, usize)>,
+    want: Chw,
     preprocessing: &Preprocessing,
 ) -> Result<Dataset> {
     let resize = preprocessing.resize.map(|[h, w]| (h, w));
