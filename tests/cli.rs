@@ -6,7 +6,7 @@ use predicates::prelude::*;
 
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
-use common::{compress, lenet5};
+use common::{compress, lenet5, resnet18};
 
 fn json_of(out: &[u8]) -> serde_json::Value {
     serde_json::from_slice(out).expect("stdout is one JSON object")
@@ -176,13 +176,6 @@ fn eval_dataset_dir_without_idx_files() {
 #[test]
 fn unknown_option_is_a_usage_error() {
     compress().args(["inspect", "--bogus"]).assert().code(2);
-}
-
-fn resnet18() -> String {
-    common::repo()
-        .join("fixtures/models/resnet18/model.onnx")
-        .display()
-        .to_string()
 }
 
 #[test]

@@ -77,3 +77,30 @@ pub fn lenet5() -> String {
         .display()
         .to_string()
 }
+
+/// The half-width torchvision ResNet-18 fixture (input 3x64x64).
+pub fn resnet18() -> String {
+    repo()
+        .join("fixtures/models/resnet18/model.onnx")
+        .display()
+        .to_string()
+}
+
+/// An image folder `root/{train,test}/<class>/*.png` of 40x48 RGB images (not any fixture's
+/// input size), each of 3 classes its own colour with some per-image noise.
+pub fn rgb_folder(root: &Path, per_class: usize) {
+    let colours = [[200u8, 30, 30], [30, 200, 30], [30, 30, 200]];
+    for split in ["train", "test"] {
+        for (class, base) in colours.iter().enumerate() {
+            let dir = root.join(split).join(format!("class{class}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            for i in 0..per_class {
+                let img = image::RgbImage::from_fn(40, 48, |x, y| {
+                    let jitter = ((x * 7 + y * 13 + i as u32 * 31) % 40) as u8;
+                    image::Rgb(base.map(|c| c.saturating_add(jitter)))
+                });
+                img.save(dir.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+}

@@ -6,33 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::compress;
+use common::{compress, resnet18, rgb_folder};
 use serde_json::{Value, json};
-
-/// `root/{train,test}/<class>/*.png`: 40x48 RGB images, one colour per class plus noise.
-fn rgb_folder(root: &Path, per_class: usize) {
-    let colours = [[200u8, 30, 30], [30, 200, 30], [30, 30, 200]];
-    for split in ["train", "test"] {
-        for (class, base) in colours.iter().enumerate() {
-            let dir = root.join(split).join(format!("class{class}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..per_class {
-                let img = image::RgbImage::from_fn(40, 48, |x, y| {
-                    let jitter = ((x * 7 + y * 13 + i as u32 * 31) % 40) as u8;
-                    image::Rgb(base.map(|c| c.saturating_add(jitter)))
-                });
-                img.save(dir.join(format!("{i}.png"))).unwrap();
-            }
-        }
-    }
-}
-
-fn resnet18() -> String {
-    common::repo()
-        .join("fixtures/models/resnet18/model.onnx")
-        .display()
-        .to_string()
-}
 
 /// Runs l0-hc briefly on `data` with `extra` options; returns the report and the model path.
 fn run(dir: &Path, data: &Path, name: &str, extra: &[&str]) -> (Value, std::path::PathBuf) {

@@ -3,33 +3,7 @@
 
 mod common;
 
-use common::compress;
-
-/// An image folder `root/{train,test}/<class>/*.png` of 40x48 RGB images, each class its own
-/// colour with some per-image noise, so the classes can be told apart.
-fn rgb_folder(root: &std::path::Path, per_class: usize) {
-    let colours = [[200u8, 30, 30], [30, 200, 30], [30, 30, 200]];
-    for split in ["train", "test"] {
-        for (class, base) in colours.iter().enumerate() {
-            let dir = root.join(split).join(format!("class{class}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            for i in 0..per_class {
-                let img = image::RgbImage::from_fn(40, 48, |x, y| {
-                    let jitter = ((x * 7 + y * 13 + i as u32 * 31) % 40) as u8;
-                    image::Rgb(base.map(|c| c.saturating_add(jitter)))
-                });
-                img.save(dir.join(format!("{i}.png"))).unwrap();
-            }
-        }
-    }
-}
-
-fn resnet18() -> String {
-    common::repo()
-        .join("fixtures/models/resnet18/model.onnx")
-        .display()
-        .to_string()
-}
+use common::{compress, resnet18, rgb_folder};
 
 #[test]
 fn run_trains_and_prunes_a_3_channel_model_on_an_rgb_image_folder() {
