@@ -11,7 +11,7 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::prelude::{Device, Tensor};
-use burn::tensor::{Distribution, TensorData, activation};
+use burn::tensor::{TensorData, activation};
 
 /// Bias mean at init.
 pub const BIAS_INIT_MEAN: f64 = 3.0;
@@ -72,21 +72,6 @@ impl DepGenerator {
         }
     }
 
-    /// Reference init from burn's device generator (seed with `device.seed(..)`).
-    /// `widths` are the channel counts of the gated layers in network order.
-    pub fn new(widths: &[usize], n0: usize, backward: bool, device: &Device) -> Self {
-        Self::build(widths, n0, backward, |fan_in, c| {
-            let bound = 1.0 / (fan_in as f64).sqrt();
-            let w = Tensor::<2>::random([fan_in, c], Distribution::Uniform(-bound, bound), device);
-            let b = Tensor::<1>::random(
-                [c],
-                Distribution::Normal(BIAS_INIT_MEAN, BIAS_INIT_STD),
-                device,
-            );
-            (w, b)
-        })
-    }
-
     /// Reference init from the project's generator seeded with `seed` ([`crate::rng`])
     /// (bitwise reproducible on every backend).
     pub fn new_seeded(
@@ -128,11 +113,6 @@ impl DepGenerator {
                 Tensor::<1>::full([c], bias, device),
             )
         })
-    }
-
-    /// Number of gated layers.
-    pub fn num_layers(&self) -> usize {
-        self.layers.len()
     }
 
     /// Channel counts of the gated layers in network order.
@@ -209,13 +189,9 @@ mod tests {
         let dev = Device::flex();
         let widths = [3usize, 5, 7];
         let n0 = 4;
-        for seeded in [false, true] {
+        for seed in [42, 7] {
             for backward in [false, true] {
-                let g = if seeded {
-                    DepGenerator::new_seeded(&widths, n0, backward, 42, &dev)
-                } else {
-                    DepGenerator::new(&widths, n0, backward, &dev)
-                };
+                let g = DepGenerator::new_seeded(&widths, n0, backward, seed, &dev);
                 assert_eq!(g.widths(), widths.to_vec());
                 let first = &g.layers[0];
                 let expect_out = if backward { 7 } else { 3 };
