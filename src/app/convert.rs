@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::verify::sizes::Reference;
 use crate::{fsutil, verify};
 
@@ -22,7 +22,7 @@ pub struct ConvertArgs {
 /// feature) computes the same outputs from both files.
 pub fn convert(a: ConvertArgs) -> Result<()> {
     verify::check_runtimes()?;
-    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
+    let original = crate::onnx::read_model(&a.model)?;
     let (graph, dims) = a
         .shapes
         .import_for_export(&original, &a.model.display().to_string())?;

@@ -73,7 +73,7 @@ fn keep_plan(a: &PruneArgs, graph: &Graph) -> Result<KeepPlan> {
 /// the JSON report.
 pub fn prune(a: PruneArgs) -> Result<()> {
     verify::check_runtimes()?;
-    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
+    let original = crate::onnx::read_model(&a.model)?;
     let imported = a.shapes.import(&original, &a.model.display().to_string())?;
     let graph = imported.graph;
     let plan = keep_plan(&a, &graph)?;

@@ -9,7 +9,7 @@ use crate::app::options::burn_device;
 use crate::app::sibling;
 use crate::data::Dataset;
 use crate::data::preprocess::{Preprocessing, Request};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::eval::Accuracy;
 use crate::ir::Graph;
 use crate::pipeline::{self, Timings};
@@ -40,7 +40,7 @@ pub struct Job {
 /// Reads the model and the data (prepared as `request` asks) and evaluates the dense model.
 pub fn prepare(a: &RunArgs, request: &Request) -> Result<Job> {
     let device = burn_device(a.device)?;
-    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
+    let original = crate::onnx::read_model(&a.model)?;
     let source = a.model.display().to_string();
     let (mut graph, dims) = if a.dry_run {
         (
