@@ -237,3 +237,104 @@ fn absurd_size_is_refused() {
     std::fs::write(&path, model.encode_to_vec()).unwrap();
     assert_refused(&path, "the limit for one tensor");
 }
+
+/// `--external-data`: the output's weights go to OUT.onnx.data; the pair re-imports equal to
+/// the inline output.
+#[test]
+fn convert_and_prune_write_external_data_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let inline = dir.path().join("inline.onnx");
+    let split = dir.path().join("split.onnx");
+    for (out, extra) in [(&inline, None), (&split, Some("--external-data"))] {
+        compress()
+            .args(["convert", s(&inline_model()), "-o", s(out)])
+            .args(extra)
+            .assert()
+            .success();
+    }
+    assert!(!dir.path().join("inline.onnx.data").exists());
+    let side = dir.path().join("split.onnx.data");
+    assert!(side.is_file());
+    let model = pb::ModelProto::decode(&std::fs::read(&split).unwrap()[..]).unwrap();
+    assert!(
+        model
+            .graph
+            .unwrap()
+            .initializer
+            .iter()
+            .all(|t| t.data_location == Some(1)),
+        "every initializer is external"
+    );
+    let a = compress::onnx::import_file(&inline).unwrap();
+    let b = compress::onnx::import_file(&split).unwrap();
+    assert_eq!(a.nodes, b.nodes);
+    assert_eq!(a.initializers, b.initializers);
+
+    // The side file is checked before any work, like the model.
+    compress()
+        .args([
+            "convert",
+            s(&inline_model()),
+            "-o",
+            s(&split),
+            "--external-data",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("already exists"));
+    let pruned = dir.path().join("pruned.onnx");
+    std::fs::write(dir.path().join("pruned.onnx.data"), b"x").unwrap();
+    compress()
+        .args(["prune", s(&external_model()), "--random-keep", "0.5"])
+        .args(["--latency-runs", "0", "--external-data", "-o", s(&pruned)])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("pruned.onnx.data already exists"));
+    assert!(!pruned.exists());
+    compress()
+        .args(["prune", s(&external_model()), "--random-keep", "0.5"])
+        .args([
+            "--latency-runs",
+            "0",
+            "--external-data",
+            "--force",
+            "-o",
+            s(&pruned),
+        ])
+        .assert()
+        .success();
+    assert!(compress::onnx::import_file(&pruned).is_ok());
+}
+
+/// ONNX Runtime reads the written pair from the model's path and computes what the inline
+/// export computes.
+#[cfg(feature = "ort")]
+#[test]
+fn external_data_output_runs_in_onnxruntime_from_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    compress()
+        .args([
+            "convert",
+            s(&external_model()),
+            "-o",
+            s(&out),
+            "--external-data",
+        ])
+        .assert()
+        .success();
+    let (inputs, expected) = common::load_data_set(&external_dir().join("test_data_set_0"));
+    let env = compress::verify::onnxruntime::load().unwrap();
+    let mut session = ort::session::Session::builder(env)
+        .unwrap()
+        .commit_from_file(&out)
+        .unwrap();
+    let name = session.inputs()[0].name().to_string();
+    let value =
+        ort::value::Tensor::from_array((inputs[0].shape.clone(), inputs[0].to_f32_vec())).unwrap();
+    let outputs = session.run(vec![(name.as_str(), &value)]).unwrap();
+    let (shape, data) = outputs[0].try_extract_tensor::<f32>().unwrap();
+    let got = compress::ir::Tensor::f32(shape.iter().map(|&d| d as usize).collect(), data.to_vec());
+    let d = common::max_diff(&got, &expected[0]);
+    assert!(d <= 1e-4, "ONNX Runtime from the path vs test data: {d}");
+}

@@ -102,6 +102,37 @@ pub fn inline(model: &mut pb::ModelProto, dir: Option<&Path>, source: &str) -> R
     })
 }
 
+/// Side-file offsets are multiples of this, so a runtime may map each tensor directly.
+const ALIGN: usize = 64;
+
+/// Moves the initializers' bytes of a self-contained model into one side-file blob referenced by
+/// `location` (relative to the model's directory). Returns the model bytes and the side file.
+pub fn split(bytes: &[u8], location: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    use prost::Message;
+    let mut model = pb::ModelProto::decode(bytes)
+        .map_err(|e| Error::Internal(format!("re-reading the export: {e}")))?;
+    let entry = |key: &str, value: String| pb::StringStringEntryProto {
+        key: key.into(),
+        value,
+    };
+    let mut data = Vec::new();
+    for t in model.graph.iter_mut().flat_map(|g| &mut g.initializer) {
+        if t.raw_data.is_empty() {
+            continue;
+        }
+        data.resize(data.len().next_multiple_of(ALIGN), 0);
+        let raw = std::mem::take(&mut t.raw_data);
+        t.data_location = Some(EXTERNAL);
+        t.external_data = vec![
+            entry("location", location.into()),
+            entry("offset", data.len().to_string()),
+            entry("length", raw.len().to_string()),
+        ];
+        data.extend_from_slice(&raw);
+    }
+    Ok((model.encode_to_vec(), data))
+}
+
 /// Bytes per element of the types a side file can hold; `None` for strings and unknown types.
 fn element_size(data_type: i32) -> Option<u64> {
     use DataType as D;
@@ -392,6 +423,39 @@ mod tests {
             assert!(err.starts_with("m.onnx: tensor 'w': "), "{err}");
             assert!(err.contains(what), "{what}: {err}");
         }
+    }
+
+    #[test]
+    fn split_then_inline_gives_back_the_tensors() {
+        use prost::Message;
+        let t = |name: &str, n: usize| TensorProto {
+            name: name.into(),
+            dims: vec![n as i64],
+            data_type: DataType::Float as i32,
+            raw_data: (0..n * 4).map(|i| i as u8).collect(),
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
+            graph: Some(pb::GraphProto {
+                initializer: vec![t("a", 3), t("b", 5)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (bytes, data) = split(&model.encode_to_vec(), "m.onnx.data").unwrap();
+        let mut back = pb::ModelProto::decode(&bytes[..]).unwrap();
+        assert!(has_external(&back));
+        let offsets: Vec<&str> = back.graph.as_ref().unwrap().initializer[1]
+            .external_data
+            .iter()
+            .filter(|e| e.key == "offset")
+            .map(|e| e.value.as_str())
+            .collect();
+        assert_eq!(offsets, ["64"]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("m.onnx.data"), data).unwrap();
+        inline(&mut back, Some(dir.path()), "m.onnx").unwrap();
+        assert_eq!(back, model);
     }
 
     #[test]

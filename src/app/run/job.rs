@@ -188,9 +188,15 @@ impl RunOutputs {
     }
 
     /// Writes the model, the JSON and Markdown reports and the plot; returns the JSON text.
-    pub fn write(&self, r: &RunReport, bytes: &[u8], force: bool) -> Result<String> {
+    pub fn write(
+        &self,
+        r: &RunReport,
+        bytes: &[u8],
+        out: &crate::app::model_output::ModelOutputArgs,
+        force: bool,
+    ) -> Result<String> {
         let text = crate::app::to_json(r)?;
-        fsutil::write_atomic(&self.model, bytes, force)?;
+        out.write(&self.model, bytes, force)?;
         fsutil::write_atomic(&self.json, text.as_bytes(), force)?;
         fsutil::write_atomic(&self.md, render(r).as_bytes(), force)?;
         fsutil::write_atomic(&self.svg, report::plot::svg(r)?.as_bytes(), force)?;
