@@ -338,3 +338,20 @@ fn external_data_output_runs_in_onnxruntime_from_its_path() {
     let d = common::max_diff(&got, &expected[0]);
     assert!(d <= 1e-4, "ONNX Runtime from the path vs test data: {d}");
 }
+
+/// The main job with `--external-data` writes the pruned model's weights beside it (a short run).
+#[test]
+fn run_writes_external_data_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("l5.onnx");
+    compress()
+        .arg(common::lenet5())
+        .args(["--method", "dep-l0", "--max-steps", "40", "--epochs", "1"])
+        .args(["--latency-runs", "0", "--quiet", "--external-data", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert!(dir.path().join("l5.onnx.data").is_file());
+    let g = compress::onnx::import_file(&out).unwrap();
+    assert!(!g.initializers.is_empty());
+}
