@@ -46,3 +46,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }
+
+/// Writes two files that belong together (a model and its external-data side file): both are
+/// checked first, then `first` is written, then `second`, each atomically, so a reader that
+/// finds `second` finds `first` complete.
+pub fn write_atomic_pair(first: (&Path, &[u8]), second: (&Path, &[u8]), force: bool) -> Result<()> {
+    check_writable(first.0, force)?;
+    check_writable(second.0, force)?;
+    write_atomic(first.0, first.1, force)?;
+    write_atomic(second.0, second.1, force)
+}

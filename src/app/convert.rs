@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::verify;
 use crate::verify::sizes::Reference;
-use crate::{fsutil, verify};
 
 #[derive(Debug, clap::Args)]
 pub struct ConvertArgs {
@@ -16,13 +16,15 @@ pub struct ConvertArgs {
     pub force: bool,
     #[command(flatten)]
     pub shapes: super::input_shape::InputShapeArgs,
+    #[command(flatten)]
+    pub out: super::model_output::ModelOutputArgs,
 }
 
 /// Imports and re-exports a model; writes it only when tract (and ONNX Runtime with the `ort`
 /// feature) computes the same outputs from both files.
 pub fn convert(a: ConvertArgs) -> Result<()> {
     verify::check_runtimes()?;
-    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
+    let original = crate::onnx::read_model(&a.model)?;
     let (graph, dims) = a
         .shapes
         .import_for_export(&original, &a.model.display().to_string())?;
@@ -31,7 +33,7 @@ pub fn convert(a: ConvertArgs) -> Result<()> {
     let checked = dims.export_checked(&exported, Reference::Bytes(&original), &graph, 2, 1e-5)?;
     super::input_shape::print_notes(&checked.notes);
     let (bytes, cmp) = (checked.bytes, checked.verification);
-    fsutil::write_atomic(&a.output, &bytes, a.force)?;
+    a.out.write(&a.output, &bytes, a.force)?;
     println!(
         "wrote {} ({} bytes); vs original: {}",
         a.output.display(),

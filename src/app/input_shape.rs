@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ir::Graph;
 use crate::onnx::{self, Imported, InputShapes};
 use crate::verify::sizes::ExportDims;
@@ -29,7 +29,7 @@ impl InputShapeArgs {
 
     /// Reads and imports a model file with the symbolic dims sized.
     pub fn import_file(&self, path: &Path) -> Result<Graph> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = onnx::read_model(path)?;
         Ok(self.import(&bytes, &path.display().to_string())?.graph)
     }
 

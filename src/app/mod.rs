@@ -7,6 +7,7 @@ pub mod convert;
 pub mod eval;
 pub mod input_shape;
 pub mod inspect;
+pub mod model_output;
 pub mod options;
 pub mod preprocess;
 pub mod prune;

@@ -43,6 +43,8 @@ pub struct PruneArgs {
     pub force: bool,
     #[command(flatten)]
     pub shapes: super::input_shape::InputShapeArgs,
+    #[command(flatten)]
+    pub out: super::model_output::ModelOutputArgs,
 }
 
 /// The keep plan from `--keep FILE`, or a random one from `--random-keep F`.
@@ -73,7 +75,7 @@ fn keep_plan(a: &PruneArgs, graph: &Graph) -> Result<KeepPlan> {
 /// the JSON report.
 pub fn prune(a: PruneArgs) -> Result<()> {
     verify::check_runtimes()?;
-    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
+    let original = crate::onnx::read_model(&a.model)?;
     let imported = a.shapes.import(&original, &a.model.display().to_string())?;
     let graph = imported.graph;
     let plan = keep_plan(&a, &graph)?;
@@ -81,7 +83,11 @@ pub fn prune(a: PruneArgs) -> Result<()> {
         return Err(Error::Usage("--round-to must be at least 1".into()));
     }
     // Refuse before doing any work rather than after.
-    for path in std::iter::once(&a.output).chain(a.report.iter()) {
+    let side = a.out.requested_side_file(&a.output);
+    for path in std::iter::once(&a.output)
+        .chain(a.report.iter())
+        .chain(side.iter())
+    {
         fsutil::check_writable(path, a.force)?;
     }
     // Only now, with the plan and outputs checked: runs the model at a second size.
@@ -97,7 +103,7 @@ pub fn prune(a: PruneArgs) -> Result<()> {
     )?;
     let (bytes, verification) = (checked.bytes, checked.verification);
     pruned.notes.extend(checked.notes.iter().cloned());
-    fsutil::write_atomic(&a.output, &bytes, a.force)?;
+    a.out.write(&a.output, &bytes, a.force)?;
     super::input_shape::print_notes(&checked.notes);
     let latency = verify::latency::before_after(&graph, &original, &bytes, a.latency_runs)?;
     let r = prune_report(ReportInput {

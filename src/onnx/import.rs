@@ -43,10 +43,12 @@ pub fn import_sized(bytes: &[u8], source: &str, sizes: &InputShapes) -> Result<I
             reason: "the file is empty".into(),
         });
     }
-    let model = pb::ModelProto::decode(bytes).map_err(|e| Error::NotOnnx {
+    let mut model = pb::ModelProto::decode(bytes).map_err(|e| Error::NotOnnx {
         path: source.into(),
         reason: format!("protobuf decoding failed ({e})"),
     })?;
+    // Bytes have no directory to find side files in (`read_model` inlines them from a file).
+    super::external::inline(&mut model, None, source)?;
     let Some(graph) = model
         .graph
         .as_ref()

@@ -3,6 +3,7 @@
 
 pub mod attrs;
 mod export;
+pub mod external;
 mod fold;
 mod import;
 pub mod input_shape;
@@ -24,10 +25,30 @@ pub fn import(bytes: &[u8]) -> Result<Graph> {
     import_bytes(bytes, "<bytes>")
 }
 
-/// Reads and imports an ONNX file; errors name the file.
+/// Reads and imports an ONNX file; errors name the file. External data (a side file such as
+/// `model.onnx.data`) is read from the model's directory.
 pub fn import_file(path: &Path) -> Result<Graph> {
+    import_bytes(&read_model(path)?, &path.display().to_string())
+}
+
+/// Reads an ONNX file as self-contained bytes: a model with external data comes back with its
+/// tensors read from their side files (see [`external`]), anything else exactly as stored.
+/// Bytes that do not decode are returned as they are, for the import to report.
+pub fn read_model(path: &Path) -> Result<Vec<u8>> {
+    use prost::Message;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    import_bytes(&bytes, &path.display().to_string())
+    let Ok(mut model) = pb::ModelProto::decode(&bytes[..]) else {
+        return Ok(bytes);
+    };
+    if !external::has_external(&model) {
+        return Ok(bytes);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    external::inline(&mut model, Some(dir), &path.display().to_string())?;
+    Ok(model.encode_to_vec())
 }
 
 /// Reads an ONNX TensorProto file (the `input_0.pb` layout of ONNX test data).

@@ -124,6 +124,8 @@ pub struct RunArgs {
     pub force: bool,
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
+    #[command(flatten)]
+    pub out: crate::app::model_output::ModelOutputArgs,
 }
 
 impl RunArgs {

@@ -9,7 +9,7 @@ use crate::app::options::burn_device;
 use crate::app::sibling;
 use crate::data::Dataset;
 use crate::data::preprocess::{Preprocessing, Request};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::eval::Accuracy;
 use crate::ir::Graph;
 use crate::pipeline::{self, Timings};
@@ -40,7 +40,7 @@ pub struct Job {
 /// Reads the model and the data (prepared as `request` asks) and evaluates the dense model.
 pub fn prepare(a: &RunArgs, request: &Request) -> Result<Job> {
     let device = burn_device(a.device)?;
-    let original = std::fs::read(&a.model).map_err(|e| Error::io(&a.model, e))?;
+    let original = crate::onnx::read_model(&a.model)?;
     let source = a.model.display().to_string();
     let (mut graph, dims) = if a.dry_run {
         (
@@ -188,9 +188,15 @@ impl RunOutputs {
     }
 
     /// Writes the model, the JSON and Markdown reports and the plot; returns the JSON text.
-    pub fn write(&self, r: &RunReport, bytes: &[u8], force: bool) -> Result<String> {
+    pub fn write(
+        &self,
+        r: &RunReport,
+        bytes: &[u8],
+        out: &crate::app::model_output::ModelOutputArgs,
+        force: bool,
+    ) -> Result<String> {
         let text = crate::app::to_json(r)?;
-        fsutil::write_atomic(&self.model, bytes, force)?;
+        out.write(&self.model, bytes, force)?;
         fsutil::write_atomic(&self.json, text.as_bytes(), force)?;
         fsutil::write_atomic(&self.md, render(r).as_bytes(), force)?;
         fsutil::write_atomic(&self.svg, report::plot::svg(r)?.as_bytes(), force)?;

@@ -33,10 +33,15 @@ pub fn run(a: RunArgs) -> Result<()> {
     if !a.dry_run {
         let (json, svg) = sweep::files(&output);
         let extra = sweep.as_ref().map(|_| [json, svg]);
+        let side_files: Vec<_> = planned
+            .iter()
+            .filter_map(|p| a.out.requested_side_file(&p.out.model))
+            .collect();
         for path in planned
             .iter()
             .flat_map(|p| p.out.all())
             .chain(extra.iter().flatten())
+            .chain(&side_files)
         {
             crate::fsutil::check_writable(path, a.force)?;
         }
@@ -61,7 +66,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             eprintln!("sweep: {}", p.label);
         }
         let (r, bytes) = job::run_once(&a, &job, &p.cfg, &p.out.model)?;
-        let text = p.out.write(&r, &bytes, a.force)?;
+        let text = p.out.write(&r, &bytes, &a.out, a.force)?;
         if sweep.is_none() {
             if a.json {
                 println!("{text}");

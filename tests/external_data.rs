@@ -1,0 +1,357 @@
+//! Models saved with external data (`fixtures/external/`, made by
+//! `converters/make_external_data.py`): they import like their inline originals, the commands
+//! work on them, and side-file references that leave the model's directory or do not fit the
+//! tensor are refused (exit 2) before anything is written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{compress, repo};
+use compress::onnx::pb;
+use predicates::prelude::*;
+use prost::Message;
+
+const SIDE: &str = "model.onnx.data";
+
+fn external_dir() -> PathBuf {
+    repo().join("fixtures/external/conv_bn_relu_chain")
+}
+
+fn external_model() -> PathBuf {
+    external_dir().join("model.onnx")
+}
+
+fn inline_model() -> PathBuf {
+    repo().join("fixtures/patterns/conv_bn_relu_chain/model.onnx")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn fixture_really_uses_external_data() {
+    let bytes = std::fs::read(external_model()).unwrap();
+    let model = pb::ModelProto::decode(&bytes[..]).unwrap();
+    let g = model.graph.unwrap();
+    assert!(!g.initializer.is_empty());
+    for t in &g.initializer {
+        assert_eq!(t.data_location, Some(1), "{}", t.name);
+        assert!(t.raw_data.is_empty(), "{}", t.name);
+    }
+}
+
+#[test]
+fn imports_to_the_same_graph_as_the_inline_original() {
+    let external = compress::onnx::import_file(&external_model()).unwrap();
+    let inline = compress::onnx::import_file(&inline_model()).unwrap();
+    assert_eq!(external.nodes, inline.nodes);
+    assert_eq!(external.initializers, inline.initializers);
+    assert_eq!(external.inputs, inline.inputs);
+    assert_eq!(external.outputs, inline.outputs);
+}
+
+#[test]
+fn import_from_bytes_without_a_directory_is_a_clear_error() {
+    let bytes = std::fs::read(external_model()).unwrap();
+    let err = compress::onnx::import(&bytes).unwrap_err().to_string();
+    assert!(err.contains("external file"), "{err}");
+    assert!(err.contains("import the model from its file"), "{err}");
+}
+
+#[test]
+fn inspect_convert_and_prune_work_on_it() {
+    compress()
+        .args(["inspect", s(&external_model())])
+        .assert()
+        .success();
+    let dir = tempfile::tempdir().unwrap();
+    let converted = dir.path().join("converted.onnx");
+    compress()
+        .args(["convert", s(&external_model()), "-o", s(&converted)])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("vs original"));
+    // The output is self-contained and equal to the inline original's import.
+    let bytes = std::fs::read(&converted).unwrap();
+    let back = compress::onnx::import(&bytes).unwrap();
+    let inline = compress::onnx::import_file(&inline_model()).unwrap();
+    assert_eq!(back.nodes, inline.nodes);
+    assert_eq!(back.initializers, inline.initializers);
+
+    let pruned = dir.path().join("pruned.onnx");
+    compress()
+        .args([
+            "prune",
+            s(&external_model()),
+            "--random-keep",
+            "0.5",
+            "--latency-runs",
+            "0",
+            "-o",
+            s(&pruned),
+        ])
+        .assert()
+        .success();
+    let g = compress::onnx::import_file(&pruned).unwrap();
+    let count = |g: &compress::ir::Graph| g.initializers.values().map(|t| t.len()).sum::<usize>();
+    assert!(count(&g) < count(&inline));
+}
+
+/// A copy of the fixture in a fresh directory (`<tmp>/model/`), with the first initializer's
+/// `external_data` entry `key` set to `value` (added when missing).
+fn hostile_copy(key: &str, value: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(external_dir().join(SIDE), dir.join(SIDE)).unwrap();
+    let bytes = std::fs::read(external_model()).unwrap();
+    let mut model = pb::ModelProto::decode(&bytes[..]).unwrap();
+    let t = &mut model.graph.as_mut().unwrap().initializer[0];
+    match t.external_data.iter_mut().find(|e| e.key == key) {
+        Some(e) => e.value = value.into(),
+        None => t.external_data.push(pb::StringStringEntryProto {
+            key: key.into(),
+            value: value.into(),
+        }),
+    }
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    (tmp, path)
+}
+
+fn first_tensor() -> pb::TensorProto {
+    let bytes = std::fs::read(external_model()).unwrap();
+    let model = pb::ModelProto::decode(&bytes[..]).unwrap();
+    model.graph.unwrap().initializer[0].clone()
+}
+
+/// `convert` and `inspect` refuse the model with exit 2 and a one-line message that names the
+/// model file, the tensor and `what`; convert writes nothing.
+fn assert_refused(model: &Path, what: &str) {
+    let tensor = first_tensor().name;
+    let out = model.with_file_name("out.onnx");
+    for args in [
+        vec!["inspect", s(model)],
+        vec!["convert", s(model), "-o", s(&out)],
+    ] {
+        let o = compress().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        let line = err.lines().find(|l| l.contains(what)).unwrap_or_else(|| {
+            panic!("{args:?}: expected '{what}' in stderr: {err}");
+        });
+        assert!(line.contains(s(model)), "{line}");
+        assert!(line.contains(&format!("tensor '{tensor}'")), "{line}");
+    }
+    assert!(!out.exists(), "convert wrote {}", out.display());
+}
+
+#[test]
+fn absolute_location_is_refused() {
+    let side = external_dir().join(SIDE);
+    let (_tmp, model) = hostile_copy("location", s(&side));
+    assert_refused(&model, "is an absolute path");
+}
+
+#[test]
+fn dotdot_escape_is_refused() {
+    let (_tmp, model) = hostile_copy("location", "../model.onnx.data");
+    // Even with the file really there, outside the model's directory.
+    std::fs::copy(
+        external_dir().join(SIDE),
+        model.parent().unwrap().parent().unwrap().join(SIDE),
+    )
+    .unwrap();
+    assert_refused(&model, "leaves the model's directory");
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_escape_is_refused() {
+    let (tmp, model) = hostile_copy("location", "link.data");
+    let outside = tmp.path().join("outside.data");
+    std::fs::copy(external_dir().join(SIDE), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, model.with_file_name("link.data")).unwrap();
+    assert_refused(&model, "outside the model's directory");
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_inside_the_directory_is_followed() {
+    let (_tmp, model) = hostile_copy("location", "link.data");
+    std::os::unix::fs::symlink(SIDE, model.with_file_name("link.data")).unwrap();
+    compress().args(["inspect", s(&model)]).assert().success();
+}
+
+#[test]
+fn missing_side_file_is_refused() {
+    let (_tmp, model) = hostile_copy("location", "nowhere.data");
+    assert_refused(&model, "cannot be read");
+}
+
+#[test]
+fn truncated_side_file_is_refused() {
+    let (_tmp, model) = hostile_copy("location", SIDE);
+    let side = model.with_file_name(SIDE);
+    let len = std::fs::metadata(&side).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&side).unwrap();
+    f.set_len(len / 2).unwrap();
+    // Some tensor past the cut is refused; the first one is the one named only if it is past it,
+    // so name the check by its message alone.
+    let o = compress().args(["inspect", s(&model)]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("is beyond the end of"), "{err}");
+    assert!(err.contains(s(&model)), "{err}");
+}
+
+#[test]
+fn offset_past_the_end_is_refused() {
+    let (_tmp, model) = hostile_copy("offset", "17000");
+    assert_refused(&model, "is beyond the end of");
+}
+
+#[test]
+fn wrong_length_is_refused() {
+    let t = first_tensor();
+    let length: u64 = t
+        .external_data
+        .iter()
+        .find(|e| e.key == "length")
+        .map(|e| e.value.parse().unwrap())
+        .unwrap();
+    let (_tmp, model) = hostile_copy("length", &(length - 4).to_string());
+    assert_refused(&model, "does not match its shape");
+}
+
+#[test]
+fn absurd_size_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(external_dir().join(SIDE), tmp.path().join(SIDE)).unwrap();
+    let bytes = std::fs::read(external_model()).unwrap();
+    let mut model = pb::ModelProto::decode(&bytes[..]).unwrap();
+    model.graph.as_mut().unwrap().initializer[0].dims = vec![1 << 20, 1 << 20];
+    let path = tmp.path().join("model.onnx");
+    std::fs::write(&path, model.encode_to_vec()).unwrap();
+    assert_refused(&path, "the limit for one tensor");
+}
+
+/// `--external-data`: the output's weights go to OUT.onnx.data; the pair re-imports equal to
+/// the inline output.
+#[test]
+fn convert_and_prune_write_external_data_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let inline = dir.path().join("inline.onnx");
+    let split = dir.path().join("split.onnx");
+    for (out, extra) in [(&inline, None), (&split, Some("--external-data"))] {
+        compress()
+            .args(["convert", s(&inline_model()), "-o", s(out)])
+            .args(extra)
+            .assert()
+            .success();
+    }
+    assert!(!dir.path().join("inline.onnx.data").exists());
+    let side = dir.path().join("split.onnx.data");
+    assert!(side.is_file());
+    let model = pb::ModelProto::decode(&std::fs::read(&split).unwrap()[..]).unwrap();
+    assert!(
+        model
+            .graph
+            .unwrap()
+            .initializer
+            .iter()
+            .all(|t| t.data_location == Some(1)),
+        "every initializer is external"
+    );
+    let a = compress::onnx::import_file(&inline).unwrap();
+    let b = compress::onnx::import_file(&split).unwrap();
+    assert_eq!(a.nodes, b.nodes);
+    assert_eq!(a.initializers, b.initializers);
+
+    // The side file is checked before any work, like the model.
+    compress()
+        .args([
+            "convert",
+            s(&inline_model()),
+            "-o",
+            s(&split),
+            "--external-data",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("already exists"));
+    let pruned = dir.path().join("pruned.onnx");
+    std::fs::write(dir.path().join("pruned.onnx.data"), b"x").unwrap();
+    compress()
+        .args(["prune", s(&external_model()), "--random-keep", "0.5"])
+        .args(["--latency-runs", "0", "--external-data", "-o", s(&pruned)])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("pruned.onnx.data already exists"));
+    assert!(!pruned.exists());
+    compress()
+        .args(["prune", s(&external_model()), "--random-keep", "0.5"])
+        .args([
+            "--latency-runs",
+            "0",
+            "--external-data",
+            "--force",
+            "-o",
+            s(&pruned),
+        ])
+        .assert()
+        .success();
+    assert!(compress::onnx::import_file(&pruned).is_ok());
+}
+
+/// ONNX Runtime reads the written pair from the model's path and computes what the inline
+/// export computes.
+#[cfg(feature = "ort")]
+#[test]
+fn external_data_output_runs_in_onnxruntime_from_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    compress()
+        .args([
+            "convert",
+            s(&external_model()),
+            "-o",
+            s(&out),
+            "--external-data",
+        ])
+        .assert()
+        .success();
+    let (inputs, expected) = common::load_data_set(&external_dir().join("test_data_set_0"));
+    let env = compress::verify::onnxruntime::load().unwrap();
+    let mut session = ort::session::Session::builder(env)
+        .unwrap()
+        .commit_from_file(&out)
+        .unwrap();
+    let name = session.inputs()[0].name().to_string();
+    let value =
+        ort::value::Tensor::from_array((inputs[0].shape.clone(), inputs[0].to_f32_vec())).unwrap();
+    let outputs = session.run(vec![(name.as_str(), &value)]).unwrap();
+    let (shape, data) = outputs[0].try_extract_tensor::<f32>().unwrap();
+    let got = compress::ir::Tensor::f32(shape.iter().map(|&d| d as usize).collect(), data.to_vec());
+    let d = common::max_diff(&got, &expected[0]);
+    assert!(d <= 1e-4, "ONNX Runtime from the path vs test data: {d}");
+}
+
+/// The main job with `--external-data` writes the pruned model's weights beside it (a short run).
+#[test]
+fn run_writes_external_data_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("l5.onnx");
+    compress()
+        .arg(common::lenet5())
+        .args(["--method", "dep-l0", "--max-steps", "40", "--epochs", "1"])
+        .args(["--latency-runs", "0", "--quiet", "--external-data", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert!(dir.path().join("l5.onnx.data").is_file());
+    let g = compress::onnx::import_file(&out).unwrap();
+    assert!(!g.initializers.is_empty());
+}
