@@ -12,7 +12,8 @@ pub const PROTOBUF_LIMIT: usize = (1 << 31) - 1;
 #[derive(Debug, Clone, Copy, Default, clap::Args)]
 pub struct ModelOutputArgs {
     /// Write the output model's weights to OUT.onnx.data beside it (ONNX external data).
-    /// Automatic for a model over protobuf's 2 GB limit.
+    /// Automatic for a model over protobuf's 2 GB limit (such models are not yet verified end
+    /// to end: verification still reads the self-contained bytes).
     #[arg(long)]
     pub external_data: bool,
 }
