@@ -24,6 +24,17 @@ pub fn run(a: RunArgs) -> Result<()> {
         )));
     }
     let sweep = a.sweep.as_deref().map(sweep::parse).transpose()?;
+    // SWP has no gates, so nothing in its training can hold a MACs budget: refuse rather than
+    // export a model that ignores it.
+    let swept_budget = matches!(&sweep, Some(s) if s.setting == sweep::Setting::TargetMacs);
+    if a.method == crate::train::Method::Swp && (a.target_macs.is_some() || swept_budget) {
+        return Err(Error::Usage(
+            "--method swp cannot hold a MACs budget (--target-macs): it has no gates; use \
+             l0-hc, l0-arm, l0-ar or dep-l0 for a budget, or tune --swp-kappa and \
+             --weight-decay"
+                .into(),
+        ));
+    }
     let output = a
         .output
         .clone()
