@@ -206,6 +206,23 @@ impl ChannelCx<'_> {
         self.a.union(a, b);
     }
 
+    /// This node produces a new group of `width` channels at its output (a gate goes there),
+    /// unprunable for `blocked` when given; returns the group.
+    pub fn produce(&mut self, width: usize, blocked: Option<&str>) -> usize {
+        let g = self.new_group(width);
+        let out = self.node.outputs[0].clone();
+        self.add_source(g, &out);
+        if let Some(what) = blocked {
+            self.block_group(g, what);
+        }
+        self.set_output(vec![Segment {
+            group: g,
+            width,
+            block: 1,
+        }]);
+        g
+    }
+
     /// The layout of this node's output.
     pub fn set_output(&mut self, segs: Vec<Segment>) {
         self.a.set(&self.node.outputs[0], segs);

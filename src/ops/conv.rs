@@ -7,7 +7,7 @@ use super::window::{self, Window};
 use super::{OpRules, ShapeResult, WeightInput, WeightKind};
 use crate::error::{Error, Result};
 use crate::exec::Val;
-use crate::groups::{ChannelCx, Segment};
+use crate::groups::ChannelCx;
 use crate::ir::{Node, Op, Tensor};
 use crate::onnx::{ExportCx, ImportCx};
 use crate::prune::surgery::{SurgeryCx, slice_axis};
@@ -162,18 +162,14 @@ impl OpRules for Conv<'_> {
                 cx.consume(segs);
             }
         }
-        let g = cx.new_group(c_out);
-        cx.add_source(g, out);
-        if group > 1 {
-            cx.block_group(g, "grouped convolution");
+        let blocked = if group > 1 {
+            Some("grouped convolution")
         } else if !(weight_const && bias_const) {
-            cx.block_group(g, "non-constant weight or bias");
-        }
-        cx.set_output(vec![Segment {
-            group: g,
-            width: c_out,
-            block: 1,
-        }]);
+            Some("non-constant weight or bias")
+        } else {
+            None
+        };
+        cx.produce(c_out, blocked);
     }
 
     fn removed_value(&self, cx: &SurgeryCx, n: &Node, f: usize, k: Option<f32>) -> Option<f32> {

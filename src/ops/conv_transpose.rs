@@ -9,7 +9,7 @@ use super::window::{Window, window2};
 use super::{OpRules, ShapeResult, WeightInput, WeightKind, numel};
 use crate::error::{Error, Result};
 use crate::exec::Val;
-use crate::groups::{ChannelCx, Segment};
+use crate::groups::ChannelCx;
 use crate::ir::{Node, Op};
 use crate::onnx::{ExportCx, ImportCx};
 use crate::prune::surgery::{SurgeryCx, slice_axis};
@@ -195,18 +195,14 @@ impl OpRules for ConvTranspose {
                 cx.consume(segs);
             }
         }
-        let g = cx.new_group(c_out);
-        cx.add_source(g, &n.outputs[0]);
-        if self.group > 1 {
-            cx.block_group(g, "grouped transposed convolution");
+        let blocked = if self.group > 1 {
+            Some("grouped transposed convolution")
         } else if !(weight_const && bias_const) {
-            cx.block_group(g, "non-constant weight or bias");
-        }
-        cx.set_output(vec![Segment {
-            group: g,
-            width: c_out,
-            block: 1,
-        }]);
+            Some("non-constant weight or bias")
+        } else {
+            None
+        };
+        cx.produce(c_out, blocked);
     }
 
     fn removed_value(&self, _: &SurgeryCx, _: &Node, _: usize, _: Option<f32>) -> Option<f32> {

@@ -199,16 +199,7 @@ impl OpRules for Gemm {
                 cx.consume(segs);
             }
         }
-        let g = cx.new_group(width);
-        cx.add_source(g, &n.outputs[0]);
-        if !weight_const {
-            cx.block_group(g, "non-constant weight");
-        }
-        cx.set_output(vec![Segment {
-            group: g,
-            width,
-            block: 1,
-        }]);
+        cx.produce(width, (!weight_const).then_some("non-constant weight"));
     }
 
     fn removed_value(&self, _: &SurgeryCx, _: &Node, _: usize, _: Option<f32>) -> Option<f32> {
