@@ -3,6 +3,8 @@
 //! Names, op dispatch and value lifetimes are resolved once when the network is built; a forward
 //! pass is a walk over numbered slots that drops every value after its last use.
 
+pub mod conv_grad;
+mod im2col;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};

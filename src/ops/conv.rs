@@ -1,12 +1,12 @@
 //! Conv (1-D and 2-D, grouped and depthwise).
 
-use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 
 use super::window::{self, Window};
 use super::{OpRules, ShapeResult, WeightInput, WeightKind};
 use crate::error::{Error, Result};
 use crate::exec::Val;
+use crate::exec::conv_grad::conv2d_train;
 use crate::groups::ChannelCx;
 use crate::ir::{Node, Op, Tensor};
 use crate::onnx::{ExportCx, ImportCx};
@@ -125,7 +125,7 @@ impl OpRules for Conv<'_> {
         let weight = ins[0].to4();
         let bias = ins.get(1).map(|b| b.t.clone().reshape([b.dims()[0]]));
         let opts = ConvOptions::new_with_padding(w.stride, w.pads, w.dilation, self.group);
-        Val::from4(conv2d(x.to4(), weight, bias, opts), rank)
+        Val::from4(conv2d_train(x.to4(), weight, bias, opts), rank)
     }
 
     fn channels(&self, cx: &mut ChannelCx) {

@@ -1,0 +1,154 @@
+//! 2-D convolution for training on the CPU (burn flex): the forward pass is burn's own conv2d,
+//! the weight gradient is one gemm per group over the whole batch, `dW = dY · cols^T`, with
+//! `cols` the im2col matrix of the input (channels x kernel taps by batch x output positions).
+//!
+//! burn's generic backward computes the weight gradient as a convolution with batch and channels
+//! swapped, whose "batch" is the input channel count: a 1-channel stem runs as one serial task
+//! with huge im2col rows (10x slower than the gemm here). The input gradient stays burn's
+//! (a transposed convolution), which is already a batched gemm.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::ops::ConvOptions;
+
+/// A convolution without bias whose autodiff backward computes the weight gradient with
+/// `conv2d_weight_grad` (a batched gemm on flex).
+#[backend_extension(Flex, Autodiff)]
+pub trait GemmGradConv: Backend {
+    /// Without autodiff this is plain conv2d.
+    fn conv2d_gemm_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, options)
+    }
+
+    /// The weight gradient of conv2d given the output gradient `dy` (burn's by default).
+    fn conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, dy, options)
+    }
+}
+
+impl GemmGradConv for Flex {
+    fn conv2d_weight_grad(
+        x: FlexTensor,
+        weight: FlexTensor,
+        dy: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        if x.dtype() != DType::F32 || dy.dtype() != DType::F32 {
+            return Self::conv2d_weight_backward(x, weight, dy, options);
+        }
+        let w_shape = weight.shape();
+        super::im2col::weight_grad(
+            x,
+            dy,
+            [w_shape[0], w_shape[1], w_shape[2], w_shape[3]],
+            &options,
+        )
+    }
+}
+
+impl<B: Backend + GemmGradConv, C: CheckpointStrategy> GemmGradConv for Autodiff<B, C> {
+    fn conv2d_gemm_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        match GemmGrad
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let w_state = prep.checkpoint(&weight);
+                let y = B::conv2d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    None,
+                    options.clone(),
+                );
+                prep.finish((x_state, w_state, options), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                None,
+                options,
+            )),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GemmGrad;
+
+impl<B: Backend + GemmGradConv> Backward<B, 2> for GemmGrad {
+    type State = (NodeId, NodeId, ConvOptions<2>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x_state, w_state, options) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let w = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(w_state);
+        if let Some(node) = node_w {
+            let dw = B::conv2d_weight_grad(x.clone(), w.clone(), dy.clone(), options.clone());
+            grads.register::<B>(node.id, dw);
+        }
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::conv2d_x_backward(x, w, dy, options));
+        }
+    }
+}
+
+/// Whether `conv2d_train` takes the gemm path on this device (burn flex with autodiff; other
+/// backends keep burn's conv2d and their own backward).
+pub fn gemm_grad_applies(device: &Device) -> bool {
+    device.is_autodiff() && device.clone().inner() == Device::flex()
+}
+
+/// conv2d with a bias; on an autodiff flex device the weight gradient is a batched gemm.
+pub fn conv2d_train(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if !gemm_grad_applies(&x.device()) {
+        return burn::tensor::module::conv2d(x, weight, bias, options);
+    }
+    let y = Tensor::<4>::from_dispatch(<Dispatch as GemmGradConv>::conv2d_gemm_grad(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        options,
+    ));
+    match bias {
+        Some(b) => {
+            let c = b.dims()[0];
+            y + b.reshape([1, c, 1, 1])
+        }
+        None => y,
+    }
+}
