@@ -18,8 +18,10 @@ deterministic on the CPU with 2 threads; Adam lr 1e-3 with a per-step cosine dec
 batch 128, no augmentation.
 """
 import argparse
+import hashlib
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from make_cifar_fashion import fnv1a64  # noqa: E402
 from train_fashion import BATCH, LR, SEED, ResNet20, evaluate, seed_all, versions  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -130,12 +133,44 @@ def export(model, xte, yte, prep, mean, std, outroot):
                 onnx_bytes=os.path.getsize(path), labels8=yte[:8].tolist())
 
 
+def write_card(summary, data_dir, outroot, compress_bin=None):
+    """card.json: the accuracy `compress eval` measures (PyTorch's when no binary is given),
+    sizes, preprocessing and the hashes of the test data it was measured on."""
+    d = os.path.join(outroot, NAME)
+    with open(os.path.join(data_dir, "test_batch.bin"), "rb") as f:
+        test_bytes = f.read()
+    n = len(test_bytes) // REC
+    card = {"name": NAME, "accuracy": round(summary["correct"] / n, 4), "correct": summary["correct"],
+            "test_samples": n, "pytorch_accuracy": round(summary["correct"] / n, 4),
+            "params": summary["params"], "macs": summary["macs"], "opset": summary["opset"],
+            "ops": summary["ops"],
+            "preprocessing": {"mean": summary["mean"], "std": summary["std"]},
+            "data": {"converter": "converters/make_cifar_fashion.py",
+                     "test_batch_sha256": hashlib.sha256(test_bytes).hexdigest(),
+                     "test_batch_fnv1a64": f"{fnv1a64(test_bytes):016x}"}}
+    if compress_bin:
+        out = subprocess.run([compress_bin, "eval", os.path.join(d, "model.onnx"), "--data", data_dir,
+                              "--json"], check=True, capture_output=True, text=True).stdout
+        acc = json.loads(out)
+        card.update(accuracy=round(acc["accuracy"], 4), correct=acc["correct"])
+        card["measured_by"] = "compress eval (no options: preprocessing from the model's metadata)"
+    common.write_card(d, card)
+    print(json.dumps(card, indent=1), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("data")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--out", default=os.path.join(REPO, "models"))
+    ap.add_argument("--compress", help="compress binary: the card's accuracy is what its eval measures")
+    ap.add_argument("--card-only", action="store_true",
+                    help="write card.json from an earlier run's training.json (no training)")
     args = ap.parse_args()
+    if args.card_only:
+        with open(os.path.join(args.out, NAME, "training.json")) as f:
+            write_card(json.load(f), args.data, args.out, args.compress)
+        return
     common.setup_threads(2)
     torch.use_deterministic_algorithms(True)
 
@@ -152,6 +187,7 @@ def main():
     print(json.dumps(summary, indent=1), flush=True)
     with open(os.path.join(args.out, NAME, "training.json"), "w") as f:
         json.dump(summary, f, indent=1)
+    write_card(summary, args.data, args.out, args.compress)
 
 
 if __name__ == "__main__":
