@@ -200,3 +200,49 @@ pub fn load_latest(dir: &Path) -> Result<Option<Loaded>> {
         path,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::preprocess::Source;
+
+    fn prep(mean: &[f32], std: &[f32], resize: Option<[usize; 2]>) -> Preprocessing {
+        Preprocessing {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+            source: Source::Option,
+            resize,
+        }
+    }
+
+    #[test]
+    fn resume_accepts_the_same_values_from_any_source_and_broadcast() {
+        let path = Path::new("ck/epoch-1");
+        let one = prep(&[0.5], &[0.25], None);
+        let mut three = prep(&[0.5; 3], &[0.25; 3], None);
+        three.source = Source::Model;
+        assert!(check_preprocessing(path, Some(&one), Some(&three)).is_ok());
+        // Checkpoints from before preprocessing was recorded are not checked.
+        assert!(check_preprocessing(path, None, Some(&three)).is_ok());
+    }
+
+    #[test]
+    fn resume_refuses_other_values_or_resize_naming_both() {
+        let path = Path::new("ck/epoch-1");
+        let a = prep(&[0.5, 0.4, 0.3], &[0.25], None);
+        let b = prep(&[0.5, 0.4, 0.2], &[0.25], None);
+        let e = check_preprocessing(path, Some(&a), Some(&b)).unwrap_err();
+        assert!(matches!(e, Error::ResumeMismatch { .. }));
+        assert_eq!(
+            e.to_string(),
+            "cannot resume from ck/epoch-1: it was made with preprocessing mean 0.5,0.4,0.3 \
+             std 0.25, not preprocessing mean 0.5,0.4,0.2 std 0.25"
+        );
+        let c = prep(&[0.5, 0.4, 0.3], &[0.25], Some([40, 40]));
+        let e = check_preprocessing(path, Some(&a), Some(&c)).unwrap_err();
+        assert!(e.to_string().ends_with("std 0.25, resize 40,40"), "{e}");
+        // Two and three values do not broadcast onto each other.
+        let d = prep(&[0.5, 0.4], &[0.25], None);
+        assert!(check_preprocessing(path, Some(&a), Some(&d)).is_err());
+    }
+}
