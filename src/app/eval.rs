@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use super::options::{Device, SplitName, burn_device, named};
 use super::preprocess::PreprocessArgs;
+use crate::data::preprocess::Preprocessing;
 use crate::data::{self, Split};
 use crate::error::Result;
 use crate::{exec, pipeline};
@@ -31,6 +32,15 @@ pub struct EvalArgs {
     pub shapes: super::input_shape::InputShapeArgs,
 }
 
+/// What `eval --json` prints: the accuracy and the preprocessing that produced it (mean, std,
+/// where they came from, the image-folder resize).
+#[derive(serde::Serialize)]
+struct EvalJson<'a> {
+    #[serde(flatten)]
+    accuracy: &'a crate::eval::Accuracy,
+    preprocessing: &'a Preprocessing,
+}
+
 /// Top-1 accuracy of the model on one split, read and normalised as `run` reads it: as the
 /// options say, else as the model's metadata says (a model `run` wrote needs no options).
 pub fn eval(a: EvalArgs) -> Result<()> {
@@ -43,11 +53,15 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         // No known layout: say what the IDX reader, eval's documented format, misses.
         data::idx::load(&dir, split)?;
     }
-    let (dataset, _) = pipeline::load_split_with(&dir, &graph, &request, split)?;
+    let (dataset, preprocessing) = pipeline::load_split_with(&dir, &graph, &request, split)?;
     let net = exec::Network::new(&graph, &device)?;
     let acc = crate::eval::accuracy(&net, &dataset, &dir.display().to_string(), a.batch_size)?;
     if a.json {
-        println!("{}", super::to_json(&acc)?);
+        let out = EvalJson {
+            accuracy: &acc,
+            preprocessing: &preprocessing,
+        };
+        println!("{}", super::to_json(&out)?);
     } else {
         println!(
             "{}: accuracy {:.4} ({} / {} correct) on {}",

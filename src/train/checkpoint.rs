@@ -9,6 +9,7 @@ use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use serde::{Deserialize, Serialize};
 
 use super::EpochRecord;
+use crate::data::preprocess::Preprocessing;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,6 +36,56 @@ pub struct State {
     pub train_order: Vec<usize>,
     pub history: Vec<EpochRecord>,
     pub tensors: Vec<TensorEntry>,
+    /// How the training data was prepared (absent in checkpoints from before it was recorded,
+    /// and when the run did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Preprocessing>,
+}
+
+/// The preprocessing as a resume error shows it: the values, not where they came from.
+fn describe(p: &Preprocessing) -> String {
+    let list = |v: &[f32]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let resize = match p.resize {
+        Some([h, w]) => format!(", resize {h},{w}"),
+        None => String::new(),
+    };
+    format!(
+        "preprocessing mean {} std {}{resize}",
+        list(&p.mean),
+        list(&p.std)
+    )
+}
+
+/// Whether two preprocessings prepare pixels alike (one value stands for every channel).
+fn same_preprocessing(a: &Preprocessing, b: &Preprocessing) -> bool {
+    let same = |x: &[f32], y: &[f32]| {
+        let n = x.len().max(y.len());
+        let at = |v: &[f32], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+        (x.len() == y.len() || x.len() == 1 || y.len() == 1) && (0..n).all(|i| at(x, i) == at(y, i))
+    };
+    same(&a.mean, &b.mean) && same(&a.std, &b.std) && a.resize == b.resize
+}
+
+/// Refuses to resume a checkpoint whose data was prepared otherwise than this run's (the
+/// weights were trained on other inputs). Checkpoints that record nothing are not checked.
+pub fn check_preprocessing(
+    path: &Path,
+    recorded: Option<&Preprocessing>,
+    requested: Option<&Preprocessing>,
+) -> Result<()> {
+    match (recorded, requested) {
+        (Some(r), Some(q)) if !same_preprocessing(r, q) => Err(Error::ResumeMismatch {
+            path: path.to_path_buf(),
+            recorded: describe(r),
+            requested: describe(q),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A named host tensor.
@@ -148,4 +199,50 @@ pub fn load_latest(dir: &Path) -> Result<Option<Loaded>> {
         opt_g,
         path,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::preprocess::Source;
+
+    fn prep(mean: &[f32], std: &[f32], resize: Option<[usize; 2]>) -> Preprocessing {
+        Preprocessing {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+            source: Source::Option,
+            resize,
+        }
+    }
+
+    #[test]
+    fn resume_accepts_the_same_values_from_any_source_and_broadcast() {
+        let path = Path::new("ck/epoch-1");
+        let one = prep(&[0.5], &[0.25], None);
+        let mut three = prep(&[0.5; 3], &[0.25; 3], None);
+        three.source = Source::Model;
+        assert!(check_preprocessing(path, Some(&one), Some(&three)).is_ok());
+        // Checkpoints from before preprocessing was recorded are not checked.
+        assert!(check_preprocessing(path, None, Some(&three)).is_ok());
+    }
+
+    #[test]
+    fn resume_refuses_other_values_or_resize_naming_both() {
+        let path = Path::new("ck/epoch-1");
+        let a = prep(&[0.5, 0.4, 0.3], &[0.25], None);
+        let b = prep(&[0.5, 0.4, 0.2], &[0.25], None);
+        let e = check_preprocessing(path, Some(&a), Some(&b)).unwrap_err();
+        assert!(matches!(e, Error::ResumeMismatch { .. }));
+        assert_eq!(
+            e.to_string(),
+            "cannot resume from ck/epoch-1: it was made with preprocessing mean 0.5,0.4,0.3 \
+             std 0.25, not preprocessing mean 0.5,0.4,0.2 std 0.25"
+        );
+        let c = prep(&[0.5, 0.4, 0.3], &[0.25], Some([40, 40]));
+        let e = check_preprocessing(path, Some(&a), Some(&c)).unwrap_err();
+        assert!(e.to_string().ends_with("std 0.25, resize 40,40"), "{e}");
+        // Two and three values do not broadcast onto each other.
+        let d = prep(&[0.5, 0.4], &[0.25], None);
+        assert!(check_preprocessing(path, Some(&a), Some(&d)).is_err());
+    }
 }

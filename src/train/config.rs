@@ -117,6 +117,9 @@ pub struct TrainConfig {
     /// Dep-L0: width of the generator's all-ones input.
     pub dep_n0: usize,
     pub quiet: bool,
+    /// How the training data was prepared; checkpoints record it and a resume must match it.
+    #[serde(skip)]
+    pub preprocessing: Option<crate::data::preprocess::Preprocessing>,
 }
 
 impl TrainConfig {
@@ -148,6 +151,7 @@ impl TrainConfig {
             dep_backward: false,
             dep_n0: 64,
             quiet: false,
+            preprocessing: None,
         }
     }
 

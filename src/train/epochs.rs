@@ -74,6 +74,11 @@ fn resume(
             requested: variant,
         });
     }
+    checkpoint::check_preprocessing(
+        &loaded.path,
+        loaded.state.preprocessing.as_ref(),
+        cfg.preprocessing.as_ref(),
+    )?;
     t.restore(&loaded.tensors)?;
     let opt_w = opt_w.load_record(loaded.opt_w);
     let opt_g = opt_g.load_record(loaded.opt_g);
@@ -206,6 +211,7 @@ pub fn fine_tune(
                 train_order: train_idx.clone(),
                 history: history.clone(),
                 tensors: Vec::new(),
+                preprocessing: cfg.preprocessing.clone(),
             };
             checkpoint::save(dir, state, &t.snapshot(), &opt_w, &opt_g)?;
         }

@@ -65,6 +65,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             p.cfg.schedule = base.schedule.clone();
             p.cfg.penalty = base.penalty.clone();
             p.cfg.augment = base.augment;
+            p.cfg.preprocessing = Some(job.preprocessing.clone());
             p
         })
         .collect();
