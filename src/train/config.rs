@@ -117,6 +117,11 @@ pub struct TrainConfig {
     /// Dep-L0: width of the generator's all-ones input.
     pub dep_n0: usize,
     pub quiet: bool,
+    /// Epochs of training the pruned network (no gates) after the structure is fixed.
+    pub finetune_epochs: usize,
+    /// Train with no gated group at all (the fine-tune phase of a pruned network).
+    #[serde(skip)]
+    pub no_gates: bool,
 }
 
 impl TrainConfig {
@@ -148,6 +153,8 @@ impl TrainConfig {
             dep_backward: false,
             dep_n0: 64,
             quiet: false,
+            finetune_epochs: 0,
+            no_gates: false,
         }
     }
 
