@@ -40,8 +40,12 @@ struct Options {
     source: String,
 }
 
+/// A comma-separated list; empty (`--models ''`) for none, e.g. to run only `--mnist`.
 fn list(v: &str) -> Vec<String> {
-    v.split(',').map(|s| s.trim().to_string()).collect()
+    v.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn options(root: &Path) -> Options {
@@ -64,26 +68,25 @@ fn options(root: &Path) -> Options {
     let mut i = 0;
     while i < args.len() {
         let value = args.get(i + 1).cloned().unwrap_or_default();
-        let takes = match args[i].as_str() {
-            "--models" => Some(o.models = list(&value)),
-            "--methods" => Some(o.methods = list(&value)),
-            "--targets" => Some(o.targets = list(&value).iter().map(|t| num(t)).collect()),
-            "--epochs" => Some(o.epochs = num(&value) as usize),
-            "--finetune-epochs" => Some(o.finetune = num(&value) as usize),
-            "--data" => Some(o.data = PathBuf::from(&value)),
-            "--resnet-max-steps" => Some(o.resnet_max_steps = num(&value) as usize),
-            "--mnist" => Some(o.mnist = Some(PathBuf::from(&value))),
-            "--bin" => Some(o.bin = PathBuf::from(&value)),
-            "--source" => Some(o.source = value),
-            "--no-reference" => {
-                o.reference = false;
-                None
-            }
-            // `cargo bench` passes --bench; anything else unknown is a mistake.
-            "--bench" => None,
+        match args[i].as_str() {
+            "--no-reference" => o.reference = false,
+            // `cargo bench` passes --bench.
+            "--bench" => {}
+            "--models" => o.models = list(&value),
+            "--methods" => o.methods = list(&value),
+            "--targets" => o.targets = list(&value).iter().map(|t| num(t)).collect(),
+            "--epochs" => o.epochs = num(&value) as usize,
+            "--finetune-epochs" => o.finetune = num(&value) as usize,
+            "--data" => o.data = PathBuf::from(&value),
+            "--resnet-max-steps" => o.resnet_max_steps = num(&value) as usize,
+            "--mnist" => o.mnist = Some(PathBuf::from(&value)),
+            "--bin" => o.bin = PathBuf::from(&value),
+            "--source" => o.source = value,
             other => panic!("quality: unknown option {other}"),
-        };
-        i += if takes.is_some() { 2 } else { 1 };
+        }
+        // Flags take no value; every other option takes the next argument.
+        let flag = matches!(args[i].as_str(), "--no-reference" | "--bench");
+        i += if flag { 1 } else { 2 };
     }
     if o.source.is_empty() {
         o.source = git_source(root);
