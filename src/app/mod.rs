@@ -12,6 +12,7 @@ pub mod options;
 pub mod preprocess;
 pub mod prune;
 pub mod run;
+pub mod sensitivity;
 
 use std::path::{Path, PathBuf};
 

@@ -51,6 +51,26 @@ pub struct RunReport {
     pub verification: Verification,
     pub timings: Timings,
     pub notes: Vec<String>,
+    /// The fine-tune phase (`--finetune-epochs N` > 0); absent without one. `pruned` then
+    /// describes the fine-tuned model, the one written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetunePhase>,
+}
+
+/// Training of the pruned network after the structure was fixed (`--finetune-epochs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FinetunePhase {
+    pub epochs: usize,
+    /// Test accuracy of the pruned model right after the gates were decided.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub accuracy_before: f64,
+    /// Test accuracy after the phase (the written model's, as `pruned.accuracy`).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub accuracy_after: f64,
+    /// Wall time of the phase: training, export and verification.
+    pub seconds: f64,
+    /// The phase's epochs (no gates: `open_gates` is empty).
+    pub history: Vec<EpochRecord>,
 }
 
 pub fn figures(acc: &Accuracy, f: &super::prune::ModelFigures) -> Figures {
@@ -73,6 +93,7 @@ pub struct RunInput {
     pub pruned_accuracy: Accuracy,
     pub history: Vec<EpochRecord>,
     pub timings: Timings,
+    pub finetune: Option<FinetunePhase>,
 }
 
 pub fn run_report(r: RunInput) -> RunReport {
@@ -99,6 +120,7 @@ pub fn run_report(r: RunInput) -> RunReport {
         verification: p.verification,
         timings: r.timings,
         notes: p.notes,
+        finetune: r.finetune,
     }
 }
 
@@ -164,6 +186,13 @@ pub fn render(r: &RunReport) -> String {
             s,
             "inputs: mean {:?} std {:?} ({source}){resize}",
             p.mean, p.std
+        );
+    }
+    if let Some(f) = &r.finetune {
+        let _ = writeln!(
+            s,
+            "fine-tune phase: {} epochs, accuracy {:.4} -> {:.4} ({:.1} s)",
+            f.epochs, f.accuracy_before, f.accuracy_after, f.seconds
         );
     }
     let _ = writeln!(s, "verified in {}", r.verification.summary());

@@ -120,6 +120,11 @@ pub struct TrainConfig {
     /// How the training data was prepared; checkpoints record it and a resume must match it.
     #[serde(skip)]
     pub preprocessing: Option<crate::data::preprocess::Preprocessing>,
+    /// Epochs of training the pruned network (no gates) after the structure is fixed.
+    pub finetune_epochs: usize,
+    /// Train with no gated group at all (the fine-tune phase of a pruned network).
+    #[serde(skip)]
+    pub no_gates: bool,
 }
 
 impl TrainConfig {
@@ -152,6 +157,8 @@ impl TrainConfig {
             dep_n0: 64,
             quiet: false,
             preprocessing: None,
+            finetune_epochs: 0,
+            no_gates: false,
         }
     }
 

@@ -122,7 +122,19 @@ pub fn fine_tune(
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<TrainOutcome> {
-    let (mut t, split) = Trainer::new(graph, train, val_fraction, cfg, device)?;
+    fine_tune_from(graph, graph, train, val_fraction, cfg, device)
+}
+
+/// [`fine_tune`] distilling from `teacher` (when `cfg.distill_weight` > 0) instead of `graph`.
+pub fn fine_tune_from(
+    graph: &Graph,
+    teacher: &Graph,
+    train: &Dataset,
+    val_fraction: f64,
+    cfg: &TrainConfig,
+    device: &Device,
+) -> Result<TrainOutcome> {
+    let (mut t, split) = Trainer::new(graph, teacher, train, val_fraction, cfg, device)?;
     let mut opt_w = weight_optimizer(cfg);
     let mut opt_g = AdamConfig::new().init();
     let mut progress = Progress {

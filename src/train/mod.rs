@@ -10,13 +10,14 @@
 //! - `config`: what a run is asked to do; `trainer`: its state and set-up; `step`: one
 //!   optimiser step; `budget`: the cost term and dual ascent; `epochs`: the loop and resuming;
 //!   `snapshot` / `checkpoint`: what a checkpoint holds and its files; `net`: the trainable
-//!   graph; `cost`: expected and deterministic MACs.
+//!   graph; `cost`: expected and deterministic MACs; `finetune`: the phase after pruning.
 
 mod budget;
 pub mod checkpoint;
 mod config;
 pub mod cost;
 mod epochs;
+pub mod finetune;
 pub mod net;
 mod snapshot;
 mod step;
@@ -27,7 +28,7 @@ use serde::Serialize;
 pub use crate::methods::Method;
 pub use crate::methods::select::residual_tied_groups;
 pub use config::{Optimizer, Penalty, Schedule, TrainConfig};
-pub use epochs::fine_tune;
+pub use epochs::{fine_tune, fine_tune_from};
 pub use trainer::GateParams;
 
 use crate::ir::Graph;
@@ -80,6 +81,9 @@ pub fn gated_groups(
     analysis: &crate::groups::ChannelAnalysis,
     cfg: &TrainConfig,
 ) -> Vec<usize> {
+    if cfg.no_gates {
+        return Vec::new();
+    }
     crate::methods::select::gated_groups(
         graph,
         analysis,

@@ -53,9 +53,11 @@ pub(super) struct Split {
 
 impl<'a> Trainer<'a> {
     /// Builds the gated network, draws the initial gate parameters and holds out the validation
-    /// share (both from the run's seed, in that order).
+    /// share (both from the run's seed, in that order). `teacher` is what distillation learns
+    /// from (the dense model; `graph` itself in the gated phase).
     pub fn new(
         graph: &Graph,
+        teacher: &Graph,
         train: &Dataset,
         val_fraction: f64,
         cfg: &'a TrainConfig,
@@ -83,7 +85,7 @@ impl<'a> Trainer<'a> {
             train: train_idx.to_vec(),
         };
         let teacher = (cfg.distill_weight > 0.0)
-            .then(|| crate::exec::Network::new(graph, device))
+            .then(|| crate::exec::Network::new(teacher, device))
             .transpose()?;
         let group_sizes: Vec<f64> = net
             .gated

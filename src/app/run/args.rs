@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// Also gate channel groups tied by residual adds (off: as in the reference code).
     #[arg(long)]
     pub gate_residual: bool,
+    /// After pruning, train the smaller network for N more epochs (task loss, plus
+    /// distillation with --distill-weight), then export and verify it; 0 skips this phase.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub finetune_epochs: usize,
     /// Dep-L0 generator direction: forward (first gated layer to last) or backward (last to
     /// first, its outputs reversed).
     #[arg(long, value_parser = named::<DepChain>(), default_value = "forward")]

@@ -45,6 +45,7 @@ pub fn train_config(a: &RunArgs) -> TrainConfig {
     };
     cfg.distill_weight = a.distill_weight;
     cfg.distill_temperature = a.distill_temperature;
+    cfg.finetune_epochs = a.finetune_epochs;
     cfg
 }
 

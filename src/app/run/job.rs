@@ -14,7 +14,7 @@ use crate::eval::Accuracy;
 use crate::ir::Graph;
 use crate::pipeline::{self, Timings};
 use crate::report::prune::{ReportInput, prune_report};
-use crate::report::run::{RunInput, RunReport, render, run_report};
+use crate::report::run::{FinetunePhase, RunInput, RunReport, render, run_report};
 use crate::report::settings::{RunOptions, Settings};
 use crate::train::TrainConfig;
 use crate::verify::sizes::ExportDims;
@@ -97,6 +97,7 @@ pub fn run_once(
     cfg: &TrainConfig,
     output: &Path,
 ) -> Result<(RunReport, Vec<u8>)> {
+    crate::train::finetune::check_resume(cfg)?;
     let start = Instant::now();
     let t1 = Instant::now();
     let outcome = pipeline::train(&job.graph, &job.train, a.val_fraction, cfg, &job.device)?;
@@ -110,6 +111,7 @@ pub fn run_once(
     let t3 = Instant::now();
     let pruned_acc = pipeline::evaluate(&compressed.graph, &job.test, &job.data_name, &job.device)?;
     let pruned_eval_s = t3.elapsed().as_secs_f64();
+    let (compressed, pruned_acc, finetune) = finetune_phase(a, job, cfg, compressed, pruned_acc)?;
     let t4 = Instant::now();
     let mut pruned_for_report = compressed.pruned.clone();
     pruned_for_report.graph = compressed.graph.clone();
@@ -161,8 +163,51 @@ pub fn run_once(
         pruned_accuracy: pruned_acc,
         history: outcome.history.clone(),
         timings,
+        finetune,
     });
     Ok((r, compressed.bytes))
+}
+
+/// With `--finetune-epochs N` > 0: trains the pruned model on, and returns it (exported and
+/// verified against burn) in place of `compressed`, its test accuracy and the phase's record.
+fn finetune_phase(
+    a: &RunArgs,
+    job: &Job,
+    cfg: &TrainConfig,
+    mut compressed: pipeline::Compressed,
+    before: Accuracy,
+) -> Result<(pipeline::Compressed, Accuracy, Option<FinetunePhase>)> {
+    if cfg.finetune_epochs == 0 {
+        return Ok((compressed, before, None));
+    }
+    let done = crate::train::finetune::finetune(
+        &compressed.graph,
+        &job.graph,
+        &job.train,
+        a.val_fraction,
+        cfg,
+        &job.dims,
+        &job.device,
+    )?;
+    let after = pipeline::evaluate(&done.graph, &job.test, &job.data_name, &job.device)?;
+    if a.chatty() {
+        eprintln!(
+            "fine-tune phase: accuracy {:.4} -> {:.4}",
+            before.accuracy, after.accuracy
+        );
+    }
+    let phase = FinetunePhase {
+        epochs: cfg.finetune_epochs,
+        accuracy_before: before.accuracy,
+        accuracy_after: after.accuracy,
+        seconds: done.seconds,
+        history: done.history,
+    };
+    compressed.graph = done.graph;
+    compressed.bytes = done.bytes;
+    compressed.verification = done.verification;
+    compressed.notes = done.notes;
+    Ok((compressed, after, Some(phase)))
 }
 
 /// Files one run writes, derived from its model output path.
