@@ -153,7 +153,7 @@ pub fn run_once(
         latency_s,
         total_s: start.elapsed().as_secs_f64() + job.dense_eval_s,
     };
-    let r = run_report(RunInput {
+    let mut r = run_report(RunInput {
         prune: prune_report,
         method: cfg.method.name().to_string(),
         settings,
@@ -162,6 +162,7 @@ pub fn run_once(
         history: outcome.history.clone(),
         timings,
     });
+    r.budgets = compressed.budgets.clone();
     Ok((r, compressed.bytes))
 }
 
