@@ -202,3 +202,100 @@ impl Order {
         plan
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::groups::analyse_layouts;
+    use crate::prune::{GroupKeep, KeepPlan};
+
+    fn lenet5() -> crate::ir::Graph {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        crate::onnx::import_file(&root.join("models/lenet5/model.onnx")).unwrap()
+    }
+
+    /// Gates on every prunable group wider than one channel, and the cost model over them.
+    fn setup() -> (crate::ir::Graph, Vec<usize>, Vec<usize>, CostModel) {
+        let g = lenet5();
+        let a = analyse_layouts(&g).unwrap();
+        let groups: Vec<usize> = crate::methods::select::gated_groups(&g, &a, true, false);
+        let widths: Vec<usize> = groups.iter().map(|&id| a.groups[id].width).collect();
+        let cost = CostModel::new(&g, &a, &groups).unwrap();
+        (g, groups, widths, cost)
+    }
+
+    /// The cost model's MACs and parameters are the pruned graph's, `--round-to` included.
+    #[test]
+    fn the_cost_model_counts_what_the_pruner_keeps() {
+        let (g, groups, widths, cost) = setup();
+        let dense = crate::ir::cost::graph_cost(&g, 1).unwrap();
+        for (keep_share, round_to) in [(0.5, None), (0.3, Some(8)), (0.0, None)] {
+            let open: Vec<Vec<bool>> = widths
+                .iter()
+                .map(|&w| (0..w).map(|c| (c as f64) < keep_share * w as f64).collect())
+                .collect();
+            let plan = KeepPlan {
+                groups: groups
+                    .iter()
+                    .zip(&open)
+                    .map(|(&id, o)| GroupKeep {
+                        id,
+                        keep: (0..o.len()).filter(|&c| o[c]).collect(),
+                    })
+                    .collect(),
+            };
+            let pruned = crate::prune::prune(&g, &plan, round_to).unwrap();
+            let c = crate::ir::cost::graph_cost(&pruned.graph, 1).unwrap();
+            let (macs, params) = cost.fractions_at(&counted(&open, round_to));
+            assert!((macs - c.macs as f64 / dense.macs as f64).abs() < 1e-9);
+            assert!((params - c.params as f64 / dense.params as f64).abs() < 1e-9);
+        }
+    }
+
+    /// Over the target, the least probable open channels close; far under it, the most
+    /// probable closed ones reopen; either way the plan lands within the tolerance.
+    #[test]
+    fn completion_closes_or_reopens_by_probability() {
+        let (_, _, widths, cost) = setup();
+        let probs: Vec<Vec<f32>> = widths
+            .iter()
+            .map(|&w| (0..w).map(|c| (c as f32 + 0.5) / w as f32).collect())
+            .collect();
+        for (start, target) in [(1.0f32, 0.3), (0.05, 0.6)] {
+            let targets = Targets {
+                macs: Some(target),
+                params: Some(target),
+            };
+            let mut values: Vec<Vec<f32>> = probs
+                .iter()
+                .map(|p| {
+                    p.iter()
+                        .map(|&x| if x >= 1.0 - start { 1.0 } else { 0.0 })
+                        .collect()
+                })
+                .collect();
+            let fit = complete(&cost, targets, &probs, &mut values, None);
+            let slack = targets.slack(fit.fitted);
+            assert!((0.0..=TOLERANCE).contains(&slack), "{fit:?}");
+            if start == 1.0 {
+                assert!(fit.closed > 0 && fit.opened == 0, "{fit:?}");
+            } else {
+                assert!(fit.opened > 0 && fit.closed == 0, "{fit:?}");
+            }
+            // Every group keeps a channel.
+            for (p, v) in probs.iter().zip(&values) {
+                let open_min = (0..p.len())
+                    .filter(|&c| v[c] > 0.0)
+                    .map(|c| p[c])
+                    .fold(f32::MAX, f32::min);
+                assert!(open_min < f32::MAX, "a group lost every channel");
+            }
+            let again = complete(&cost, targets, &probs, &mut values, None);
+            assert_eq!(
+                (again.closed, again.opened),
+                (0, 0),
+                "a met plan is left alone"
+            );
+        }
+    }
+}

@@ -20,7 +20,7 @@ use crate::gates::penalty::l0_group_penalty_t;
 pub const DEFAULT_WARMUP: f64 = 0.3;
 
 /// Gradient-ascent rate of the multipliers, per step and per unit of fraction over the target.
-const ASCENT_RATE: f64 = 1.0;
+const ASCENT_RATE: f64 = 0.1;
 
 /// The two multipliers of one budget constraint.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -32,8 +32,12 @@ pub struct Multipliers {
 impl Multipliers {
     /// One ascent step on `gap = s - t`.
     fn ascend(&mut self, gap: f64) {
-        self.linear += ASCENT_RATE * gap;
-        self.quadratic += ASCENT_RATE * gap * gap;
+        let rate: f64 = std::env::var("TUNE_RATE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(ASCENT_RATE);
+        self.linear += rate * gap;
+        self.quadratic += rate * gap * gap;
     }
 }
 
