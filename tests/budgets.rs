@@ -52,8 +52,9 @@ fn assert_met(what: &str, achieved: f64, target: f64) {
     );
 }
 
-/// Checks one budget's report entry against the file's figure.
-fn check(label: &str, report: &Value, key: &str, target: f64, file: f64) {
+/// Checks one budget's report entry against the file's figure; `tight`: also within 0.01 below
+/// the target (the binding budget).
+fn check(label: &str, report: &Value, key: &str, target: f64, file: f64, tight: bool) {
     let b = &report["budgets"][key];
     assert_eq!(b["target"].as_f64(), Some(target), "{label}: {report}");
     let exported = b["exported"].as_f64().unwrap();
@@ -65,7 +66,11 @@ fn check(label: &str, report: &Value, key: &str, target: f64, file: f64) {
         let f = b[stage].as_f64().unwrap();
         assert!(f > 0.0 && f <= 1.0 + 1e-9, "{label} {stage}: {f}");
     }
-    assert_met(label, file, target);
+    if tight {
+        assert_met(label, file, target);
+    } else {
+        assert!(file <= target + 1e-12, "{label}: {file} over {target}");
+    }
 }
 
 #[test]
@@ -83,24 +88,27 @@ fn every_gate_method_meets_a_macs_a_params_and_both_budgets() {
         for (budget, macs, params) in budgets {
             let label = format!("{method} {budget:?}");
             let (r, (file_macs, file_params)) = run(method, budget, "20");
+            let both = macs && params;
             if macs {
-                check(&label, &r, "macs", 0.3, file_macs);
+                check(&label, &r, "macs", 0.3, file_macs, !both);
                 assert_eq!(r["macs_ratio"].as_f64(), Some(file_macs), "{label}");
             }
             if params {
-                check(&label, &r, "params", 0.3, file_params);
+                check(&label, &r, "params", 0.3, file_params, !both);
                 assert_eq!(r["settings"]["target_params"].as_f64(), Some(0.3));
             }
-            if macs && params {
-                // Both hold; at least one is within 0.01 of its target (the binding one).
-                assert!(file_macs <= 0.3 && file_params <= 0.3, "{label}");
+            if both {
+                // Both hold (checked above); the binding one is within 0.01 of its target.
+                assert!(file_macs.max(file_params) >= 0.29 - 1e-12, "{label}");
             }
-            let moved = ["channels_closed", "channels_opened"].map(|k| {
-                r["budgets"][k]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("{label}: {k}"))
+            let closed = r["budgets"]["channels_closed"].as_u64().unwrap();
+            assert!(r["budgets"]["channels_opened"].is_u64(), "{label}");
+            // Gates over a target can only come down to it by closing channels.
+            let over = ["macs", "params"].iter().any(|k| {
+                let b = &r["budgets"][k];
+                b.is_object() && b["deterministic"].as_f64() > b["target"].as_f64()
             });
-            assert!(moved[0] == 0 || moved[1] == 0, "{label}: {moved:?}");
+            assert!(!over || closed > 0, "{label}: {}", r["budgets"]);
         }
     }
 }
@@ -110,7 +118,7 @@ fn every_gate_method_meets_a_macs_a_params_and_both_budgets() {
 #[test]
 fn when_training_reaches_the_budget_the_export_moves_few_channels() {
     let (r, (file_macs, _)) = run("dep-l0", &["--target-macs", "0.5"], "30");
-    check("dep-l0 0.5", &r, "macs", 0.5, file_macs);
+    check("dep-l0 0.5", &r, "macs", 0.5, file_macs, true);
     let b = &r["budgets"];
     let moved = b["channels_closed"].as_u64().unwrap() + b["channels_opened"].as_u64().unwrap();
     assert!(moved <= 10, "{b}");
