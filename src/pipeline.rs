@@ -126,10 +126,41 @@ pub fn gated_graph(outcome: &TrainOutcome, cfg: &TrainConfig) -> Graph {
     )
 }
 
-/// Channels whose deterministic gate is non-zero survive.
-pub fn keep_plan(outcome: &TrainOutcome, cfg: &TrainConfig) -> KeepPlan {
-    let values = test_gates(cfg.method, &outcome.gate_params, cfg.arm_k);
-    methods::plan::keep_plan(&outcome.gated_group_ids(), &values)
+/// Channels whose deterministic gate is non-zero survive; with a budget (`cfg.target_macs`,
+/// `cfg.target_params`), the plan is completed to it by gate probability
+/// ([`methods::budget_fit`]), widths counted as `round_to` will round them.
+pub fn keep_plan(
+    outcome: &TrainOutcome,
+    cfg: &TrainConfig,
+    round_to: Option<usize>,
+) -> Result<KeepPlan> {
+    Ok(decide(outcome, cfg, round_to)?.plan)
+}
+
+/// The budgets asked for in `cfg`.
+fn budget_request(cfg: &TrainConfig, round_to: Option<usize>) -> methods::plan::BudgetRequest {
+    methods::plan::BudgetRequest {
+        targets: methods::budget_fit::Targets {
+            macs: cfg.target_macs,
+            params: cfg.target_params,
+        },
+        round_to,
+    }
+}
+
+fn decide(
+    outcome: &TrainOutcome,
+    cfg: &TrainConfig,
+    round_to: Option<usize>,
+) -> Result<methods::plan::Decision> {
+    methods::plan::decide(
+        cfg.gate_method().as_ref(),
+        outcome.net.trained_graph(),
+        &outcome.net.analysis,
+        &outcome.gated_group_ids(),
+        &outcome.gate_params,
+        &budget_request(cfg, round_to),
+    )
 }
 
 /// Stochastic weight pruning: channels whose producer rows are all zero are dead.
@@ -145,6 +176,8 @@ pub struct Compressed {
     pub gated: Graph,
     /// What to tell the user about the export's dims (`--input-shape`); empty otherwise.
     pub notes: Vec<String>,
+    /// Target against achieved for each budget asked for, and the export completion.
+    pub budgets: Option<crate::report::run::Budgets>,
 }
 
 /// Prunes the gated network by its gates, folds the gate values and verifies in tract.
@@ -165,13 +198,7 @@ pub fn compress_trained_with(
     dims: &ExportDims,
 ) -> Result<Compressed> {
     let method = cfg.gate_method();
-    let (gated, plan) = methods::plan::decide(
-        method.as_ref(),
-        outcome.net.trained_graph(),
-        &outcome.net.analysis,
-        &outcome.gated_group_ids(),
-        &outcome.gate_params,
-    )?;
+    let methods::plan::Decision { gated, plan, fit } = decide(outcome, cfg, round_to)?;
     let pruned = if !method.has_gates() {
         crate::prune::prune_dead(&gated, &plan)?
     } else {
@@ -181,13 +208,46 @@ pub fn compress_trained_with(
     crate::ir::fold::fold_channel_scales(&mut graph);
     let checked =
         dims.export_checked(&graph, Reference::Graph(&pruned.reference), &gated, 2, 1e-4)?;
+    let budgets = fit
+        .map(|f| budgets(cfg, &f, &outcome.net.trained_graph(), &graph))
+        .transpose()?;
     Ok(Compressed {
         pruned,
         graph,
         bytes: checked.bytes,
         verification: checked.verification,
+        budgets,
         gated,
         notes: checked.notes,
+    })
+}
+
+/// Each budget's target, where training ended, the deterministic gates and the export.
+fn budgets(
+    cfg: &TrainConfig,
+    fit: &methods::budget_fit::Fit,
+    dense: &Graph,
+    exported: &Graph,
+) -> Result<crate::report::run::Budgets> {
+    use crate::report::run::{BudgetFigures, Budgets};
+    let (d, e) = (
+        crate::ir::cost::graph_cost(dense, 1)?,
+        crate::ir::cost::graph_cost(exported, 1)?,
+    );
+    let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+    let figures = |target: Option<f64>, pick: fn((f64, f64)) -> f64, exported: f64| {
+        target.map(|target| BudgetFigures {
+            target,
+            expected: pick(fit.expected),
+            deterministic: pick(fit.deterministic),
+            exported,
+        })
+    };
+    Ok(Budgets {
+        macs: figures(cfg.target_macs, |p| p.0, ratio(e.macs, d.macs)),
+        params: figures(cfg.target_params, |p| p.1, ratio(e.params, d.params)),
+        channels_closed: fit.closed,
+        channels_opened: fit.opened,
     })
 }
 

@@ -14,6 +14,7 @@
 //! The tensor functions these files run in training are the ones their unit tests pin to
 //! METHODS §10.
 
+pub mod budget_fit;
 pub mod dep_l0;
 pub mod l0_arm;
 pub mod l0_hc;

@@ -2,6 +2,7 @@
 //! and the network the pruned model must reproduce (the trained graph with each gate's
 //! deterministic value multiplied in).
 
+use super::budget_fit::{self, Fit, Targets};
 use super::{GateMethod, test_gates};
 use crate::error::Result;
 use crate::groups::ChannelAnalysis;
@@ -44,20 +45,59 @@ pub fn keep_plan(groups: &[usize], values: &[Vec<f32>]) -> KeepPlan {
     }
 }
 
+/// A budget to complete the plan to (see [`budget_fit`]), and the pruner's width rounding.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BudgetRequest {
+    pub targets: Targets,
+    pub round_to: Option<usize>,
+}
+
+/// What [`decide`] settles: the reference graph, the keep plan, and the budget completion
+/// when a budget was asked for.
+pub struct Decision {
+    pub gated: Graph,
+    pub plan: KeepPlan,
+    pub fit: Option<Fit>,
+}
+
 /// The reference graph and the keep plan of a trained network: by the gates' test-time values,
-/// or, for a method without gates, by its dead channels (the graph itself is then the reference).
+/// completed to the budget when one is asked for, or, for a method without gates, by its dead
+/// channels (the graph itself is then the reference). The reference uses the completed values,
+/// so verification proves the export against the final plan.
 pub fn decide(
     method: &dyn GateMethod,
     trained: Graph,
     analysis: &ChannelAnalysis,
     groups: &[usize],
     params: &[Vec<f32>],
-) -> Result<(Graph, KeepPlan)> {
+    budget: &BudgetRequest,
+) -> Result<Decision> {
     if !method.has_gates() {
         let plan = super::swp::dead_channel_plan(&trained)?;
-        return Ok((trained, plan));
+        return Ok(Decision {
+            gated: trained,
+            plan,
+            fit: None,
+        });
     }
-    let values = test_gates(method, params);
+    let mut values = test_gates(method, params);
+    let fit = if budget.targets.any() && !groups.is_empty() {
+        let cost = crate::train::cost::CostModel::new(&trained, analysis, groups)?;
+        let probs = budget_fit::open_probabilities(method, params);
+        Some(budget_fit::complete(
+            &cost,
+            budget.targets,
+            &probs,
+            &mut values,
+            budget.round_to,
+        ))
+    } else {
+        None
+    };
     let plan = keep_plan(groups, &values);
-    Ok((gated_graph(trained, analysis, groups, values), plan))
+    Ok(Decision {
+        gated: gated_graph(trained, analysis, groups, values),
+        plan,
+        fit,
+    })
 }

@@ -55,6 +55,9 @@ pub struct RunReport {
     /// describes the fine-tuned model, the one written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune: Option<FinetunePhase>,
+    /// `--target-macs` / `--target-params`: target against achieved, and the export completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Budgets>,
 }
 
 /// Training of the pruned network after the structure was fixed (`--finetune-epochs`).
@@ -71,6 +74,33 @@ pub struct FinetunePhase {
     pub seconds: f64,
     /// The phase's epochs (no gates: `open_gates` is empty).
     pub history: Vec<EpochRecord>,
+}
+
+/// One budget (`--target-macs` or `--target-params`): the target and where each stage landed,
+/// as fractions of dense.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BudgetFigures {
+    pub target: f64,
+    /// Expected fraction under the gates' open probabilities where training ended.
+    pub expected: f64,
+    /// Fraction with the deterministic (test-time) gates, before the export completion.
+    pub deterministic: f64,
+    /// Fraction of the exported model.
+    pub exported: f64,
+}
+
+/// The budgets of a run and the export completion that made them hold (absent without a
+/// budget, and in reports written before budgets were reported).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Budgets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs: Option<BudgetFigures>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<BudgetFigures>,
+    /// Channels the deterministic gates kept that the completion closed (lowest P(open) first).
+    pub channels_closed: usize,
+    /// Channels the deterministic gates removed that the completion reopened.
+    pub channels_opened: usize,
 }
 
 pub fn figures(acc: &Accuracy, f: &super::prune::ModelFigures) -> Figures {
@@ -121,6 +151,7 @@ pub fn run_report(r: RunInput) -> RunReport {
         timings: r.timings,
         notes: p.notes,
         finetune: r.finetune,
+        budgets: None,
     }
 }
 
@@ -174,6 +205,9 @@ pub fn render(r: &RunReport) -> String {
         );
     }
     let _ = writeln!(s, "\nwidths: {} -> {}", r.widths_before, r.widths_after);
+    if let Some(b) = &r.budgets {
+        let _ = writeln!(s, "{}", budget_line(b));
+    }
     if let Some(p) = &r.settings.preprocessing {
         let source = serde_json::to_value(p.source)
             .ok()
@@ -205,6 +239,27 @@ pub fn render(r: &RunReport) -> String {
         let _ = writeln!(s, "note: {n}");
     }
     s
+}
+
+/// `budget: MACs 0.300 target, 0.298 exported (training 0.31, gates 0.33); 4 channels closed,
+/// 0 reopened by the export`.
+fn budget_line(b: &Budgets) -> String {
+    let one = |name: &str, f: &BudgetFigures| {
+        format!(
+            "{name} {:.3} target, {:.3} exported (training {:.3}, gates {:.3})",
+            f.target, f.exported, f.expected, f.deterministic
+        )
+    };
+    let parts: Vec<String> = [("MACs", &b.macs), ("params", &b.params)]
+        .into_iter()
+        .filter_map(|(n, f)| f.as_ref().map(|f| one(n, f)))
+        .collect();
+    format!(
+        "budget: {}; {} channels closed, {} reopened by the export",
+        parts.join(", "),
+        b.channels_closed,
+        b.channels_opened
+    )
 }
 
 #[cfg(test)]

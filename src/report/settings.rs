@@ -86,6 +86,9 @@ pub struct Settings {
     /// was given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub input_shape: Vec<String>,
+    /// `--target-params`: the fraction of dense parameters asked for; absent when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_params: Option<f64>,
 }
 
 /// What runs did before an option existed.
@@ -165,6 +168,7 @@ impl Settings {
             dep_n0: cfg.dep_n0,
             preprocessing: run.preprocessing.clone(),
             input_shape: run.input_shape.clone(),
+            target_params: cfg.target_params,
         }
     }
 }

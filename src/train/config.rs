@@ -83,6 +83,11 @@ pub struct TrainConfig {
     pub lambda: f64,
     /// Fraction of dense MACs to reach (turns lambda into a Lagrange multiplier).
     pub target_macs: Option<f64>,
+    /// Fraction of dense parameters to reach (with or without a MACs target).
+    pub target_params: Option<f64>,
+    /// Share of the training steps over which a budget's target ramps from 1 (dense) down to
+    /// the target (CoFi's Lagrangian warm-up).
+    pub budget_warmup: f64,
     pub seed: u64,
     /// Stop after this many optimiser steps (all epochs when None); for tests and dry runs.
     pub max_steps: Option<usize>,
@@ -137,6 +142,8 @@ impl TrainConfig {
             gate_lr: 0.1,
             lambda: 1.0,
             target_macs: None,
+            target_params: None,
+            budget_warmup: crate::train::budget::DEFAULT_WARMUP,
             seed: 0,
             max_steps: None,
             arm_k: 7.0,

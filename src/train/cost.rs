@@ -1,8 +1,12 @@
-//! Expected and deterministic MACs of a gated network, from the graph's channel layouts.
+//! Expected and deterministic MACs and parameters of a gated network, from the graph's channel
+//! layouts.
 //!
 //! A Conv/Gemm/MatMul costs `macs * (active inputs / inputs) * (active outputs / outputs)`:
 //! exact for the pruned network when the counts are the kept channels, and the expected cost
 //! under independent gates when they are sums of open probabilities (differentiable).
+//! Parameters follow the same rule per learnable tensor: its element count scaled by the active
+//! fraction of each side whose channels lie along one of its axes (a kernel's rows and columns,
+//! a bias's or BN scale's only axis), counted once per tensor as [`crate::ir::cost`] does.
 
 use std::collections::HashMap;
 
@@ -24,7 +28,8 @@ struct Side {
 
 #[derive(Debug, Clone)]
 struct Term {
-    macs: f64,
+    /// MACs or parameters at full width.
+    amount: f64,
     input: Option<Side>,
     output: Option<Side>,
 }
@@ -32,7 +37,9 @@ struct Term {
 #[derive(Debug, Clone)]
 pub struct CostModel {
     terms: Vec<Term>,
+    param_terms: Vec<Term>,
     pub dense_macs: f64,
+    pub dense_params: f64,
 }
 
 fn side(segs: Option<&Vec<Segment>>, gated_index: &HashMap<usize, usize>) -> Option<Side> {
@@ -90,55 +97,135 @@ impl CostModel {
                 _ => (None, None),
             };
             terms.push(Term {
-                macs: c.macs as f64,
+                amount: c.macs as f64,
                 input,
                 output,
             });
         }
         Ok(CostModel {
             terms,
+            param_terms: param_terms(graph, analysis, &index),
             dense_macs: cost.macs as f64,
+            dense_params: cost.params as f64,
         })
     }
 
     /// Expected MACs given each gate vector's expected number of open channels (shape `[1]` each).
     pub fn expected(&self, open: &[Tensor<1>]) -> Tensor<1> {
-        let device = open.first().map(|t| t.device()).unwrap_or_default();
-        let frac = |s: &Option<Side>| -> Option<Tensor<1>> {
-            let s = s.as_ref()?;
-            let mut acc = Tensor::<1>::full([1], s.fixed as f32, &device);
-            for &(g, block) in &s.gated {
-                acc = acc + open[g].clone() * block as f32;
-            }
-            Some(acc / s.total as f32)
-        };
-        let mut total = Tensor::<1>::zeros([1], &device);
-        let mut fixed = 0.0f64;
-        for t in &self.terms {
-            match (frac(&t.input), frac(&t.output)) {
-                (None, None) => fixed += t.macs,
-                (Some(a), None) | (None, Some(a)) => total = total + a * t.macs as f32,
-                (Some(a), Some(b)) => total = total + a * b * t.macs as f32,
-            }
-        }
-        total + fixed as f32
+        expected_sum(&self.terms, open)
+    }
+
+    /// Expected parameters, as [`CostModel::expected`] for MACs.
+    pub fn expected_params(&self, open: &[Tensor<1>]) -> Tensor<1> {
+        expected_sum(&self.param_terms, open)
     }
 
     /// Exact MACs when gate vector i keeps `kept[i]` channels.
     pub fn deterministic(&self, kept: &[usize]) -> f64 {
-        let frac = |s: &Option<Side>| -> f64 {
-            s.as_ref().map_or(1.0, |s| {
-                (s.fixed
-                    + s.gated
-                        .iter()
-                        .map(|&(g, block)| kept[g] as f64 * block)
-                        .sum::<f64>())
-                    / s.total
-            })
-        };
-        self.terms
-            .iter()
-            .map(|t| t.macs * frac(&t.input) * frac(&t.output))
-            .sum()
+        deterministic_sum(&self.terms, kept)
     }
+
+    /// Exact parameters when gate vector i keeps `kept[i]` channels.
+    pub fn deterministic_params(&self, kept: &[usize]) -> f64 {
+        deterministic_sum(&self.param_terms, kept)
+    }
+
+    /// MACs and parameters as fractions of dense when gate vector i has `open[i]` channels
+    /// open (kept counts, or expected counts: sums of open probabilities).
+    pub fn fractions_at(&self, open: &[f64]) -> (f64, f64) {
+        (
+            sum_at(&self.terms, open) / self.dense_macs.max(1.0),
+            sum_at(&self.param_terms, open) / self.dense_params.max(1.0),
+        )
+    }
+}
+
+/// One term per learnable tensor, scaled by the sides whose channels lie along its axes (an
+/// axis counts only when its length is the side's width, so a depthwise kernel's size-1 input
+/// axis does not). Shared tensors count once.
+fn param_terms(
+    graph: &Graph,
+    analysis: &ChannelAnalysis,
+    index: &HashMap<usize, usize>,
+) -> Vec<Term> {
+    let mut seen = std::collections::HashSet::new();
+    let mut terms = Vec::new();
+    for n in &graph.nodes {
+        for w in crate::ops::weight_inputs(&n.op)
+            .into_iter()
+            .filter(|w| w.trainable())
+        {
+            let Some(name) = n.inputs.get(w.input) else {
+                continue;
+            };
+            let Some(t) = graph.initializers.get(name) else {
+                continue;
+            };
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let along = |axis: Option<usize>, value: Option<&String>| -> Option<Side> {
+                let s = side(analysis.layouts.get(value?), index)?;
+                let len = *t.shape.get(axis?)? as f64;
+                (len == s.total).then_some(s)
+            };
+            let output = along(w.out_axis, n.outputs.first());
+            // A per-channel tensor (BN) names one axis for both sides: count it once.
+            let input = if w.in_axis == w.out_axis {
+                None
+            } else {
+                along(w.in_axis, n.inputs.first())
+            };
+            terms.push(Term {
+                amount: t.len() as f64,
+                input,
+                output,
+            });
+        }
+    }
+    terms
+}
+
+fn expected_sum(terms: &[Term], open: &[Tensor<1>]) -> Tensor<1> {
+    let device = open.first().map(|t| t.device()).unwrap_or_default();
+    let frac = |s: &Option<Side>| -> Option<Tensor<1>> {
+        let s = s.as_ref()?;
+        let mut acc = Tensor::<1>::full([1], s.fixed as f32, &device);
+        for &(g, block) in &s.gated {
+            acc = acc + open[g].clone() * block as f32;
+        }
+        Some(acc / s.total as f32)
+    };
+    let mut total = Tensor::<1>::zeros([1], &device);
+    let mut fixed = 0.0f64;
+    for t in terms {
+        match (frac(&t.input), frac(&t.output)) {
+            (None, None) => fixed += t.amount,
+            (Some(a), None) | (None, Some(a)) => total = total + a * t.amount as f32,
+            (Some(a), Some(b)) => total = total + a * b * t.amount as f32,
+        }
+    }
+    total + fixed as f32
+}
+
+fn deterministic_sum(terms: &[Term], kept: &[usize]) -> f64 {
+    let kept: Vec<f64> = kept.iter().map(|&k| k as f64).collect();
+    sum_at(terms, &kept)
+}
+
+fn sum_at(terms: &[Term], kept: &[f64]) -> f64 {
+    let frac = |s: &Option<Side>| -> f64 {
+        s.as_ref().map_or(1.0, |s| {
+            (s.fixed
+                + s.gated
+                    .iter()
+                    .map(|&(g, block)| kept[g] * block)
+                    .sum::<f64>())
+                / s.total
+        })
+    };
+    terms
+        .iter()
+        .map(|t| t.amount * frac(&t.input) * frac(&t.output))
+        .sum()
 }

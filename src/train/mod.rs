@@ -12,7 +12,7 @@
 //!   `snapshot` / `checkpoint`: what a checkpoint holds and its files; `net`: the trainable
 //!   graph; `cost`: expected and deterministic MACs; `finetune`: the phase after pruning.
 
-mod budget;
+pub mod budget;
 pub mod checkpoint;
 mod config;
 pub mod cost;

@@ -43,6 +43,8 @@ pub(super) struct Trainer<'a> {
     /// n_g per gated group (weights one gate switches off in its producers), for the L0 penalty.
     pub group_sizes: Vec<f64>,
     pub n_train: f64,
+    /// Multipliers and ramp of `--target-macs` / `--target-params` (see `budget`).
+    pub budget: super::budget::BudgetState,
 }
 
 /// Example indices for validation and for training.
@@ -111,6 +113,7 @@ impl<'a> Trainer<'a> {
             lr_now: cfg.lr,
             group_sizes,
             n_train: train.len() as f64,
+            budget: super::budget::BudgetState::new(total_steps(cfg, split.train.len())),
         };
         Ok((trainer, split))
     }
@@ -225,6 +228,12 @@ impl<'a> Trainer<'a> {
             methods::swp::macs_without_dead(&self.net.trained_graph())
         }
     }
+}
+
+/// Optimiser steps of the whole run: every epoch's batches, or `max_steps` when fewer.
+fn total_steps(cfg: &TrainConfig, examples: usize) -> usize {
+    let all = cfg.epochs * examples.div_ceil(cfg.batch_size.max(1));
+    cfg.max_steps.map_or(all, |m| m.min(all))
 }
 
 /// Rebuilds a generator's parameters with fixed ids (see `net::WEIGHT_IDS`).

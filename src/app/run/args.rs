@@ -34,9 +34,13 @@ pub struct RunArgs {
     /// dep-l0, 1 for the other methods.
     #[arg(long = "lambda")]
     pub lambda: Option<f64>,
-    /// Fraction of the dense MACs to reach; lambda then adapts (dual ascent).
+    /// Fraction of the dense MACs to reach (the exported model lands at or up to 0.01 below
+    /// it); lambda then becomes a Lagrange multiplier.
     #[arg(long, value_name = "F")]
     pub target_macs: Option<f64>,
+    /// Fraction of the dense parameters to reach, as --target-macs (both may be given).
+    #[arg(long, value_name = "F")]
+    pub target_params: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Share of the training split held out for per-epoch validation.
@@ -114,7 +118,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Run several settings and write one report with the accuracy-vs-MACs Pareto front:
-    /// lambda=A,B,... or target-macs=A,B,...
+    /// lambda=A,B,..., target-macs=A,B,... or target-params=A,B,...
     #[arg(long, value_name = "SETTING=V1,V2")]
     pub sweep: Option<String>,
     /// Errors only.

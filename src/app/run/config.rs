@@ -23,6 +23,7 @@ pub fn train_config(a: &RunArgs) -> TrainConfig {
         .lambda
         .unwrap_or(if method == Method::DepL0 { 0.5 } else { 1.0 });
     cfg.target_macs = a.target_macs;
+    cfg.target_params = a.target_params;
     cfg.seed = a.seed;
     cfg.max_steps = a.max_steps;
     cfg.swp_kappa = a.swp_kappa;

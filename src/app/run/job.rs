@@ -155,7 +155,7 @@ pub fn run_once(
         latency_s,
         total_s: start.elapsed().as_secs_f64() + job.dense_eval_s,
     };
-    let r = run_report(RunInput {
+    let mut r = run_report(RunInput {
         prune: prune_report,
         method: cfg.method.name().to_string(),
         settings,
@@ -165,6 +165,7 @@ pub fn run_once(
         timings,
         finetune,
     });
+    r.budgets = compressed.budgets.clone();
     Ok((r, compressed.bytes))
 }
 

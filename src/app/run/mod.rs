@@ -18,15 +18,28 @@ use crate::report::sweep::{SweepReport, SweepRun};
 pub fn run(a: RunArgs) -> Result<()> {
     let request = a.preprocess.request()?;
     crate::verify::check_runtimes()?;
-    if let Some(t) = a.target_macs.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
-        return Err(Error::Usage(format!(
-            "--target-macs {t}: expected a fraction in (0, 1]"
-        )));
+    for (flag, target) in [
+        ("--target-macs", a.target_macs),
+        ("--target-params", a.target_params),
+    ] {
+        if let Some(t) = target.filter(|t| !(*t > 0.0 && *t <= 1.0)) {
+            return Err(Error::Usage(format!(
+                "{flag} {t}: expected a fraction in (0, 1]"
+            )));
+        }
     }
     let sweep = a.sweep.as_deref().map(sweep::parse).transpose()?;
     // SWP has no gates, so nothing in its training can hold a MACs budget: refuse rather than
     // export a model that ignores it.
-    let swept_budget = matches!(&sweep, Some(s) if s.setting == sweep::Setting::TargetMacs);
+    let swept_budget = matches!(&sweep, Some(s) if s.setting != sweep::Setting::Lambda);
+    if a.method == crate::train::Method::Swp && a.target_params.is_some() {
+        return Err(Error::Usage(
+            "--method swp cannot hold a parameter budget (--target-params): it has no gates; \
+             use l0-hc, l0-arm, l0-ar or dep-l0 for a budget, or tune --swp-kappa and \
+             --weight-decay"
+                .into(),
+        ));
+    }
     if a.method == crate::train::Method::Swp && (a.target_macs.is_some() || swept_budget) {
         return Err(Error::Usage(
             "--method swp cannot hold a MACs budget (--target-macs): it has no gates; use \

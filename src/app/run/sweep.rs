@@ -15,6 +15,7 @@ use crate::train::TrainConfig;
 pub enum Setting {
     Lambda,
     TargetMacs,
+    TargetParams,
 }
 
 impl Setting {
@@ -22,6 +23,7 @@ impl Setting {
         match self {
             Setting::Lambda => "lambda",
             Setting::TargetMacs => "target-macs",
+            Setting::TargetParams => "target-params",
         }
     }
 }
@@ -44,13 +46,14 @@ pub struct Planned {
 pub fn parse(spec: &str) -> Result<Sweep> {
     let bad = || {
         Error::Usage(format!(
-            "--sweep {spec}: expected lambda=A,B,... or target-macs=A,B,..."
+            "--sweep {spec}: expected lambda=A,B,..., target-macs=A,B,... or target-params=A,B,..."
         ))
     };
     let (name, values) = spec.split_once('=').ok_or_else(bad)?;
     let setting = match name {
         "lambda" => Setting::Lambda,
         "target-macs" => Setting::TargetMacs,
+        "target-params" => Setting::TargetParams,
         _ => return Err(bad()),
     };
     let values: Vec<f64> = values
@@ -81,6 +84,7 @@ pub fn plan(base: &TrainConfig, sweep: Option<&Sweep>, output: &Path) -> Vec<Pla
             match s.setting {
                 Setting::Lambda => cfg.lambda = v,
                 Setting::TargetMacs => cfg.target_macs = Some(v),
+                Setting::TargetParams => cfg.target_params = Some(v),
             }
             Planned {
                 label: format!("{name}={v}"),
@@ -146,6 +150,10 @@ mod tests {
         assert_eq!(
             parse("target-macs=0.3").unwrap().setting,
             Setting::TargetMacs
+        );
+        assert_eq!(
+            parse("target-params=0.3").unwrap().setting,
+            Setting::TargetParams
         );
         for bad in [
             "depth=1",

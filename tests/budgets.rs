@@ -1,0 +1,168 @@
+//! Budgets (`--target-macs`, `--target-params`) hold for every gate method: the exported model
+//! lands at the target or up to 0.01 below it, measured on the written file, and the report
+//! says where training ended and how many channels the export completion moved.
+
+mod common;
+
+use common::{compress, lenet5, repo};
+use serde_json::Value;
+
+const METHODS: [&str; 4] = ["l0-hc", "l0-arm", "l0-ar", "dep-l0"];
+
+/// A short run on the shipped subset with `budget`; returns the report and the exported
+/// file's (MACs, params) as fractions of the dense model's.
+fn run(method: &str, budget: &[&str], steps: &str) -> (Value, (f64, f64)) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.onnx");
+    let data = repo().join("fixtures/data/fashion-mnist-subset");
+    let o = compress()
+        .arg(lenet5())
+        .args(["--method", method, "--epochs", "1", "--max-steps", steps])
+        .args(["--latency-runs", "0", "--quiet", "--data"])
+        .arg(&data)
+        .arg("-o")
+        .arg(&out)
+        .args(budget)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{method} {budget:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("m.report.json")).unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap();
+    let cost = |path: &std::path::Path| {
+        let g = compress::onnx::import_file(path).unwrap();
+        compress::ir::cost::graph_cost(&g, 1).unwrap()
+    };
+    let (dense, pruned) = (cost(std::path::Path::new(&lenet5())), cost(&out));
+    let fractions = (
+        pruned.macs as f64 / dense.macs as f64,
+        pruned.params as f64 / dense.params as f64,
+    );
+    (report, fractions)
+}
+
+/// `target - 0.01 <= achieved <= target`.
+fn assert_met(what: &str, achieved: f64, target: f64) {
+    assert!(
+        achieved <= target + 1e-12 && achieved >= target - 0.01 - 1e-12,
+        "{what}: {achieved} for a target of {target}"
+    );
+}
+
+/// Checks one budget's report entry against the file's figure; `tight`: also within 0.01 below
+/// the target (the binding budget).
+fn check(label: &str, report: &Value, key: &str, target: f64, file: f64, tight: bool) {
+    let b = &report["budgets"][key];
+    assert_eq!(b["target"].as_f64(), Some(target), "{label}: {report}");
+    let exported = b["exported"].as_f64().unwrap();
+    assert!(
+        (exported - file).abs() < 1e-12,
+        "{label}: {exported} vs {file}"
+    );
+    for stage in ["expected", "deterministic"] {
+        let f = b[stage].as_f64().unwrap();
+        assert!(f > 0.0 && f <= 1.0 + 1e-9, "{label} {stage}: {f}");
+    }
+    if tight {
+        assert_met(label, file, target);
+    } else {
+        assert!(file <= target + 1e-12, "{label}: {file} over {target}");
+    }
+}
+
+#[test]
+fn every_gate_method_meets_a_macs_a_params_and_both_budgets() {
+    for method in METHODS {
+        let budgets: [(&[&str], bool, bool); 3] = [
+            (&["--target-macs", "0.3"], true, false),
+            (&["--target-params", "0.3"], false, true),
+            (
+                &["--target-macs", "0.3", "--target-params", "0.3"],
+                true,
+                true,
+            ),
+        ];
+        for (budget, macs, params) in budgets {
+            let label = format!("{method} {budget:?}");
+            let (r, (file_macs, file_params)) = run(method, budget, "20");
+            let both = macs && params;
+            if macs {
+                check(&label, &r, "macs", 0.3, file_macs, !both);
+                assert_eq!(r["macs_ratio"].as_f64(), Some(file_macs), "{label}");
+            }
+            if params {
+                check(&label, &r, "params", 0.3, file_params, !both);
+                assert_eq!(r["settings"]["target_params"].as_f64(), Some(0.3));
+            }
+            if both {
+                // Both hold (checked above); the binding one is within 0.01 of its target.
+                assert!(file_macs.max(file_params) >= 0.29 - 1e-12, "{label}");
+            }
+            let closed = r["budgets"]["channels_closed"].as_u64().unwrap();
+            assert!(r["budgets"]["channels_opened"].is_u64(), "{label}");
+            // Gates over a target can only come down to it by closing channels.
+            let over = ["macs", "params"].iter().any(|k| {
+                let b = &r["budgets"][k];
+                b.is_object() && b["deterministic"].as_f64() > b["target"].as_f64()
+            });
+            assert!(!over || closed > 0, "{label}: {}", r["budgets"]);
+        }
+    }
+}
+
+/// Dep-L0's training reaches a 0.5 budget by itself in this short run: the export moves only a
+/// few channels, and says so.
+#[test]
+fn when_training_reaches_the_budget_the_export_moves_few_channels() {
+    let (r, (file_macs, _)) = run("dep-l0", &["--target-macs", "0.5"], "30");
+    check("dep-l0 0.5", &r, "macs", 0.5, file_macs, true);
+    let b = &r["budgets"];
+    let moved = b["channels_closed"].as_u64().unwrap() + b["channels_opened"].as_u64().unwrap();
+    assert!(moved <= 10, "{b}");
+    let deterministic = b["macs"]["deterministic"].as_f64().unwrap();
+    assert!((deterministic - 0.5).abs() < 0.1, "{b}");
+}
+
+#[test]
+fn a_run_without_a_budget_reports_none() {
+    let (r, _) = run("l0-hc", &[], "5");
+    assert!(r.get("budgets").is_none(), "{r}");
+    assert!(r["settings"].get("target_params").is_none());
+}
+
+#[test]
+fn swp_with_a_parameter_budget_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("swp.onnx");
+    for budget in [
+        ["--target-params", "0.5"],
+        ["--sweep", "target-params=0.3,0.5"],
+    ] {
+        let o = compress()
+            .arg(lenet5())
+            .args(["--method", "swp", "-o"])
+            .arg(&out)
+            .args(budget)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{budget:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("cannot hold a"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn a_parameter_target_outside_zero_to_one_is_refused() {
+    let o = compress()
+        .arg(lenet5())
+        .args(["--method", "l0-hc", "--target-params", "1.5"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--target-params 1.5"));
+}
