@@ -176,8 +176,7 @@ fn opsets_outside_the_supported_range_are_refused() {
 #[test]
 fn the_element_bound_is_an_option() {
     let model = common::repo().join("models/lenet5/model.onnx");
-    let out = assert_cmd::Command::cargo_bin("compress")
-        .unwrap()
+    let out = common::compress()
         .args([
             "inspect",
             model.to_str().unwrap(),
