@@ -211,3 +211,53 @@ fn a_model_tract_cannot_run_is_bad_input_not_an_internal_error() {
         "{e}"
     );
 }
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn idx_header(dims: &[u32]) -> Vec<u8> {
+    let mut h = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        h.extend(d.to_be_bytes());
+    }
+    h
+}
+
+/// `compress eval` on lenet5 with `images` as the test images: exit code and stderr.
+fn eval_with_images(images: &[u8]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t10k-images-idx3-ubyte.gz"), gz(images)).unwrap();
+    let mut labels = idx_header(&[10]);
+    labels.extend([1u8; 10]);
+    std::fs::write(dir.path().join("t10k-labels-idx1-ubyte.gz"), gz(&labels)).unwrap();
+    let out = common::compress()
+        .args(["eval", &common::lenet5(), "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), err)
+}
+
+#[test]
+fn idx_files_that_lie_about_their_size_are_one_line_errors() {
+    // A gzip bomb: 10 images in the header, 256 MiB of zeros after it (256 kB compressed).
+    let mut bomb = idx_header(&[10, 28, 28]);
+    bomb.resize(bomb.len() + (256 << 20), 0);
+    // A header claiming 2^32 - 1 images of 2^31 - 1 squared pixels over 10 real images.
+    let mut huge = idx_header(&[u32::MAX, i32::MAX as u32, i32::MAX as u32]);
+    huge.extend([0u8; 10 * 28 * 28]);
+    let mut magic = idx_header(&[10, 28, 28]);
+    magic[2] = 9;
+    magic.extend([0u8; 10 * 28 * 28]);
+    for (what, images) in [("bomb", bomb), ("huge", huge), ("magic", magic)] {
+        let (code, err) = eval_with_images(&images);
+        assert_eq!(code, Some(2), "{what}: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(err.contains("t10k-images-idx3-ubyte.gz"), "{what}: {err}");
+    }
+}
