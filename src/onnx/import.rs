@@ -576,6 +576,19 @@ impl ImportCx<'_> {
         self.importer.input_shape(self.node, i)
     }
 
+    /// Static shape of input `i`, which must have at least `min_rank` axes (a crafted model
+    /// may feed a vector where a kernel goes); `None` when unknown.
+    pub fn input_shape_of_rank(&self, i: usize, min_rank: usize) -> Result<Option<&Vec<usize>>> {
+        match self.input_shape(i) {
+            Some(s) if s.len() < min_rank => Err(Error::node(
+                self.name,
+                &self.node.op_type,
+                format!("input {i} has shape {s:?}, the op needs at least {min_rank} axes"),
+            )),
+            shape => Ok(shape),
+        }
+    }
+
     /// Input `i`'s constant value at both probe batch sizes (they differ where it depends on
     /// the batch size).
     pub fn probe_consts(&self, i: usize) -> Option<(&Tensor, &Tensor)> {
