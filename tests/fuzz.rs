@@ -83,7 +83,7 @@ fn import_error(m: &pb::ModelProto) -> String {
     e.to_string()
 }
 
-fn first_node(m: &mut pb::ModelProto, op: &str) -> &mut pb::NodeProto {
+fn first_node<'a>(m: &'a mut pb::ModelProto, op: &str) -> &'a mut pb::NodeProto {
     let g = m.graph.as_mut().unwrap();
     g.node.iter_mut().find(|n| n.op_type == op).unwrap()
 }
