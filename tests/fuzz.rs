@@ -235,7 +235,7 @@ fn eval_with_images(images: &[u8]) -> (Option<i32>, String) {
     labels.extend([1u8; 10]);
     std::fs::write(dir.path().join("t10k-labels-idx1-ubyte.gz"), gz(&labels)).unwrap();
     let out = common::compress()
-        .args(["eval", &common::lenet5(), "--data"])
+        .args(["eval", common::lenet5().as_str(), "--data"])
         .arg(dir.path())
         .output()
         .unwrap();
