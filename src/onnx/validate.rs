@@ -178,7 +178,7 @@ fn tensor(t: &TensorProto) -> std::result::Result<(), String> {
         + t.uint64_data.len();
     let held = if t.raw_data.is_empty() {
         typed
-    } else if t.raw_data.len() % width == 0 {
+    } else if t.raw_data.len().is_multiple_of(width) {
         t.raw_data.len() / width
     } else {
         return Err(format!(
