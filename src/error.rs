@@ -77,6 +77,14 @@ pub enum Error {
     /// Training produced a NaN or infinite loss.
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// A runtime (tract, ONNX Runtime) refused or failed to run a model it was given: the
+    /// model's fault when it is the user's (exit 2); [`crate::verify`] turns it into
+    /// [`Error::Internal`] when the model is an export of ours.
+    #[error("{runtime} cannot run the model: {message}")]
+    Rejected {
+        runtime: &'static str,
+        message: String,
+    },
     /// A runtime (burn, tract, ort) failed on input we believed valid.
     #[error("internal error: {0}")]
     Internal(String),

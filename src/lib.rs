@@ -22,6 +22,7 @@ pub mod error;
 pub mod eval;
 pub mod exec;
 pub mod fsutil;
+pub mod fuzz;
 pub mod gates;
 pub mod groups;
 pub mod ir;

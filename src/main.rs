@@ -17,6 +17,10 @@ use compress::error::{Result, exit_code};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Largest number of elements any one tensor of a model may have (weights, inputs, computed
+    /// values); a model over it is refused (exit 2) before anything is allocated for it.
+    #[arg(long, global = true, value_name = "N", default_value_t = compress::onnx::validate::DEFAULT_MAX_TENSOR_ELEMENTS)]
+    max_tensor_elements: u64,
 }
 
 #[derive(Subcommand)]
@@ -66,6 +70,7 @@ enum Command {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    compress::onnx::validate::set_max_tensor_elements(cli.max_tensor_elements);
     match cli.command {
         Command::Run(args) => app::run::run(*args),
         Command::Inspect(args) => app::inspect::inspect(args),

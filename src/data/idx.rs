@@ -29,20 +29,34 @@ fn find(dir: &Path, name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+/// Reads an IDX file, gunzipping it when it is gzip. Reads at most what its header (`rank`
+/// dims) says plus one byte, so that a small file that inflates without end (a gzip bomb) or
+/// claims a huge count cannot exhaust memory; `parse_header` then reports the mismatch.
+fn read_maybe_gz(path: &Path, rank: usize) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::Data {
-                path: path.display().to_string(),
-                reason: format!("gzip decoding failed ({e})"),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
     }
+    let gzip_failed = |e: std::io::Error| Error::Data {
+        path: path.display().to_string(),
+        reason: format!("gzip decoding failed ({e})"),
+    };
+    let mut reader = flate2::read::GzDecoder::new(&raw[..]);
+    let header = 4 + 4 * rank;
+    let mut out = Vec::new();
+    (&mut reader)
+        .take(header as u64)
+        .read_to_end(&mut out)
+        .map_err(gzip_failed)?;
+    let body: u64 = (0..rank)
+        .filter_map(|i| out.get(4 + 4 * i..8 + 4 * i))
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64)
+        .fold(1u64, |n, d| n.saturating_mul(d));
+    reader
+        .take(body.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(gzip_failed)?;
+    Ok(out)
 }
 
 /// Parses an IDX header: returns the dims, checking the magic (unsigned bytes, `rank` dims).
@@ -103,8 +117,8 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
             ),
         });
     };
-    let img = read_maybe_gz(&img_path)?;
-    let lbl = read_maybe_gz(&lbl_path)?;
+    let img = read_maybe_gz(&img_path, 3)?;
+    let lbl = read_maybe_gz(&lbl_path, 1)?;
     let idims = parse_header(&img, 3, &img_path)?;
     let ldims = parse_header(&lbl, 1, &lbl_path)?;
     if idims[0] != ldims[0] {

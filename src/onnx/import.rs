@@ -65,6 +65,7 @@ pub fn import_sized(bytes: &[u8], source: &str, sizes: &InputShapes) -> Result<I
             reason: "missing ir_version or opset_import (truncated or not an ONNX file?)".into(),
         });
     }
+    super::validate::model(&model)?;
     Importer::new(&model)?.run(graph, sizes)
 }
 
@@ -134,9 +135,12 @@ impl Importer {
     fn new(model: &pb::ModelProto) -> Result<Self> {
         let meta = meta_of(model);
         for (domain, version) in &meta.opset_imports {
-            if (domain.is_empty() || domain == "ai.onnx") && !(1..=25).contains(version) {
+            let supported = super::validate::OPSETS;
+            if (domain.is_empty() || domain == "ai.onnx") && !supported.contains(version) {
                 return Err(Error::InvalidModel(format!(
-                    "opset {version} is not supported (supported: 1 to 25)"
+                    "opset {version} is not supported (supported: {} to {})",
+                    supported.start(),
+                    supported.end()
                 )));
             }
         }
@@ -226,6 +230,15 @@ impl Importer {
                 })
                 .collect();
             let dims = sizes.resolve(&v.name, names.len(), &declared)?;
+            let at_largest_probe: Vec<usize> = dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) | Dim::Sized { size: n, .. } => *n,
+                    Dim::Batch(_) => PROBES[1],
+                })
+                .collect();
+            super::validate::bounded_elements(&at_largest_probe)
+                .map_err(|e| Error::InvalidModel(format!("graph input '{}': {e}", v.name)))?;
             if let Some(Dim::Batch(name)) = dims.first() {
                 if batch_name.as_ref().is_some_and(|b| b != name) {
                     return Err(Error::InvalidModel(format!(
@@ -411,7 +424,10 @@ impl Importer {
                 } else {
                     self.fresh_name(&format!("{name}__{k}"))
                 };
-                let inputs = data_inputs.iter().map(|&i| n.input[i].clone()).collect();
+                let inputs = data_inputs
+                    .iter()
+                    .map(|&i| input_name(n, &name, i))
+                    .collect::<Result<_>>()?;
                 self.push_node(part_name, op, inputs, out_name.clone())?;
             }
             return Ok(());
@@ -433,7 +449,10 @@ impl Importer {
         };
         let (op, data_inputs) = import(&cx)?;
         let rewrites = cx.rewrites.into_inner();
-        let mut inputs: Vec<String> = data_inputs.iter().map(|&i| n.input[i].clone()).collect();
+        let mut inputs: Vec<String> = data_inputs
+            .iter()
+            .map(|&i| input_name(n, &name, i))
+            .collect::<Result<_>>()?;
         for Rewrite {
             input,
             op,
@@ -442,7 +461,8 @@ impl Importer {
         } in rewrites
         {
             let node_name = self.fresh_name(&format!("{name}__{suffix}"));
-            self.push_node(node_name, op, vec![n.input[input].clone()], value.clone())?;
+            let read = input_name(n, &name, input)?;
+            self.push_node(node_name, op, vec![read], value.clone())?;
             for (k, &i) in data_inputs.iter().enumerate() {
                 if i == input {
                     inputs[k] = value.clone();
@@ -486,6 +506,8 @@ impl Importer {
                 })?;
             let shape =
                 crate::ir::shape::infer(&op, &ins).map_err(|e| Error::node(&name, op_type, e))?;
+            super::validate::bounded_elements(&shape)
+                .map_err(|e| Error::node(&name, op_type, format!("output {e}")))?;
             self.shapes[p].insert(out.clone(), shape);
         }
         self.nodes.push(Node {
@@ -500,6 +522,17 @@ impl Importer {
     fn input_shape(&self, n: &NodeProto, i: usize) -> Option<&Vec<usize>> {
         n.input.get(i).and_then(|s| self.shapes[0].get(s))
     }
+}
+
+/// The name of input `i` of a node, or an error naming the node when it has no such input.
+fn input_name(n: &NodeProto, name: &str, i: usize) -> Result<String> {
+    n.input.get(i).cloned().ok_or_else(|| {
+        Error::node(
+            name,
+            &n.op_type,
+            format!("input {i} is missing (the node has {})", n.input.len()),
+        )
+    })
 }
 
 /// What an op's importer (in `crate::ops`) sees: the node, its attributes, the opset, constant
@@ -528,6 +561,11 @@ impl ImportCx<'_> {
         self.node.input.get(i).is_some_and(|s| !s.is_empty())
     }
 
+    /// The name of input `i`; an error naming the node when it has no such input.
+    pub fn input_name(&self, i: usize) -> Result<String> {
+        input_name(self.node, self.name, i)
+    }
+
     /// A constant input's value, required to be batch independent; `None` when absent.
     pub fn const_input(&self, i: usize) -> Result<Option<Tensor>> {
         self.importer.const_input(self.node, self.name, i)
@@ -536,6 +574,19 @@ impl ImportCx<'_> {
     /// Static shape of input `i` (at the first probe batch size).
     pub fn input_shape(&self, i: usize) -> Option<&Vec<usize>> {
         self.importer.input_shape(self.node, i)
+    }
+
+    /// Static shape of input `i`, which must have at least `min_rank` axes (a crafted model
+    /// may feed a vector where a kernel goes); `None` when unknown.
+    pub fn input_shape_of_rank(&self, i: usize, min_rank: usize) -> Result<Option<&Vec<usize>>> {
+        match self.input_shape(i) {
+            Some(s) if s.len() < min_rank => Err(Error::node(
+                self.name,
+                &self.node.op_type,
+                format!("input {i} has shape {s:?}, the op needs at least {min_rank} axes"),
+            )),
+            shape => Ok(shape),
+        }
     }
 
     /// Input `i`'s constant value at both probe batch sizes (they differ where it depends on

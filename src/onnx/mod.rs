@@ -8,6 +8,7 @@ mod fold;
 mod import;
 pub mod input_shape;
 pub mod tensor;
+pub mod validate;
 
 pub use attrs::Attrs;
 pub use export::{ExportCx, PRODUCER, export, to_model_proto};

@@ -21,7 +21,7 @@ pub struct Conv<'a> {
 pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
     let a = &cx.attrs;
     let w = cx
-        .input_shape(1)
+        .input_shape_of_rank(1, 3)?
         .ok_or_else(|| a.err("weight shape unknown"))?;
     let x = cx
         .input_shape(0)

@@ -26,7 +26,7 @@ pub struct ConvTranspose {
 pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
     let a = &cx.attrs;
     let w = cx
-        .input_shape(1)
+        .input_shape_of_rank(1, 3)?
         .ok_or_else(|| a.err("weight shape unknown"))?;
     let kernel = a.usizes("kernel_shape")?.unwrap_or_else(|| w[2..].to_vec());
     let sr = kernel.len();

@@ -66,7 +66,7 @@ fn legacy_broadcast(cx: &ImportCx) -> Result<()> {
     }
     let mut target: Vec<i64> = xb.iter().map(|&d| d as i64).collect();
     target.extend(std::iter::repeat_n(1, xa.len() - axis - xb.len()));
-    let value = format!("{}__aligned_for_{}", cx.node.input[1], cx.name);
+    let value = format!("{}__aligned_for_{}", cx.input_name(1)?, cx.name);
     cx.feed_input_through(1, Op::Reshape { shape: target }, "align", value);
     Ok(())
 }

@@ -81,13 +81,19 @@ impl Verification {
     }
 }
 
-/// Pseudo-random inputs shaped like the graph's inputs at `batch`.
-fn probe_inputs(graph: &crate::ir::Graph, batch: usize) -> Vec<crate::ir::Tensor> {
+/// Pseudo-random inputs shaped like the graph's inputs at `batch`; an input over the element
+/// bound (`--max-tensor-elements`) is an error, not an allocation.
+fn probe_inputs(graph: &crate::ir::Graph, batch: usize) -> Result<Vec<crate::ir::Tensor>> {
     graph
         .inputs
         .iter()
         .enumerate()
-        .map(|(i, v)| pseudo_random(&v.shape(batch), 17 + i as u64))
+        .map(|(i, v)| {
+            let shape = v.shape(batch);
+            crate::onnx::validate::bounded_elements(&shape)
+                .map_err(|e| Error::InvalidModel(format!("graph input '{}': {e}", v.name)))?;
+            Ok(pseudo_random(&shape, 17 + i as u64))
+        })
         .collect()
 }
 
@@ -102,7 +108,13 @@ fn compare_with(
     tolerance: f32,
 ) -> Result<Comparison> {
     let a = run(reference, inputs)?;
-    let b = run(candidate, inputs)?;
+    // The reference ran, so a runtime refusing the candidate (our export) is our bug.
+    let b = run(candidate, inputs).map_err(|e| match e {
+        Error::Rejected { runtime, message } => {
+            Error::Internal(format!("{runtime} cannot run our export: {message}"))
+        }
+        other => other,
+    })?;
     let diff = if a.len() == b.len() {
         a.iter()
             .zip(&b)
@@ -141,7 +153,12 @@ pub fn verify_export(
     batch: usize,
     tolerance: f32,
 ) -> Result<Verification> {
-    verify_inputs(&probe_inputs(graph, batch), reference, candidate, tolerance)
+    verify_inputs(
+        &probe_inputs(graph, batch)?,
+        reference,
+        candidate,
+        tolerance,
+    )
 }
 
 /// `verify_export` on given inputs.

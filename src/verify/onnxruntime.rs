@@ -56,6 +56,14 @@ fn fail(e: ort::Error) -> Error {
     Error::Internal(format!("onnxruntime: {e}"))
 }
 
+/// ONNX Runtime's error about a model it was given (see [`Error::Rejected`]).
+fn rejected(e: ort::Error) -> Error {
+    Error::Rejected {
+        runtime: "onnxruntime",
+        message: e.to_string(),
+    }
+}
+
 /// A session on the CPU; `threads` intra-op threads, or ONNX Runtime's default (all cores).
 fn session(bytes: &[u8], threads: Option<usize>) -> Result<Session> {
     let mut builder = Session::builder(load()?).map_err(fail)?;
@@ -64,7 +72,7 @@ fn session(bytes: &[u8], threads: Option<usize>) -> Result<Session> {
             .with_intra_threads(n)
             .map_err(|e| fail(ort::Error::from(e)))?;
     }
-    builder.commit_from_memory(bytes).map_err(fail)
+    builder.commit_from_memory(bytes).map_err(rejected)
 }
 
 /// The session's inputs, named, from f32 tensors in graph input order.
@@ -95,7 +103,7 @@ pub fn ort_latencies_ms(
         runners.push(Box::new(move || {
             let feed: Vec<(&str, &OrtTensor<f32>)> =
                 values.iter().map(|(n, v)| (n.as_str(), v)).collect();
-            session.run(feed).map(drop).map_err(fail)
+            session.run(feed).map(drop).map_err(rejected)
         }));
     }
     super::round_robin_medians_ms(&mut runners, runs)
@@ -118,7 +126,7 @@ pub fn run_ort(bytes: &[u8], inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         .iter()
         .map(|o| o.name().to_string())
         .collect();
-    let outputs = session.run(feed).map_err(fail)?;
+    let outputs = session.run(feed).map_err(rejected)?;
     names
         .iter()
         .map(|name| {

@@ -5,12 +5,43 @@ use tract_onnx::tract_core::plan::SimpleState;
 
 use crate::error::{Error, Result};
 
+/// tract's error about a model it was given (see [`Error::Rejected`]).
+fn rejected(e: TractError) -> Error {
+    Error::Rejected {
+        runtime: "tract",
+        message: format!("{e:#}"),
+    }
+}
+
+/// Runs `f`, turning a panic inside tract (it indexes some hostile models' inputs on trust,
+/// e.g. a Conv whose optional bias is named '') into the error it should have been.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(Error::Rejected {
+            runtime: "tract",
+            message: format!("tract failed on it ({what})"),
+        })
+    })
+}
+
 /// An optimised tract plan for fixed input shapes, and the inputs as tract values.
 fn tract_plan(
     bytes: &[u8],
     inputs: &[crate::ir::Tensor],
 ) -> Result<(std::sync::Arc<TypedRunnableModel>, TVec<TValue>)> {
-    let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
+    guarded(|| unguarded_plan(bytes, inputs))
+}
+
+fn unguarded_plan(
+    bytes: &[u8],
+    inputs: &[crate::ir::Tensor],
+) -> Result<(std::sync::Arc<TypedRunnableModel>, TVec<TValue>)> {
+    let fail = rejected;
     let mut model = tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
         .map_err(fail)?;
@@ -39,9 +70,9 @@ fn tract_plan(
 
 /// Runs ONNX bytes in tract with the given inputs (f32), returning f32 outputs.
 pub fn run_tract(bytes: &[u8], inputs: &[crate::ir::Tensor]) -> Result<Vec<crate::ir::Tensor>> {
-    let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
+    let fail = rejected;
     let (plan, values) = tract_plan(bytes, inputs)?;
-    let outs = plan.run(values).map_err(fail)?;
+    let outs = guarded(|| plan.run(values).map_err(fail))?;
     outs.iter()
         .map(|o| {
             let view = o.to_plain_array_view::<f32>().map_err(fail)?;
@@ -61,7 +92,7 @@ pub fn tract_latencies_ms(
     inputs: &[crate::ir::Tensor],
     runs: usize,
 ) -> Result<Vec<f64>> {
-    let fail = |e: TractError| Error::Internal(format!("tract: {e:#}"));
+    let fail = rejected;
     let mut runners: Vec<Box<dyn FnMut() -> Result<()>>> = Vec::with_capacity(models.len());
     for bytes in models {
         let (plan, values) = tract_plan(bytes, inputs)?;
