@@ -44,12 +44,15 @@ fn load() -> Result<Library, String> {
     let mut last = String::new();
     for name in DRIVER_NAMES {
         // SAFETY: loading the driver runs its initialisers, as cudarc's own loading would.
-        match unsafe { Library::new(name) } {
+        match unsafe { Library::new(*name) } {
             Ok(lib) => return Ok(lib),
             Err(e) => last = e.to_string(),
         }
     }
-    Err(format!("no NVIDIA driver found ({last}); {INSTALL}"))
+    Err(format!(
+        "no NVIDIA driver found ({} could not be loaded: {last}); {INSTALL}",
+        DRIVER_NAMES.join(" / ")
+    ))
 }
 
 unsafe fn symbol<'l, T>(lib: &'l Library, name: &str) -> Result<Symbol<'l, T>, String> {
@@ -160,6 +163,6 @@ mod tests {
         // SAFETY: as in `load`.
         DRIVER_NAMES
             .iter()
-            .all(|n| unsafe { Library::new(n) }.is_err())
+            .all(|n| unsafe { Library::new(*n) }.is_err())
     }
 }
