@@ -31,7 +31,7 @@
 #   --dry-run             print the commands instead of running them
 # Exit status: 0 when every requested device is usable and matches the CPU, 1 otherwise, 2 on
 # bad arguments. A CPU-only rehearsal (what CI runs): --devices cpu --torch auto
-# --torch-device cpu --models lenet5,resnet18 --batches 16 --rounds 1 --steps 10 --warmup 2.
+# --torch-device cpu --models lenet5,resnet18 --batches 16 --rounds 1 --steps 20 --warmup 2.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
