@@ -67,6 +67,11 @@ enum Command {
     ///
     /// Example: compress eval models/lenet5/model.onnx --data /usr/share/datasets/fashion-mnist
     Eval(EvalArgs),
+    /// List the devices (`--device` values) this binary can train on here: cpu always; wgpu
+    /// and cuda when compiled in, with the adapters or GPUs found, or what is missing.
+    ///
+    /// Example: compress devices --json
+    Devices(app::devices::DevicesArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -79,6 +84,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => app::check::check(args),
         Command::Completions { shell } => app::completions(shell, &mut Cli::command()),
         Command::Eval(args) => app::eval::eval(args),
+        Command::Devices(args) => app::devices::devices(args),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod convert;
+pub mod devices;
 pub mod eval;
 pub mod input_shape;
 pub mod inspect;

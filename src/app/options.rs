@@ -42,8 +42,10 @@ impl From<SplitName> for crate::data::Split {
     }
 }
 
-/// The burn device of `--device`; wgpu and cuda exist only when compiled in.
+/// The burn device of `--device`; wgpu and cuda exist only when compiled in, and are probed
+/// first (driver, adapter) so that a missing one is a usage error, not a panic in the runtime.
 pub fn burn_device(device: Device) -> Result<burn::prelude::Device> {
+    super::devices::require(device)?;
     match device {
         Device::Cpu => Ok(crate::exec::default_device()),
         #[cfg(feature = "wgpu")]
