@@ -6,6 +6,10 @@ write them, with random weights (fixed seed) and dynamic height and width.
   Reshape/Transpose/Softmax, three output scales concatenated into one `[b, 4+nc, anchors]`
   output). The anchor-grid decoding is left out: it is computed from the input's shape, which
   an import at a given size folds into constants.
+- `yolo_decode`: the same detector (narrower) with Ultralytics' anchor decoding: anchors and
+  strides made from each scale's shape (Shape, Range, ConstantOfShape, Expand, Cast), boxes as
+  centre/size times stride. An import at one size folds the anchors, so exports of it carry
+  that fixed size.
 - `unet`: a U-Net (double Conv-BN-ReLU, MaxPool down, ConvTranspose up, skip concats).
 - `ocr`: a PaddleOCR DB-style text detector as paddle2onnx writes it: every weight a Constant
   node (no initializers), HardSwish, squeeze-excitation (GlobalAveragePool, 1x1 convs,
@@ -133,10 +137,38 @@ class Detect(nn.Module):
         return torch.cat((self.dfl(box), cls.sigmoid()), 1)
 
 
+def make_anchors(feats, strides, offset=0.5):
+    """Anchor centres and strides of every cell of every scale, as Ultralytics computes them."""
+    points, stride_list = [], []
+    for i, stride in enumerate(strides):
+        _, _, h, w = feats[i].shape
+        sx = torch.arange(end=w, dtype=torch.float32) + offset
+        sy = torch.arange(end=h, dtype=torch.float32) + offset
+        sy, sx = torch.meshgrid(sy, sx, indexing="ij")
+        points.append(torch.stack((sx, sy), -1).view(-1, 2))
+        stride_list.append(torch.full((h * w, 1), stride, dtype=torch.float32))
+    return torch.cat(points).transpose(0, 1), torch.cat(stride_list).transpose(0, 1)
+
+
+class DecodeDetect(Detect):
+    """Detect with the box decoding: DFL distances around anchor centres, scaled by stride."""
+
+    def forward(self, xs):
+        b = xs[0].shape[0]
+        outs = [torch.cat((self.cv2[i](x), self.cv3[i](x)), 1) for i, x in enumerate(xs)]
+        anchors, strides = make_anchors(outs, [8, 16, 32])
+        cat = torch.cat([o.view(b, self.no, -1) for o in outs], 2)
+        box, cls = cat.split((4 * self.reg_max, self.nc), 1)
+        lt, rb = self.dfl(box).chunk(2, 1)
+        x1y1 = anchors.unsqueeze(0) - lt
+        x2y2 = anchors.unsqueeze(0) + rb
+        dbox = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * strides
+        return torch.cat((dbox, cls.sigmoid()), 1)
+
+
 class Yolo(nn.Module):
-    def __init__(self, nc=8):
+    def __init__(self, nc=8, w=(16, 24, 32, 48), decode=False):
         super().__init__()
-        w = [16, 24, 32, 48]
         self.stem = ConvBnSiLU(3, w[0], 3, 2)  # /2
         self.d1 = nn.Sequential(ConvBnSiLU(w[0], w[1], 3, 2), C2f(w[1], w[1], 1))  # /4
         self.d2 = nn.Sequential(ConvBnSiLU(w[1], w[2], 3, 2), C2f(w[2], w[2], 1))  # /8 P3
@@ -149,7 +181,7 @@ class Yolo(nn.Module):
         self.h3 = C2f(w[2] + w[3], w[3], 1, shortcut=False)  # P4 out
         self.dn2 = ConvBnSiLU(w[3], w[3], 3, 2)
         self.h4 = C2f(w[3] + w[3], w[3], 1, shortcut=False)  # P5 out
-        self.detect = Detect(nc, (w[2], w[3], w[3]))
+        self.detect = (DecodeDetect if decode else Detect)(nc, (w[2], w[3], w[3]))
 
     def forward(self, x):
         p3 = self.d2(self.d1(self.stem(x)))
@@ -347,7 +379,12 @@ def write_tensor(path, arr, name):
 
 def main():
     setup_threads()
-    models = {"yolo": Yolo, "unet": UNet, "ocr": OcrDet}
+    models = {
+        "yolo": Yolo,
+        "unet": UNet,
+        "ocr": OcrDet,
+        "yolo_decode": lambda: Yolo(w=(8, 16, 16, 24), decode=True),
+    }
     summary = {}
     for i, (name, cls) in enumerate(models.items()):
         torch.manual_seed(100 + i)

@@ -239,3 +239,35 @@ fn cli_convert_and_prune_keep_symbolic_dims_and_run_at_another_size() {
         assert_eq!(y[0].shape, expected[0].shape, "{name}");
     }
 }
+
+/// The detector with Ultralytics' anchor decoding: the anchors come from Shape/Range/
+/// ConstantOfShape/Expand chains, which the import folds at the given size. Each size imports,
+/// matches PyTorch and prunes exactly; exports carry the fixed size (the proof at a second
+/// size fails, as it must: the anchors differ there).
+#[test]
+fn anchor_decoding_folds_at_each_size_and_exports_fixed_dims() {
+    let name = "yolo_decode";
+    let bytes = std::fs::read(model_path(name)).unwrap();
+    for (k, set) in ["test_data_set_0", "test_data_set_1"]
+        .into_iter()
+        .enumerate()
+    {
+        let (inputs, expected) = common::load_data_set(&dir(name).join(set));
+        let shape = inputs[0].shape.clone();
+        let imported = import_sized(&bytes, name, &sized(&shape)).unwrap();
+        let graph = &imported.graph;
+        let net = Network::new(graph, &default_device()).unwrap();
+        let burn = net.run(&inputs).unwrap();
+        let d = common::max_diff(&burn[0], &expected[0]);
+        assert!(d <= 1e-4, "{shape:?}: burn vs PyTorch {d}");
+        let dims = ExportDims::decide(graph, &bytes, &imported.size_dependent);
+        assert!(matches!(dims, ExportDims::Fixed { .. }), "{dims:?}");
+        let analysis = compress::groups::analyse(graph).unwrap();
+        let plan = compress::prune::plan::random(&analysis, 0.5, 60 + k as u64);
+        let pruned = compress::prune::prune(graph, &plan, None).unwrap();
+        let ours = compress::onnx::export(&dims.apply(&pruned.graph));
+        let reference = compress::onnx::export(&dims.apply(&pruned.reference));
+        let (d, _) = tract_pair(&ours, &reference, &inputs[0]);
+        assert!(d <= 1e-4, "{shape:?}: pruned vs reference {d}");
+    }
+}
