@@ -85,7 +85,7 @@ fn reshaped(x: &[usize], dims: &[i64]) -> std::result::Result<Vec<usize>, String
     }
     let known: usize = out.iter().product();
     if let Some(i) = infer {
-        if known == 0 || n % known != 0 {
+        if known == 0 || !n.is_multiple_of(known) {
             return Err(format!("cannot reshape {x:?} to {dims:?}"));
         }
         out[i] = n / known;
