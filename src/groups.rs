@@ -7,7 +7,7 @@
 //! and depthwise convs tie groups (union-find); anything the analysis cannot prove safe marks the
 //! groups it touches as not prunable, with the reason.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -58,7 +58,31 @@ struct Analysis {
     maps: HashMap<String, Vec<Segment>>,
     /// (group, value) pairs where channels are produced (convs, gemms, depthwise convs).
     sources: Vec<(usize, String)>,
+    /// Split-in-group state (see [`Cuts`]).
+    cuts: Cuts,
 }
+
+/// A Split (or Slice) that cuts one producer's channels into pieces. The analysis runs again
+/// with the producer starting one group per piece; each piece's gate sits where the Split
+/// hands it out, since the producer's output holds several groups. Until then the producer's
+/// output (and whatever it flows into) is "ungated": a node that reads a piece there as an
+/// input dimension blocks it, as pruning it would change what that node sees.
+#[derive(Default)]
+struct Cuts {
+    /// Producer node -> offsets inside its output where a piece begins (from earlier passes).
+    known: BTreeMap<String, BTreeSet<usize>>,
+    /// Cuts found in this pass that `known` lacks.
+    found: BTreeMap<String, BTreeSet<usize>>,
+    /// The node that started each group with `produce`.
+    producer_of: HashMap<usize, String>,
+    /// Groups that are pieces of a cut producer output.
+    pieces: HashSet<usize>,
+    /// Values that carry pieces before their gate.
+    ungated: HashSet<String>,
+}
+
+/// Passes of the analysis at most: one per nesting level of cuts found.
+const MAX_PASSES: usize = 4;
 
 impl Analysis {
     fn find(&mut self, g: usize) -> usize {
@@ -104,7 +128,10 @@ impl Analysis {
         }
     }
 
-    fn set(&mut self, value: &str, segs: Vec<Segment>) {
+    fn set(&mut self, value: &str, segs: Vec<Segment>, from_ungated: bool) {
+        if from_ungated && segs.iter().any(|s| self.cuts.pieces.contains(&s.group)) {
+            self.cuts.ungated.insert(value.to_string());
+        }
         for s in &segs {
             self.tensors[s.group].push(value.to_string());
         }
@@ -186,9 +213,64 @@ impl ChannelCx<'_> {
         }
     }
 
+    /// Does this node read a value that carries split pieces before their gate?
+    fn reads_ungated(&self) -> bool {
+        self.node
+            .inputs
+            .iter()
+            .any(|v| self.a.cuts.ungated.contains(v))
+    }
+
     /// This node reads the groups of `segs` as an input dimension.
     pub fn consume(&mut self, segs: &[Segment]) {
+        if self.reads_ungated() {
+            let pieces: Vec<Segment> = segs
+                .iter()
+                .filter(|s| self.a.cuts.pieces.contains(&s.group))
+                .copied()
+                .collect();
+            self.block(&pieces, "read before the split that gates it");
+        }
         self.a.consume(segs, &self.node.name);
+    }
+
+    /// A slice of channels `[begin, end)` of `segs` (step 1) cuts through the segments it
+    /// overlaps in part. Each such segment that one producer started alone is recorded, so the
+    /// next pass starts it as pieces.
+    pub fn cut(&mut self, segs: &[Segment], begin: usize, end: usize) {
+        let mut offset = 0;
+        for s in segs {
+            let (lo, hi) = (offset, offset + s.width * s.block);
+            offset = hi;
+            let partial = lo < end && hi > begin && !(lo >= begin && hi <= end);
+            if !partial {
+                continue;
+            }
+            let root = self.a.find(s.group);
+            let producer = match self.a.cuts.producer_of.get(&s.group) {
+                Some(p) if s.block == 1 && root == s.group && self.a.producers[root].len() == 1 => {
+                    p.clone()
+                }
+                _ => continue,
+            };
+            let known = self.a.cuts.known.get(&producer);
+            for at in [begin, end] {
+                if at > lo && at < hi && !known.is_some_and(|k| k.contains(&(at - lo))) {
+                    let found = self.a.cuts.found.entry(producer.clone()).or_default();
+                    found.insert(at - lo);
+                }
+            }
+        }
+    }
+
+    /// This node's output is one whole piece of a cut producer output: the piece's gate goes
+    /// here.
+    pub fn gate_piece(&mut self, seg: Segment) {
+        if self.a.cuts.pieces.contains(&seg.group) {
+            let out = self.node.outputs[0].clone();
+            self.a.cuts.ungated.remove(&out);
+            self.add_source(seg.group, &out);
+        }
     }
 
     /// Starts a group of `width` channels produced by this node.
@@ -209,8 +291,13 @@ impl ChannelCx<'_> {
     /// This node produces a new group of `width` channels at its output (a gate goes there),
     /// unprunable for `blocked` when given; returns the group.
     pub fn produce(&mut self, width: usize, blocked: Option<&str>) -> usize {
-        let g = self.new_group(width);
         let out = self.node.outputs[0].clone();
+        let cuts = self.a.cuts.known.get(&self.node.name).cloned();
+        if let Some(cuts) = cuts.filter(|c| blocked.is_none() && c.iter().all(|&at| at < width)) {
+            return self.produce_pieces(width, &cuts);
+        }
+        let g = self.new_group(width);
+        self.a.cuts.producer_of.insert(g, self.node.name.clone());
         self.add_source(g, &out);
         if let Some(what) = blocked {
             self.block_group(g, what);
@@ -223,9 +310,30 @@ impl ChannelCx<'_> {
         g
     }
 
+    /// One group per piece between the cuts; the gates go where the pieces are handed out.
+    fn produce_pieces(&mut self, width: usize, cuts: &BTreeSet<usize>) -> usize {
+        let mut bounds: Vec<usize> = std::iter::once(0).chain(cuts.iter().copied()).collect();
+        bounds.push(width);
+        let mut segs = Vec::new();
+        for w in bounds.windows(2) {
+            let g = self.new_group(w[1] - w[0]);
+            self.a.cuts.pieces.insert(g);
+            segs.push(Segment {
+                group: g,
+                width: w[1] - w[0],
+                block: 1,
+            });
+        }
+        let out = self.node.outputs[0].clone();
+        self.a.set(&out, segs.clone(), false);
+        self.a.cuts.ungated.insert(out);
+        segs[0].group
+    }
+
     /// The layout of this node's output.
     pub fn set_output(&mut self, segs: Vec<Segment>) {
-        self.a.set(&self.node.outputs[0], segs);
+        let from_ungated = self.reads_ungated();
+        self.a.set(&self.node.outputs[0], segs, from_ungated);
     }
 
     /// The output has the first input's layout (ops that keep axis 1 channel by channel).
@@ -268,8 +376,12 @@ fn gate_position(graph: &Graph, value: &str) -> String {
     }
 }
 
-pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
-    let shapes = graph.infer_shapes(1)?;
+/// One walk of the channel rules over the graph, with the cuts known from earlier passes.
+fn pass(
+    graph: &Graph,
+    shapes: &HashMap<String, Vec<usize>>,
+    known: BTreeMap<String, BTreeSet<usize>>,
+) -> Analysis {
     let mut a = Analysis {
         parent: vec![],
         width: vec![],
@@ -279,15 +391,49 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
         blocked: vec![],
         maps: HashMap::new(),
         sources: vec![],
+        cuts: Cuts {
+            known,
+            ..Cuts::default()
+        },
     };
     for n in &graph.nodes {
         let mut cx = ChannelCx {
             a: &mut a,
             graph,
-            shapes: &shapes,
+            shapes,
             node: n,
         };
         crate::ops::with_rules(&n.op, |r| r.channels(&mut cx));
+    }
+    a
+}
+
+pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
+    let shapes = graph.infer_shapes(1)?;
+    let mut a = pass(graph, &shapes, BTreeMap::new());
+    for _ in 1..MAX_PASSES {
+        if a.cuts.found.is_empty() {
+            break;
+        }
+        let mut known = std::mem::take(&mut a.cuts.known);
+        for (producer, at) in std::mem::take(&mut a.cuts.found) {
+            known.entry(producer).or_default().extend(at);
+        }
+        a = pass(graph, &shapes, known);
+    }
+    // A piece that no Split hands out whole has no gate position.
+    let pieces: Vec<usize> = a.cuts.pieces.iter().copied().collect();
+    for g in pieces {
+        if !a.sources.iter().any(|(s, _)| *s == g) {
+            a.block(
+                &[Segment {
+                    group: g,
+                    width: a.width[g],
+                    block: 1,
+                }],
+                "split piece that is never handed out whole",
+            );
+        }
     }
     for o in &graph.outputs {
         if let Some(segs) = a.maps.get(&o.name).cloned() {

@@ -49,7 +49,13 @@ pub fn weights_per_channel(graph: &Graph, group: &ChannelGroup) -> f64 {
         .producers
         .iter()
         .filter_map(|p| graph.nodes.iter().find(|n| &n.name == p))
-        .filter_map(|n| n.inputs.get(1).and_then(|w| graph.initializers.get(w)))
-        .map(|w| w.len() as f64 / group.width as f64)
+        .filter_map(|n| {
+            let w = graph.initializers.get(n.inputs.get(1)?)?;
+            // Per output channel of the producer (a split piece is part of its output).
+            let rows = crate::ops::output_kernel(&n.op)
+                .and_then(|k| w.shape.get(k.out_axis?).copied())
+                .unwrap_or(group.width);
+            Some(w.len() as f64 / rows.max(1) as f64)
+        })
         .sum()
 }

@@ -116,6 +116,11 @@ pub fn dead_channel_plan(graph: &Graph) -> Result<KeepPlan> {
             // Element i of the kernel belongs to output channel (i / inner) % width, inner being
             // the size of the axes after the output-channel axis.
             let inner: usize = kernel.shape[axis + 1..].iter().product();
+            if kernel.shape[axis] != g.width {
+                // A piece of a split output: its dead value sits behind the split, unknown here.
+                alive = vec![true; g.width];
+                break;
+            }
             for (i, x) in kernel.to_f32_vec().iter().enumerate() {
                 alive[(i / inner.max(1)) % g.width] |= *x != 0.0;
             }

@@ -51,6 +51,78 @@ fn axes_from(a: &Attrs, node: &NodeProto, ins: &[Known], at: usize) -> Result<Op
     }
 }
 
+/// Maps a flat index of a broadcast output of `shape` to the flat index in a source of `src`.
+fn source_index(src: &[usize], shape: &[usize], flat: usize) -> usize {
+    let st = strides(src);
+    let off = shape.len() - src.len();
+    let mut rem = flat;
+    let mut at = 0;
+    for (i, &d) in shape.iter().enumerate().rev() {
+        let c = rem % d;
+        rem /= d;
+        if i >= off && src[i - off] != 1 {
+            at += c * st[i - off];
+        }
+    }
+    at
+}
+
+/// ONNX Reshape's target (0 copies the input dim, -1 is inferred) for an input shape.
+fn reshaped(x: &[usize], dims: &[i64]) -> std::result::Result<Vec<usize>, String> {
+    let n: usize = x.iter().product();
+    let mut out = Vec::with_capacity(dims.len());
+    let mut infer = None;
+    for (i, &d) in dims.iter().enumerate() {
+        match d {
+            0 => out.push(*x.get(i).ok_or("a 0 dim past the input's rank")?),
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                out.push(1);
+            }
+            d if d > 0 => out.push(d as usize),
+            d => return Err(format!("bad reshape dim {d}")),
+        }
+    }
+    let known: usize = out.iter().product();
+    if let Some(i) = infer {
+        if known == 0 || !n.is_multiple_of(known) {
+            return Err(format!("cannot reshape {x:?} to {dims:?}"));
+        }
+        out[i] = n / known;
+    }
+    if out.iter().product::<usize>() != n {
+        return Err(format!("cannot reshape {x:?} to {dims:?}"));
+    }
+    Ok(out)
+}
+
+/// ONNX Range: `max(ceil((limit - start) / delta), 0)` elements from `start`, in start's type.
+fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> std::result::Result<Tensor, String> {
+    let scalar = |t: &Tensor, what| match t.to_f32_vec().as_slice() {
+        [v] => Ok(*v as f64),
+        _ => Err(format!("{what} is not a scalar")),
+    };
+    let (s, l, d) = (
+        scalar(start, "start")?,
+        scalar(limit, "limit")?,
+        scalar(delta, "delta")?,
+    );
+    if d == 0.0 {
+        return Err("delta is 0".into());
+    }
+    let n = ((l - s) / d).ceil().max(0.0) as usize;
+    Ok(match start.data {
+        Data::I64(_) => {
+            let (s, d) = (start.to_i64_vec()[0], delta.to_i64_vec()[0]);
+            Tensor::i64(vec![n], (0..n as i64).map(|k| s + k * d).collect())
+        }
+        Data::F32(_) => {
+            let (s, d) = (s as f32, d as f32);
+            Tensor::f32(vec![n], (0..n).map(|k| s + k as f32 * d).collect())
+        }
+    })
+}
+
 /// Returns `Ok(None)` when the node cannot be folded because an input is not constant.
 pub fn fold(node: &NodeProto, name: &str, ins: &[Known]) -> Result<Option<Tensor>> {
     let a = Attrs::new(node, name);
@@ -261,27 +333,85 @@ pub fn fold(node: &NodeProto, name: &str, ins: &[Known]) -> Result<Option<Tensor
             }
             pick(t, shape, src.into_iter())
         }
+        "Range" => {
+            let (Some(start), Some(limit), Some(delta)) = (konst(0), konst(1), konst(2)) else {
+                return Ok(None);
+            };
+            range(start, limit, delta).map_err(|e| a.err(e))?
+        }
+        "ConstantOfShape" => {
+            let Some(dims) = konst(0) else {
+                return Ok(None);
+            };
+            let shape = dims
+                .to_i64_vec()
+                .iter()
+                .map(|&d| usize::try_from(d).map_err(|_| a.err(format!("negative dim {d}"))))
+                .collect::<Result<Vec<_>>>()?;
+            let fill = match a.tensor("value") {
+                Some(t) => super::tensor::from_proto(t)?,
+                None => Tensor::f32(vec![1], vec![0.0]),
+            };
+            let n = shape.iter().product();
+            pick(&fill, shape, std::iter::repeat_n(0, n))
+        }
+        "Expand" => {
+            let (Some(x), Some(dims)) = (konst(0), konst(1)) else {
+                return Ok(None);
+            };
+            let target: Vec<usize> = dims
+                .to_i64_vec()
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
+            let shape = broadcast(&x.shape, &target).map_err(|e| a.err(e))?;
+            let n: usize = shape.iter().product();
+            pick(
+                x,
+                shape.clone(),
+                (0..n).map(|k| source_index(&x.shape, &shape, k)),
+            )
+        }
+        "Reshape" => {
+            let (Some(x), Some(dims)) = (konst(0), konst(1)) else {
+                return Ok(None);
+            };
+            let shape = reshaped(&x.shape, &dims.to_i64_vec()).map_err(|e| a.err(e))?;
+            Tensor {
+                shape,
+                data: x.data.clone(),
+            }
+        }
+        "Transpose" => {
+            let Some(x) = konst(0) else { return Ok(None) };
+            let r = x.shape.len();
+            let perm: Vec<usize> = match a.ints("perm") {
+                Some(p) => p.iter().map(|&i| i as usize).collect(),
+                None => (0..r).rev().collect(),
+            };
+            let mut seen = perm.clone();
+            seen.sort_unstable();
+            if seen != (0..r).collect::<Vec<_>>() {
+                return Err(a.err(format!("perm {perm:?} is not a permutation of {r} axes")));
+            }
+            let shape: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
+            let (st, out_st) = (strides(&x.shape), strides(&shape));
+            let n: usize = shape.iter().product();
+            let src = (0..n).map(|k| {
+                perm.iter()
+                    .enumerate()
+                    .map(|(i, &p)| (k / out_st[i]) % shape[i] * st[p])
+                    .sum()
+            });
+            pick(x, shape.clone(), src)
+        }
         "Add" | "Sub" | "Mul" | "Div" => {
             let (Some(x), Some(y)) = (konst(0), konst(1)) else {
                 return Ok(None);
             };
             let shape = broadcast(&x.shape, &y.shape).map_err(|e| a.err(e))?;
             let n: usize = shape.iter().product();
-            let index = |t: &Tensor, flat: usize| -> usize {
-                // Map a flat output index to the broadcast source index.
-                let st = strides(&t.shape);
-                let off = shape.len() - t.shape.len();
-                let mut rem = flat;
-                let mut src = 0;
-                for (i, &d) in shape.iter().enumerate().rev() {
-                    let c = rem % d;
-                    rem /= d;
-                    if i >= off && t.shape[i - off] != 1 {
-                        src += c * st[i - off];
-                    }
-                }
-                src
-            };
+            let index = |t: &Tensor, flat: usize| source_index(&t.shape, &shape, flat);
             let op = node.op_type.as_str();
             if let (Data::I64(u), Data::I64(v)) = (&x.data, &y.data) {
                 let vals = (0..n)

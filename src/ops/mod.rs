@@ -252,6 +252,9 @@ pub const FOLDED_OPS: &[&str] = &[
     "Squeeze",
     "Cast",
     "Slice",
+    "Range",
+    "ConstantOfShape",
+    "Expand",
 ];
 
 /// Number of elements of a shape.

@@ -247,8 +247,15 @@ impl OpRules for Slice {
             offset = hi;
         }
         if aligned {
-            cx.set_output(inside);
+            cx.set_output(inside.clone());
+            if let [piece] = inside.as_slice() {
+                cx.gate_piece(*piece);
+            }
         } else {
+            // A later pass may start the cut groups as pieces (`ChannelCx::cut`).
+            if r.step == 1 {
+                cx.cut(&segs, begin, end);
+            }
             cx.block(&segs, "slice that cuts through a channel group");
         }
     }
