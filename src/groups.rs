@@ -236,8 +236,13 @@ impl ChannelCx<'_> {
 
     /// A slice of channels `[begin, end)` of `segs` (step 1) cuts through the segments it
     /// overlaps in part. Each such segment that one producer started alone is recorded, so the
-    /// next pass starts it as pieces.
+    /// next pass starts it as pieces. Only a value that is one group end to end is cut: behind
+    /// a Concat the pieces would be handed out by the Concat, not by this Split, and the cut
+    /// stays blocked with its own reason.
     pub fn cut(&mut self, segs: &[Segment], begin: usize, end: usize) {
+        if segs.len() != 1 {
+            return;
+        }
         let mut offset = 0;
         for s in segs {
             let (lo, hi) = (offset, offset + s.width * s.block);
