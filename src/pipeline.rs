@@ -211,6 +211,8 @@ pub fn compress_trained_with(
     let budgets = fit
         .map(|f| budgets(cfg, &f, &outcome.net.trained_graph(), &graph))
         .transpose()?;
+    let mut notes = checked.notes;
+    notes.extend(budgets.as_ref().and_then(unprepared_completion));
     Ok(Compressed {
         pruned,
         graph,
@@ -218,7 +220,7 @@ pub fn compress_trained_with(
         verification: checked.verification,
         budgets,
         gated,
-        notes: checked.notes,
+        notes,
     })
 }
 
@@ -248,6 +250,30 @@ fn budgets(
         params: figures(cfg.target_params, |p| p.1, ratio(e.params, d.params)),
         channels_closed: fit.closed,
         channels_opened: fit.opened,
+    })
+}
+
+/// How far above a budget training may end before the export's completion is worth a warning:
+/// beyond it, the completion removes channels the training never learnt to do without.
+const UNPREPARED_GAP: f64 = 0.05;
+
+/// A note when training ended well above a budget, so the export had to close channels by
+/// probability alone (accuracy then drops; the fix is more training or more pressure).
+fn unprepared_completion(b: &crate::report::run::Budgets) -> Option<String> {
+    let missed: Vec<String> = [("MACs", &b.macs), ("params", &b.params)]
+        .into_iter()
+        .filter_map(|(name, f)| f.as_ref().map(|f| (name, f)))
+        .filter(|(_, f)| f.expected > f.target + UNPREPARED_GAP)
+        .map(|(name, f)| format!("{name} at {:.3} for a {:.3} target", f.expected, f.target))
+        .collect();
+    (!missed.is_empty() && b.channels_closed > 0).then(|| {
+        format!(
+            "training ended above the budget ({}), so the export closed {} channels by gate \
+             probability alone; expect an accuracy drop: train longer (--epochs, --max-steps), \
+             or add --finetune-epochs",
+            missed.join(", "),
+            b.channels_closed
+        )
     })
 }
 
