@@ -440,6 +440,14 @@ fn dynamo_export_imports_and_matches_pytorch() {
     let tract = compress::verify::run_tract(&bytes, &inputs).unwrap();
     let d = common::max_diff(&tract[0], &expected[0]);
     assert!(d <= 1e-4, "tract vs PyTorch: {d}");
+    // `convert` runs the original in tract too (its value_info has the symbolic batch).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("converted.onnx");
+    compress()
+        .args(["convert", s(&dynamo_model()), "-o", s(&out)])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("vs original"));
 }
 
 /// `prune --random-keep 0.5` on the dynamo export, inline and with `--external-data`: both
@@ -452,7 +460,7 @@ fn dynamo_export_prunes_and_exports_with_and_without_external_data() {
     for (out, extra) in [(&inline, None), (&split, Some("--external-data"))] {
         compress()
             .args(["prune", s(&dynamo_model()), "--random-keep", "0.5"])
-            .args(["--seed", "3", "--latency-runs", "0", "-o", s(out)])
+            .args(["--seed", "3", "--latency-runs", "1", "-o", s(out)])
             .args(extra)
             .assert()
             .success()
@@ -460,9 +468,16 @@ fn dynamo_export_prunes_and_exports_with_and_without_external_data() {
     }
     assert!(!dir.path().join("inline.onnx.data").exists());
     assert!(dir.path().join("split.onnx.data").is_file());
+    // Float weights go to the side file; the integer ReduceMean axes stay inline, where ONNX
+    // shape inference can read them.
     let split_proto = pb::ModelProto::decode(&std::fs::read(&split).unwrap()[..]).unwrap();
     let inits = split_proto.graph.unwrap().initializer;
-    assert!(inits.iter().all(|t| t.data_location == Some(1)));
+    let float = pb::tensor_proto::DataType::Float as i32;
+    for t in &inits {
+        let external = t.data_location == Some(1);
+        assert_eq!(external, t.data_type == float, "{}", t.name);
+    }
+    assert!(inits.iter().any(|t| t.data_type != float));
 
     let a = compress::onnx::import_file(&inline).unwrap();
     let b = compress::onnx::import_file(&split).unwrap();
@@ -497,4 +512,43 @@ fn dynamo_export_with_escaping_side_file_is_refused() {
     let side = dynamo_dir().join(SIDE);
     let (_tmp, model) = hostile_copy_of(&dynamo_dir(), "location", s(&side));
     assert_refused_naming(&model, &tensor, "is an absolute path");
+}
+
+/// ONNX Runtime loads the pruned dynamo export with `--external-data` from its path (its
+/// loader runs shape inference, which needs the ReduceMean axes inline) and computes what the
+/// inline export computes.
+#[cfg(feature = "ort")]
+#[test]
+fn dynamo_pruned_external_export_runs_in_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    let inline = dir.path().join("inline.onnx");
+    let split = dir.path().join("split.onnx");
+    for (out, extra) in [(&inline, None), (&split, Some("--external-data"))] {
+        compress()
+            .args(["prune", s(&dynamo_model()), "--random-keep", "0.5"])
+            .args(["--seed", "4", "--latency-runs", "0", "-o", s(out)])
+            .args(extra)
+            .assert()
+            .success();
+    }
+    let (inputs, _) = common::load_data_set(&dynamo_dir().join("test_data_set_0"));
+    let env = compress::verify::onnxruntime::load().unwrap();
+    let mut outputs = Vec::new();
+    for path in [&inline, &split] {
+        let mut session = ort::session::Session::builder(env)
+            .unwrap()
+            .commit_from_file(path)
+            .unwrap_or_else(|e| panic!("ONNX Runtime loading {}: {e}", path.display()));
+        let value =
+            ort::value::Tensor::from_array((inputs[0].shape.clone(), inputs[0].to_f32_vec()))
+                .unwrap();
+        let out = session.run(vec![("input", &value)]).unwrap();
+        let (shape, data) = out[0].try_extract_tensor::<f32>().unwrap();
+        assert_eq!(
+            shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+            [2, 10]
+        );
+        outputs.push(data.to_vec());
+    }
+    assert_eq!(outputs[0], outputs[1]);
 }
