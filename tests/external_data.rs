@@ -102,13 +102,32 @@ fn inspect_convert_and_prune_work_on_it() {
 /// A copy of the fixture in a fresh directory (`<tmp>/model/`), with the first initializer's
 /// `external_data` entry `key` set to `value` (added when missing).
 fn hostile_copy(key: &str, value: &str) -> (tempfile::TempDir, PathBuf) {
+    hostile_copy_of(&external_dir(), key, value)
+}
+
+/// Index of the first initializer stored externally in the model in `dir` (the dynamo
+/// exporter keeps small tensors inline, so it need not be the first one).
+fn first_external_index(dir: &Path) -> usize {
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let model = pb::ModelProto::decode(&bytes[..]).unwrap();
+    let inits = &model.graph.unwrap().initializer;
+    inits
+        .iter()
+        .position(|t| t.data_location == Some(1))
+        .unwrap()
+}
+
+/// [`hostile_copy`] of the external-data fixture in `source`, changing its first external
+/// initializer.
+fn hostile_copy_of(source: &Path, key: &str, value: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("model");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::copy(external_dir().join(SIDE), dir.join(SIDE)).unwrap();
-    let bytes = std::fs::read(external_model()).unwrap();
+    std::fs::copy(source.join(SIDE), dir.join(SIDE)).unwrap();
+    let bytes = std::fs::read(source.join("model.onnx")).unwrap();
     let mut model = pb::ModelProto::decode(&bytes[..]).unwrap();
-    let t = &mut model.graph.as_mut().unwrap().initializer[0];
+    let index = first_external_index(source);
+    let t = &mut model.graph.as_mut().unwrap().initializer[index];
     match t.external_data.iter_mut().find(|e| e.key == key) {
         Some(e) => e.value = value.into(),
         None => t.external_data.push(pb::StringStringEntryProto {
@@ -130,7 +149,11 @@ fn first_tensor() -> pb::TensorProto {
 /// `convert` and `inspect` refuse the model with exit 2 and a one-line message that names the
 /// model file, the tensor and `what`; convert writes nothing.
 fn assert_refused(model: &Path, what: &str) {
-    let tensor = first_tensor().name;
+    assert_refused_naming(model, &first_tensor().name, what);
+}
+
+/// [`assert_refused`] for a model whose offending tensor is `tensor`.
+fn assert_refused_naming(model: &Path, tensor: &str, what: &str) {
     let out = model.with_file_name("out.onnx");
     for args in [
         vec!["inspect", s(model)],
@@ -354,4 +377,178 @@ fn run_writes_external_data_on_request() {
     assert!(dir.path().join("l5.onnx.data").is_file());
     let g = compress::onnx::import_file(&out).unwrap();
     assert!(!g.initializers.is_empty());
+}
+
+// ---- A model as PyTorch's dynamo exporter writes it (`converters/export_dynamo_external.py`):
+// opset 20, IR 10, BN folded into the convs, ReduceMean with its axes as an input, a symbolic
+// batch axis, and the larger weights in `model.onnx.data` while small tensors stay inline.
+
+fn dynamo_dir() -> PathBuf {
+    repo().join("fixtures/external/dynamo_classifier")
+}
+
+fn dynamo_model() -> PathBuf {
+    dynamo_dir().join("model.onnx")
+}
+
+fn dynamo_proto() -> pb::ModelProto {
+    pb::ModelProto::decode(&std::fs::read(dynamo_model()).unwrap()[..]).unwrap()
+}
+
+#[test]
+fn dynamo_fixture_is_what_the_exporter_writes() {
+    let model = dynamo_proto();
+    assert_eq!(model.producer_name, "pytorch");
+    assert!(model.ir_version >= 10, "IR {}", model.ir_version);
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty())
+        .unwrap()
+        .version;
+    assert!(opset >= 18, "opset {opset}");
+    let inits = &model.graph.unwrap().initializer;
+    let external: Vec<_> = inits
+        .iter()
+        .filter(|t| t.data_location == Some(1))
+        .collect();
+    assert!(!external.is_empty());
+    assert!(external.len() < inits.len(), "some tensors stay inline");
+    for t in external {
+        assert!(t.raw_data.is_empty(), "{}", t.name);
+        let location = t.external_data.iter().find(|e| e.key == "location");
+        assert_eq!(location.map(|e| e.value.as_str()), Some(SIDE), "{}", t.name);
+    }
+}
+
+#[test]
+fn dynamo_export_imports_and_matches_pytorch() {
+    use compress::exec::{Network, default_device};
+    let graph = compress::onnx::import_file(&dynamo_model()).unwrap();
+    let (inputs, expected) = common::load_data_set(&dynamo_dir().join("test_data_set_0"));
+    assert_eq!(
+        inputs[0].shape,
+        vec![2, 3, 32, 32],
+        "the reference uses batch 2"
+    );
+    let net = Network::new(&graph, &default_device()).unwrap();
+    let burn = net.run(&inputs).unwrap();
+    assert_eq!(burn[0].shape, expected[0].shape);
+    let d = common::max_diff(&burn[0], &expected[0]);
+    assert!(d <= 1e-4, "burn vs PyTorch: {d}");
+    let bytes = compress::onnx::read_model(&dynamo_model()).unwrap();
+    let tract = compress::verify::run_tract(&bytes, &inputs).unwrap();
+    let d = common::max_diff(&tract[0], &expected[0]);
+    assert!(d <= 1e-4, "tract vs PyTorch: {d}");
+    // `convert` runs the original in tract too (its value_info has the symbolic batch).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("converted.onnx");
+    compress()
+        .args(["convert", s(&dynamo_model()), "-o", s(&out)])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("vs original"));
+}
+
+/// `prune --random-keep 0.5` on the dynamo export, inline and with `--external-data`: both
+/// verify in tract, are smaller, equal each other, and run on the reference input.
+#[test]
+fn dynamo_export_prunes_and_exports_with_and_without_external_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let inline = dir.path().join("inline.onnx");
+    let split = dir.path().join("split.onnx");
+    for (out, extra) in [(&inline, None), (&split, Some("--external-data"))] {
+        compress()
+            .args(["prune", s(&dynamo_model()), "--random-keep", "0.5"])
+            .args(["--seed", "3", "--latency-runs", "1", "-o", s(out)])
+            .args(extra)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("verified in tract"));
+    }
+    assert!(!dir.path().join("inline.onnx.data").exists());
+    assert!(dir.path().join("split.onnx.data").is_file());
+    // Float weights go to the side file; the integer ReduceMean axes stay inline, where ONNX
+    // shape inference can read them.
+    let split_proto = pb::ModelProto::decode(&std::fs::read(&split).unwrap()[..]).unwrap();
+    let inits = split_proto.graph.unwrap().initializer;
+    let float = pb::tensor_proto::DataType::Float as i32;
+    for t in &inits {
+        let external = t.data_location == Some(1);
+        assert_eq!(external, t.data_type == float, "{}", t.name);
+    }
+    assert!(inits.iter().any(|t| t.data_type != float));
+
+    let a = compress::onnx::import_file(&inline).unwrap();
+    let b = compress::onnx::import_file(&split).unwrap();
+    assert_eq!(a.nodes, b.nodes);
+    assert_eq!(a.initializers, b.initializers);
+    let original = compress::onnx::import_file(&dynamo_model()).unwrap();
+    let count = |g: &compress::ir::Graph| g.initializers.values().map(|t| t.len()).sum::<usize>();
+    assert!(count(&a) < count(&original));
+
+    // The pruned file keeps the symbolic batch: it runs on the batch-2 reference input.
+    let (inputs, expected) = common::load_data_set(&dynamo_dir().join("test_data_set_0"));
+    let bytes = compress::onnx::read_model(&split).unwrap();
+    let out = compress::verify::run_tract(&bytes, &inputs).unwrap();
+    assert_eq!(out[0].shape, expected[0].shape);
+}
+
+#[test]
+fn dynamo_export_with_escaping_side_file_is_refused() {
+    let tensor = {
+        let model = dynamo_proto();
+        let inits = model.graph.unwrap().initializer;
+        inits[first_external_index(&dynamo_dir())].name.clone()
+    };
+    let (_tmp, model) = hostile_copy_of(&dynamo_dir(), "location", "../x.data");
+    std::fs::copy(
+        dynamo_dir().join(SIDE),
+        model.parent().unwrap().parent().unwrap().join("x.data"),
+    )
+    .unwrap();
+    assert_refused_naming(&model, &tensor, "leaves the model's directory");
+
+    let side = dynamo_dir().join(SIDE);
+    let (_tmp, model) = hostile_copy_of(&dynamo_dir(), "location", s(&side));
+    assert_refused_naming(&model, &tensor, "is an absolute path");
+}
+
+/// ONNX Runtime loads the pruned dynamo export with `--external-data` from its path (its
+/// loader runs shape inference, which needs the ReduceMean axes inline) and computes what the
+/// inline export computes.
+#[cfg(feature = "ort")]
+#[test]
+fn dynamo_pruned_external_export_runs_in_onnxruntime() {
+    let dir = tempfile::tempdir().unwrap();
+    let inline = dir.path().join("inline.onnx");
+    let split = dir.path().join("split.onnx");
+    for (out, extra) in [(&inline, None), (&split, Some("--external-data"))] {
+        compress()
+            .args(["prune", s(&dynamo_model()), "--random-keep", "0.5"])
+            .args(["--seed", "4", "--latency-runs", "0", "-o", s(out)])
+            .args(extra)
+            .assert()
+            .success();
+    }
+    let (inputs, _) = common::load_data_set(&dynamo_dir().join("test_data_set_0"));
+    let env = compress::verify::onnxruntime::load().unwrap();
+    let mut outputs = Vec::new();
+    for path in [&inline, &split] {
+        let mut session = ort::session::Session::builder(env)
+            .unwrap()
+            .commit_from_file(path)
+            .unwrap_or_else(|e| panic!("ONNX Runtime loading {}: {e}", path.display()));
+        let value =
+            ort::value::Tensor::from_array((inputs[0].shape.clone(), inputs[0].to_f32_vec()))
+                .unwrap();
+        let out = session.run(vec![("input", &value)]).unwrap();
+        let (shape, data) = out[0].try_extract_tensor::<f32>().unwrap();
+        assert_eq!(
+            shape.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+            [2, 10]
+        );
+        outputs.push(data.to_vec());
+    }
+    assert_eq!(outputs[0], outputs[1]);
 }

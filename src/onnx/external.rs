@@ -6,7 +6,7 @@
 //! The side file is user input, so a reference is only followed when it stays inside the
 //! model's directory: no absolute path, no `..`, no symlink leading out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
@@ -115,9 +115,16 @@ pub fn split(bytes: &[u8], location: &str) -> Result<(Vec<u8>, Vec<u8>)> {
         key: key.into(),
         value,
     };
+    let resize_params: HashSet<String> = model
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .filter(|n| n.op_type == "Resize")
+        .flat_map(|n| n.input.iter().skip(1).cloned())
+        .collect();
     let mut data = Vec::new();
     for t in model.graph.iter_mut().flat_map(|g| &mut g.initializer) {
-        if t.raw_data.is_empty() {
+        if t.raw_data.is_empty() || stays_inline(t, &resize_params) {
             continue;
         }
         data.resize(data.len().next_multiple_of(ALIGN), 0);
@@ -131,6 +138,19 @@ pub fn split(bytes: &[u8], location: &str) -> Result<(Vec<u8>, Vec<u8>)> {
         data.extend_from_slice(&raw);
     }
     Ok((model.encode_to_vec(), data))
+}
+
+/// Whether an initializer keeps its bytes in the model file: ONNX shape inference (in
+/// `onnx.checker` and in ONNX Runtime's loader) reads the values of integer tensors (axes,
+/// shapes, pads, indices) and of Resize's roi/scales, and cannot read them from a side file.
+/// Only floating-point data goes out; these are small, so the model stays far under 2 GB.
+fn stays_inline(t: &TensorProto, resize_params: &HashSet<String>) -> bool {
+    use DataType as D;
+    let float = matches!(
+        DataType::try_from(t.data_type),
+        Ok(D::Float | D::Double | D::Float16 | D::Bfloat16)
+    );
+    !float || resize_params.contains(&t.name)
 }
 
 /// Bytes per element of the types a side file can hold; `None` for strings and unknown types.
@@ -456,6 +476,45 @@ mod tests {
         std::fs::write(dir.path().join("m.onnx.data"), data).unwrap();
         inline(&mut back, Some(dir.path()), "m.onnx").unwrap();
         assert_eq!(back, model);
+    }
+
+    #[test]
+    fn integer_tensors_and_resize_parameters_stay_inline() {
+        use prost::Message;
+        let t = |name: &str, data_type: DataType| TensorProto {
+            name: name.into(),
+            dims: vec![4],
+            data_type: data_type as i32,
+            raw_data: vec![1; 4 * element_size(data_type as i32).unwrap() as usize],
+            ..Default::default()
+        };
+        let resize = pb::NodeProto {
+            op_type: "Resize".into(),
+            input: vec!["w".into(), String::new(), "scales".into()],
+            ..Default::default()
+        };
+        let model = pb::ModelProto {
+            graph: Some(pb::GraphProto {
+                node: vec![resize],
+                initializer: vec![
+                    t("w", DataType::Float),
+                    t("axes", DataType::Int64),
+                    t("scales", DataType::Float),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (bytes, data) = split(&model.encode_to_vec(), "m.onnx.data").unwrap();
+        let back = pb::ModelProto::decode(&bytes[..]).unwrap();
+        let inits = &back.graph.unwrap().initializer;
+        let external: Vec<bool> = inits.iter().map(is_external).collect();
+        assert_eq!(external, [true, false, false]);
+        assert_eq!(data.len(), 16);
+        assert_eq!(
+            inits[1].raw_data,
+            model.graph.unwrap().initializer[1].raw_data
+        );
     }
 
     #[test]

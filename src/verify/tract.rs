@@ -37,14 +37,39 @@ fn tract_plan(
     guarded(|| unguarded_plan(bytes, inputs))
 }
 
+/// Drops the graph's intermediate shape annotations when any has a symbolic dim (PyTorch's
+/// dynamo exporter writes `[batch, 16, 32, 32]` for every value): tract cannot unify them with
+/// the concrete input facts set below, and re-infers every shape without them anyway.
+fn drop_symbolic_value_info(proto: &mut tract_onnx::pb::ModelProto) {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+    let Some(g) = proto.graph.as_mut() else {
+        return;
+    };
+    let symbolic = g.value_info.iter().any(|v| {
+        let dims = v
+            .r#type
+            .as_ref()
+            .and_then(|t| t.value.as_ref())
+            .and_then(|tract_onnx::pb::type_proto::Value::TensorType(t)| t.shape.as_ref())
+            .map(|s| s.dim.as_slice())
+            .unwrap_or_default();
+        dims.iter()
+            .any(|d| matches!(d.value, Some(Value::DimParam(_))))
+    });
+    if symbolic {
+        g.value_info.clear();
+    }
+}
+
 fn unguarded_plan(
     bytes: &[u8],
     inputs: &[crate::ir::Tensor],
 ) -> Result<(std::sync::Arc<TypedRunnableModel>, TVec<TValue>)> {
     let fail = rejected;
-    let mut model = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])
-        .map_err(fail)?;
+    let onnx = tract_onnx::onnx();
+    let mut proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(fail)?;
+    drop_symbolic_value_info(&mut proto);
+    let mut model = onnx.model_for_proto_model(&proto).map_err(fail)?;
     for (i, t) in inputs.iter().enumerate() {
         model = model
             .with_input_fact(i, f32::fact(&t.shape).into())
