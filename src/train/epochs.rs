@@ -154,6 +154,11 @@ pub fn fine_tune_from(
     } = progress;
     let val_idx = split.val;
     'epochs: for epoch in first_epoch..=cfg.epochs {
+        // A run resumed from the checkpoint of the epoch its step budget ended stops there,
+        // as the uninterrupted run did (which never gets here with the budget spent).
+        if epoch > 1 && cfg.max_steps.is_some_and(|m| steps >= m) {
+            break;
+        }
         let start = std::time::Instant::now();
         t.lr_now = cfg.lr * cfg.schedule.factor(epoch, cfg.epochs);
         train_idx.shuffle(&mut t.rng);
