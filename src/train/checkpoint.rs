@@ -213,23 +213,31 @@ pub fn load(path: &Path) -> Result<Loaded> {
         path: path.display().to_string(),
         reason,
     };
-    let text = std::fs::read_to_string(path.join("state.json")).map_err(io(&path))?;
+    let state_file = path.join("state.json");
+    let text = std::fs::read_to_string(&state_file).map_err(io(&state_file))?;
     let state: State = serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
-    let blob = std::fs::read(path.join("tensors.bin")).map_err(io(&path))?;
+    let tensors_file = path.join("tensors.bin");
+    let blob = std::fs::read(&tensors_file).map_err(io(&tensors_file))?;
     let floats: Vec<f32> = blob
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
         .collect();
     let mut tensors = Vec::new();
     for t in &state.tensors {
-        let n: usize = t.shape.iter().product();
-        let values = floats
-            .get(t.offset..t.offset + n)
+        // Sizes come from a file: overflowing ones are as wrong as too large ones.
+        let end = t
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| t.offset.checked_add(n));
+        let values = end
+            .and_then(|end| floats.get(t.offset..end))
             .ok_or_else(|| bad(format!("tensors.bin is too short for '{}'", t.name)))?;
         tensors.push((t.name.clone(), t.shape.clone(), values.to_vec()));
     }
-    let opt_w = OptimizerRecord::load(path.join("optim-weights.bpk")).map_err(record_err(&path))?;
-    let opt_g = OptimizerRecord::load(path.join("optim-gates.bpk")).map_err(record_err(&path))?;
+    let (weights_file, gates_file) = (path.join("optim-weights.bpk"), path.join("optim-gates.bpk"));
+    let opt_w = OptimizerRecord::load(&weights_file).map_err(record_err(&weights_file))?;
+    let opt_g = OptimizerRecord::load(&gates_file).map_err(record_err(&gates_file))?;
     Ok(Loaded {
         state,
         tensors,

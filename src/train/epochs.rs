@@ -79,7 +79,14 @@ fn resume(
         loaded.state.preprocessing.as_ref(),
         cfg.preprocessing.as_ref(),
     )?;
-    t.restore(&loaded.tensors)?;
+    // `restore` knows only the tensors: name the checkpoint in its errors.
+    t.restore(&loaded.tensors).map_err(|e| match e {
+        Error::Data { reason, .. } => Error::Data {
+            path: loaded.path.display().to_string(),
+            reason,
+        },
+        other => other,
+    })?;
     let opt_w = opt_w.load_record(loaded.opt_w);
     let opt_g = opt_g.load_record(loaded.opt_g);
     t.rng = loaded.state.rng;
