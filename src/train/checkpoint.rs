@@ -111,8 +111,8 @@ pub fn save(
     opt_g: &ModuleOptimizer,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
+    remove_leftovers(dir);
     let tmp = dir.join(format!(".epoch-{}.tmp", state.epoch));
-    let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let mut blob = Vec::new();
     state.tensors.clear();
@@ -124,9 +124,9 @@ pub fn save(
         });
         blob.extend(values.iter().flat_map(|v| v.to_le_bytes()));
     }
-    std::fs::write(tmp.join("tensors.bin"), &blob).map_err(io(&tmp))?;
+    write_synced(&tmp.join("tensors.bin"), &blob)?;
     let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::Internal(e.to_string()))?;
-    std::fs::write(tmp.join("state.json"), json).map_err(io(&tmp))?;
+    write_synced(&tmp.join("state.json"), &json)?;
     opt_w
         .to_record()
         .save(tmp.join("optim-weights.bpk"))
@@ -136,12 +136,45 @@ pub fn save(
         .save(tmp.join("optim-gates.bpk"))
         .map_err(record_err(&tmp))?;
     let final_dir = dir.join(format!("epoch-{}", state.epoch));
-    let _ = std::fs::remove_dir_all(&final_dir);
+    discard(dir, state.epoch);
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
     for old in epochs(dir)?.into_iter().rev().skip(2) {
-        let _ = std::fs::remove_dir_all(dir.join(format!("epoch-{old}")));
+        discard(dir, old);
     }
     Ok(final_dir)
+}
+
+/// Writes a checkpoint file and flushes it to disk before the directory is renamed into place.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+/// Removes `dir/epoch-K` so that no reader ever sees it half deleted: it is renamed to a
+/// hidden name first (atomic), then deleted.
+fn discard(dir: &Path, epoch: usize) {
+    let trash = dir.join(format!(".epoch-{epoch}.old.tmp"));
+    if std::fs::rename(dir.join(format!("epoch-{epoch}")), &trash).is_ok() {
+        let _ = std::fs::remove_dir_all(trash);
+    }
+}
+
+/// Deletes what an interrupted save or discard left (hidden `.epoch-*` directories): nothing
+/// reads them, and a run killed mid-write would otherwise leave them for good.
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(".epoch-"))
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Completed checkpoint epochs in `dir`, ascending.
@@ -170,35 +203,48 @@ pub fn load_latest(dir: &Path) -> Result<Option<Loaded>> {
     let Some(&epoch) = epochs(dir)?.last() else {
         return Ok(None);
     };
-    let path = dir.join(format!("epoch-{epoch}"));
+    load(&dir.join(format!("epoch-{epoch}"))).map(Some)
+}
+
+/// Loads one checkpoint directory (`CHECKPOINT_DIR/epoch-K`).
+pub fn load(path: &Path) -> Result<Loaded> {
+    let path = path.to_path_buf();
     let bad = |reason: String| Error::Data {
         path: path.display().to_string(),
         reason,
     };
-    let text = std::fs::read_to_string(path.join("state.json")).map_err(io(&path))?;
+    let state_file = path.join("state.json");
+    let text = std::fs::read_to_string(&state_file).map_err(io(&state_file))?;
     let state: State = serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
-    let blob = std::fs::read(path.join("tensors.bin")).map_err(io(&path))?;
+    let tensors_file = path.join("tensors.bin");
+    let blob = std::fs::read(&tensors_file).map_err(io(&tensors_file))?;
     let floats: Vec<f32> = blob
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
         .collect();
     let mut tensors = Vec::new();
     for t in &state.tensors {
-        let n: usize = t.shape.iter().product();
-        let values = floats
-            .get(t.offset..t.offset + n)
+        // Sizes come from a file: overflowing ones are as wrong as too large ones.
+        let end = t
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| t.offset.checked_add(n));
+        let values = end
+            .and_then(|end| floats.get(t.offset..end))
             .ok_or_else(|| bad(format!("tensors.bin is too short for '{}'", t.name)))?;
         tensors.push((t.name.clone(), t.shape.clone(), values.to_vec()));
     }
-    let opt_w = OptimizerRecord::load(path.join("optim-weights.bpk")).map_err(record_err(&path))?;
-    let opt_g = OptimizerRecord::load(path.join("optim-gates.bpk")).map_err(record_err(&path))?;
-    Ok(Some(Loaded {
+    let (weights_file, gates_file) = (path.join("optim-weights.bpk"), path.join("optim-gates.bpk"));
+    let opt_w = OptimizerRecord::load(&weights_file).map_err(record_err(&weights_file))?;
+    let opt_g = OptimizerRecord::load(&gates_file).map_err(record_err(&gates_file))?;
+    Ok(Loaded {
         state,
         tensors,
         opt_w,
         opt_g,
         path,
-    }))
+    })
 }
 
 #[cfg(test)]

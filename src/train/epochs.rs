@@ -79,7 +79,14 @@ fn resume(
         loaded.state.preprocessing.as_ref(),
         cfg.preprocessing.as_ref(),
     )?;
-    t.restore(&loaded.tensors)?;
+    // `restore` knows only the tensors: name the checkpoint in its errors.
+    t.restore(&loaded.tensors).map_err(|e| match e {
+        Error::Data { reason, .. } => Error::Data {
+            path: loaded.path.display().to_string(),
+            reason,
+        },
+        other => other,
+    })?;
     let opt_w = opt_w.load_record(loaded.opt_w);
     let opt_g = opt_g.load_record(loaded.opt_g);
     t.rng = loaded.state.rng;
@@ -154,6 +161,11 @@ pub fn fine_tune_from(
     } = progress;
     let val_idx = split.val;
     'epochs: for epoch in first_epoch..=cfg.epochs {
+        // A run resumed from the checkpoint of the epoch its step budget ended stops there,
+        // as the uninterrupted run did (which never gets here with the budget spent).
+        if epoch > 1 && cfg.max_steps.is_some_and(|m| steps >= m) {
+            break;
+        }
         let start = std::time::Instant::now();
         t.lr_now = cfg.lr * cfg.schedule.factor(epoch, cfg.epochs);
         train_idx.shuffle(&mut t.rng);

@@ -98,6 +98,10 @@ pub fn lambda_config(path: &Path, groups: &[ChannelGroup]) -> Result<BTreeMap<us
         let lambda = value
             .as_f64()
             .ok_or_else(|| bad(format!("'{key}': lambda must be a number")))?;
+        // A negative weight would reward keeping the group's gates open.
+        if lambda < 0.0 {
+            return Err(bad(format!("'{key}': lambda {lambda} is negative")));
+        }
         let id = key
             .parse::<usize>()
             .ok()

@@ -63,6 +63,8 @@ pub fn prepare(a: &RunArgs, request: &Request) -> Result<Job> {
         test,
         preprocessing,
     } = pipeline::load_data_with(&data_dir, &graph, request)?;
+    check_labels(&graph, &train, &data_name, "train")?;
+    check_labels(&graph, &test, &data_name, "test")?;
     // The pruned models inherit the graph's metadata: they say how to prepare their inputs.
     if !preprocessing.is_plain_default() {
         preprocessing.write_metadata(&mut graph.meta.metadata_props);
@@ -88,6 +90,31 @@ pub fn prepare(a: &RunArgs, request: &Request) -> Result<Job> {
         preprocessing,
         dims,
     })
+}
+
+/// Refuses a label the model has no output for: the loss would index past the logits.
+fn check_labels(graph: &Graph, data: &Dataset, dir: &str, split: &str) -> Result<()> {
+    let Some(classes) = graph
+        .outputs
+        .first()
+        .map(|o| o.shape(1))
+        .filter(|s| s.len() == 2)
+        .map(|s| s[1])
+        .filter(|&c| c > 0)
+    else {
+        return Ok(());
+    };
+    match data.labels.iter().position(|&l| l as usize >= classes) {
+        Some(i) => Err(crate::error::Error::Data {
+            path: format!("{dir} ({split} split)"),
+            reason: format!(
+                "sample {i} has label {}, but the model has {classes} outputs (labels 0..{})",
+                data.labels[i],
+                classes - 1
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// One fine-tune -> prune -> verify -> evaluate run; returns the report and the model bytes.
