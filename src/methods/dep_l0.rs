@@ -15,6 +15,9 @@ pub struct DepL0 {
     pub n0: usize,
     pub backward: bool,
     pub seed: u64,
+    /// **[ours]** Budget runs: generator weights stored divided by
+    /// [`crate::gates::dep_l0::step_scale`].
+    pub scaled: bool,
 }
 
 impl GateMethod for DepL0 {
@@ -32,6 +35,7 @@ impl GateMethod for DepL0 {
             widths,
             self.n0,
             self.backward,
+            self.scaled,
             self.seed,
             device,
         ))
@@ -77,6 +81,7 @@ mod tests {
             n0: 64,
             backward: false,
             seed: 0,
+            scaled: false,
         };
         let g = DepGenerator::new_zero_weights(&[64, 128], 64, false, 3.0, &dev);
         for a in g.forward() {

@@ -106,6 +106,7 @@ impl Method {
                 n0: s.dep_n0,
                 backward: s.dep_backward,
                 seed: s.seed,
+                scaled: s.dep_scaled,
             }),
             Method::Swp => Box::new(swp::Swp { kappa: s.swp_kappa }),
         }
@@ -127,6 +128,8 @@ pub struct Settings {
     pub dep_backward: bool,
     /// Dep-L0: seed of the generator's init.
     pub seed: u64,
+    /// Dep-L0: scale the generator's Adam steps (budget runs; `gates::dep_l0::step_scale`).
+    pub dep_scaled: bool,
 }
 
 impl Default for Settings {
@@ -138,6 +141,7 @@ impl Default for Settings {
             dep_n0: 64,
             dep_backward: false,
             seed: 0,
+            dep_scaled: false,
         }
     }
 }

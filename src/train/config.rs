@@ -178,6 +178,7 @@ impl TrainConfig {
             dep_n0: self.dep_n0,
             dep_backward: self.dep_backward,
             seed: self.seed,
+            dep_scaled: self.target_macs.is_some() || self.target_params.is_some(),
         }
     }
 
