@@ -32,10 +32,7 @@ pub struct Multipliers {
 impl Multipliers {
     /// One ascent step on `gap = s - t`.
     fn ascend(&mut self, gap: f64) {
-        let rate: f64 = std::env::var("TUNE_RATE")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(ASCENT_RATE);
+        let rate = ASCENT_RATE;
         self.linear += rate * gap;
         self.quadratic += rate * gap * gap;
     }
