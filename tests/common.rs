@@ -104,3 +104,45 @@ pub fn rgb_folder(root: &Path, per_class: usize) {
         }
     }
 }
+
+/// The first `n` items of one IDX file of the shipped subset, uncompressed; `patch` may edit
+/// the payload.
+pub fn cut_idx(from: &Path, to: &Path, n: usize, patch: impl Fn(&mut [u8])) {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(from).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    let rank = bytes[3] as usize;
+    let item: usize = (1..rank)
+        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .product();
+    let header = 4 + 4 * rank;
+    let mut out = bytes[..header].to_vec();
+    out[4..8].copy_from_slice(&(n as u32).to_be_bytes());
+    let mut payload = bytes[header..header + n * item].to_vec();
+    patch(&mut payload);
+    out.extend_from_slice(&payload);
+    std::fs::write(to, out).unwrap();
+}
+
+/// `compress run lenet5 --method swp` with each of `budgets` exits 2 before any work: one line
+/// containing `says`, nothing written.
+pub fn assert_swp_refuses(budgets: &[[&str; 2]], says: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("swp.onnx");
+    for budget in budgets {
+        let o = compress()
+            .arg(lenet5())
+            .args(["--method", "swp", "-o"])
+            .arg(&out)
+            .args(budget)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{budget:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -13,26 +12,6 @@ use assert_cmd::Command;
 
 fn model(name: &str) -> PathBuf {
     common::repo().join(format!("models/{name}/model.onnx"))
-}
-
-/// The first `n` items of one IDX file of the shipped subset, uncompressed; `patch` may edit
-/// the payload.
-fn cut_idx(from: &Path, to: &Path, n: usize, patch: impl Fn(&mut [u8])) {
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(from).unwrap())
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let rank = bytes[3] as usize;
-    let item: usize = (1..rank)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .product();
-    let header = 4 + 4 * rank;
-    let mut out = bytes[..header].to_vec();
-    out[4..8].copy_from_slice(&(n as u32).to_be_bytes());
-    let mut payload = bytes[header..header + n * item].to_vec();
-    patch(&mut payload);
-    out.extend_from_slice(&payload);
-    std::fs::write(to, out).unwrap();
 }
 
 /// A small IDX dataset; `train_label_patch` edits the training labels.
@@ -45,9 +24,9 @@ fn idx_data(dir: &Path, train_label_patch: impl Fn(&mut [u8])) -> PathBuf {
             let to = dir.join(&name);
             let from = src.join(format!("{name}.gz"));
             if split == "train" && kind == "labels-idx1" {
-                cut_idx(&from, &to, n, &train_label_patch);
+                common::cut_idx(&from, &to, n, &train_label_patch);
             } else {
-                cut_idx(&from, &to, n, |_| {});
+                common::cut_idx(&from, &to, n, |_| {});
             }
         }
     }

@@ -278,20 +278,8 @@ fn completions_and_help_for_every_subcommand() {
 
 #[test]
 fn swp_with_a_macs_budget_is_refused_before_any_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("swp.onnx");
-    for budget in [["--target-macs", "0.5"], ["--sweep", "target-macs=0.3,0.5"]] {
-        let o = compress()
-            .arg(lenet5())
-            .args(["--method", "swp", "-o"])
-            .arg(&out)
-            .args(budget)
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(2), "{budget:?}");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("cannot hold a MACs budget"), "{err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
+    common::assert_swp_refuses(
+        &[["--target-macs", "0.5"], ["--sweep", "target-macs=0.3,0.5"]],
+        "cannot hold a MACs budget",
+    );
 }

@@ -32,23 +32,6 @@ const RUN: [&str; 10] = [
     "0",
 ];
 
-/// Reads one IDX file of the shipped subset and writes its first `n` items, uncompressed.
-fn cut_idx(from: &Path, to: &Path, n: usize) {
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(from).unwrap())
-        .read_to_end(&mut bytes)
-        .unwrap();
-    let rank = bytes[3] as usize;
-    let item: usize = (1..rank)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .product();
-    let header = 4 + 4 * rank;
-    let mut out = bytes[..header].to_vec();
-    out[4..8].copy_from_slice(&(n as u32).to_be_bytes());
-    out.extend_from_slice(&bytes[header..header + n * item]);
-    std::fs::write(to, out).unwrap();
-}
-
 fn small_data(dir: &Path) -> PathBuf {
     let src = common::repo().join("fixtures/data/fashion-mnist-subset");
     let data = dir.join("data");
@@ -56,7 +39,12 @@ fn small_data(dir: &Path) -> PathBuf {
     for (split, n) in [("train", TRAIN), ("t10k", TEST)] {
         for kind in ["images-idx3", "labels-idx1"] {
             let name = format!("{split}-{kind}-ubyte");
-            cut_idx(&src.join(format!("{name}.gz")), &data.join(&name), n);
+            common::cut_idx(
+                &src.join(format!("{name}.gz")),
+                &data.join(&name),
+                n,
+                |_| {},
+            );
         }
     }
     data
