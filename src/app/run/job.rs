@@ -234,7 +234,12 @@ fn finetune_phase(
     compressed.graph = done.graph;
     compressed.bytes = done.bytes;
     compressed.verification = done.verification;
-    compressed.notes = done.notes;
+    // Keep the first export's notes (e.g. the budget's) and add the fine-tuned export's new ones.
+    for n in done.notes {
+        if !compressed.notes.contains(&n) {
+            compressed.notes.push(n);
+        }
+    }
     Ok((compressed, after, Some(phase)))
 }
 
