@@ -6,8 +6,8 @@
 //! as the pruner will round them.
 
 use super::GateMethod;
+use super::cost::CostModel;
 use crate::exec::value::host_f32;
-use crate::train::cost::CostModel;
 use burn::prelude::*;
 
 /// How far below its target a budget may land.

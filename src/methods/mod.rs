@@ -15,6 +15,7 @@
 //! METHODS §10.
 
 pub mod budget_fit;
+pub mod cost;
 pub mod dep_l0;
 pub mod l0_arm;
 pub mod l0_hc;

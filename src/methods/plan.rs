@@ -82,7 +82,7 @@ pub fn decide(
     }
     let mut values = test_gates(method, params);
     let fit = if budget.targets.any() && !groups.is_empty() {
-        let cost = crate::train::cost::CostModel::new(&trained, analysis, groups)?;
+        let cost = super::cost::CostModel::new(&trained, analysis, groups)?;
         let probs = budget_fit::open_probabilities(method, params);
         Some(budget_fit::complete(
             &cost,

@@ -15,7 +15,7 @@
 pub mod budget;
 pub mod checkpoint;
 mod config;
-pub mod cost;
+pub use crate::methods::cost;
 mod epochs;
 pub mod finetune;
 pub mod net;

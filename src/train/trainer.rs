@@ -6,7 +6,6 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 
 use super::TrainConfig;
-use super::cost::CostModel;
 use super::net::{self, GatedNet};
 use crate::data::Dataset;
 use crate::error::Result;
@@ -15,6 +14,7 @@ use crate::exec::value::host_f32;
 use crate::gates::DepGenerator;
 use crate::groups::analyse_layouts;
 use crate::ir::Graph;
+use crate::methods::cost::CostModel;
 use crate::methods::{self, GateInit, GateMethod, Rng};
 use crate::rng::SliceRandom;
 
