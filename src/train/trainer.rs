@@ -235,12 +235,26 @@ impl<'a> Trainer<'a> {
                 .zip(pred)
                 .filter(|&(&i, p)| data.labels[i] as f32 == p)
                 .count();
+            self.release_forward_graphs();
         }
         Ok(if indices.is_empty() {
             0.0
         } else {
             correct as f64 / indices.len() as f64
         })
+    }
+
+    /// Frees what forward-only passes left in burn's autodiff graph. burn-autodiff sweeps
+    /// orphaned graphs only at the end of a `backward()`, so without this every validation
+    /// batch's activations stayed until the next training step: 2 MB per validated 3x32x32
+    /// ResNet-20 image, 22 GB for the 10% hold-out of 100k images. A backward of a one-value
+    /// graph of its own runs that sweep and touches nothing of the run.
+    fn release_forward_graphs(&self) {
+        let device = self.device();
+        if device.is_autodiff() {
+            let one = Tensor::<1>::ones([1], &device).require_grad();
+            drop(one.sum().backward());
+        }
     }
 
     /// The deterministic MACs of the network now: by the kept gates, or for a method without
