@@ -5,9 +5,11 @@
 //!
 //! 1. the pipeline alone: one shuffled epoch of the train split read through `Loader` (workers
 //!    decode, convert and normalise; batch 128), images per second, median of 3 epochs; also the
-//!    training thread's share (the CIFAR augmentation applied to each batch) per batch;
-//! 2. the training step of models/resnet20_rgb (3x32x32) at batch 128 on the same images (our
-//!    l0-hc step: time of 2 + N steps minus time of 2 steps), to give the ratio pipeline / step;
+//!    training thread's share (the CIFAR augmentation applied to each batch) per batch; once as
+//!    3x32x32 RGB (for models/resnet20_rgb) and once as 1x28x28 grey (resized, for
+//!    models/lenet5, the fastest training step);
+//! 2. the training step of each model at batch 128 on the same images (our l0-hc step: time of
+//!    2 + N steps minus time of 2 steps), to give the ratio pipeline / step;
 //! 3. a run's peak memory: `compress run models/resnet20_rgb/model.onnx --data FOLDER` (l0-hc,
 //!    `INPUT_PIPELINE_RUN_STEPS` steps, default 20, then validation on its 10% hold-out, prune,
 //!    verify, evaluation on test/) in a child process that reports its own VmHWM.
@@ -105,15 +107,15 @@ fn epoch(train: &Dataset, seed: u64, augment: bool) -> (f64, f64) {
     (start.elapsed().as_secs_f64(), aug_s)
 }
 
-/// Images per second of our l0-hc training step on `train` (the first 2,560 images, read
-/// into memory first so that only the step is timed).
-fn step_ips(root: &Path, train: &Dataset) -> f64 {
-    let graph = compress::onnx::import_file(&root.join("models/resnet20_rgb/model.onnx"))
-        .expect("imports resnet20_rgb");
+/// Images per second of our l0-hc training step of `model` on `train` (the first 2,560
+/// images, read into memory first so that only the step is timed).
+fn step_ips(model: &Path, train: &Dataset) -> f64 {
+    let graph = compress::onnx::import_file(model).expect("imports the model");
     let n = train.len().min(20 * BATCH);
     let small = train.gather(&(0..n).collect::<Vec<_>>());
     let pixels = small.images().expect("reads the images");
-    let small = Dataset::from_f32(pixels, small.labels.clone(), (3, 32, 32)).expect("dataset");
+    let chw = (small.channels, small.height, small.width);
+    let small = Dataset::from_f32(pixels, small.labels.clone(), chw).expect("dataset");
     let dev = compress::exec::default_device();
     let time = |steps: usize| {
         let mut cfg = TrainConfig::new(Method::L0Hc);
@@ -194,42 +196,62 @@ fn main() {
     write_images(&folder.join("test"), 1000);
     eprintln!("wrote {n} + 1000 PNGs in {:.1}s", t.elapsed().as_secs_f64());
 
-    let t = Instant::now();
-    let mut train = data::load(&folder, Split::Train, Some((3, 32, 32))).expect("lists the folder");
-    let index_s = t.elapsed().as_secs_f64();
-    Normalize::cifar()
-        .apply_dataset(&mut train)
-        .expect("normalises");
-    let workers = Prefetch::for_data(&train).workers;
-    let mut rates = Vec::new();
-    let mut aug_ms = Vec::new();
-    for seed in 0..3 {
-        let (s, aug_s) = epoch(&train, seed, true);
-        rates.push(n as f64 / s);
-        aug_ms.push(1000.0 * aug_s / n.div_ceil(BATCH) as f64);
-        eprintln!("epoch {seed}: {:.0} img/s", n as f64 / s);
+    let mut models = Vec::new();
+    for (name, chw, norm) in [
+        ("resnet20_rgb", (3, 32, 32), Normalize::cifar()),
+        (
+            "lenet5",
+            (1, 28, 28),
+            Normalize::new(vec![0.2860], vec![0.3530]).expect("stats"),
+        ),
+    ] {
+        let t = Instant::now();
+        let mut train = data::load(&folder, Split::Train, Some(chw)).expect("lists the folder");
+        let index_s = t.elapsed().as_secs_f64();
+        norm.apply_dataset(&mut train).expect("normalises");
+        let mut rates = Vec::new();
+        let mut aug_ms = Vec::new();
+        for seed in 0..3 {
+            let (s, aug_s) = epoch(&train, seed, true);
+            rates.push(n as f64 / s);
+            aug_ms.push(1000.0 * aug_s / n.div_ceil(BATCH) as f64);
+            eprintln!("{name} epoch {seed}: {:.0} img/s", n as f64 / s);
+        }
+        models.push((name, train, index_s, rates, aug_ms));
     }
-    let pipeline_ips = median(rates.clone());
+    // Nothing but the folder's writing and the pipeline has run in this process yet.
     let pipeline_peak = peak_rss_mib();
-    eprintln!("pipeline alone: {pipeline_ips:.0} img/s, peak {pipeline_peak:.0} MiB");
+    eprintln!("pipeline alone: peak {pipeline_peak:.0} MiB");
+    let models: Vec<serde_json::Value> = models
+        .into_iter()
+        .map(|(name, train, index_s, rates, aug_ms)| {
+            let pipeline_ips = median(rates.clone());
+            let step = step_ips(&root.join(format!("models/{name}/model.onnx")), &train);
+            eprintln!("{name}: pipeline {pipeline_ips:.0} img/s, l0-hc step {step:.0} img/s");
+            serde_json::json!({
+                "model": name,
+                "image_size": [train.channels, train.height, train.width],
+                "workers": Prefetch::for_data(&train).workers,
+                "index_s": index_s,
+                "pipeline_images_per_s": pipeline_ips,
+                "pipeline_images_per_s_epochs": rates,
+                "augment_ms_per_batch_on_training_thread": median(aug_ms),
+                "train_step_images_per_s": step,
+                "pipeline_over_step": pipeline_ips / step,
+            })
+        })
+        .collect();
 
-    let step = step_ips(root, &train);
-    eprintln!("resnet20_rgb l0-hc training step: {step:.0} img/s");
     let run_peak = run_peak_mib(root, &folder, &tmp.path().join("out.onnx"), run_steps);
     eprintln!("compress run over {n} images: peak {run_peak:.0} MiB");
 
     let json = serde_json::json!({
         "images": n,
-        "image_size": [3, SIDE, SIDE],
+        "png_size": [3, SIDE, SIDE],
         "batch_size": BATCH,
-        "workers": workers,
-        "index_s": index_s,
-        "pipeline_images_per_s": pipeline_ips,
-        "pipeline_images_per_s_epochs": rates,
-        "augment_ms_per_batch_on_training_thread": median(aug_ms),
+        "models": models,
         "pipeline_peak_rss_mib": pipeline_peak,
-        "train_step_images_per_s_resnet20_rgb": step,
-        "pipeline_over_step": pipeline_ips / step,
+        "run_model": "resnet20_rgb",
         "run_steps": run_steps,
         "run_peak_rss_mib": run_peak,
     });
