@@ -170,7 +170,7 @@ fn a_bad_image_mid_epoch_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let files = folder(dir.path(), 20);
     let ds = data::load(dir.path(), Split::Train, Some((3, 16, 16))).unwrap();
-    // Listing the files reads none of them: the break shows when its batch is read.
+    // Broken after the folder was listed: the break shows when its batch is read.
     let bad = &files[33];
     std::fs::write(bad, b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
     let prefetch = Prefetch {
@@ -194,8 +194,11 @@ fn a_run_whose_train_split_breaks_mid_epoch_exits_2_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
     common::rgb_folder(&images, 12);
+    // A PNG cut in half: its header (read when the folder is listed) is whole, its pixel data
+    // breaks when the batch holding it is decoded, during training.
     let bad = images.join("train/class2/7.png");
-    std::fs::write(&bad, b"not a png at all").unwrap();
+    let bytes = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
     let out = dir.path().join("out.onnx");
     let model = common::repo().join("models/resnet20_rgb/model.onnx");
     let o = common::compress()

@@ -166,6 +166,19 @@ fn decode_u8(path: &Path, channels: usize, height: usize, width: usize) -> Resul
     Ok(raw)
 }
 
+/// Reads the header of an image file (format and size, not the pixels), so that a file that is
+/// not an image is named when the folder is listed, before any work; a file whose pixel data is
+/// broken is named when its batch is read.
+fn check_header(path: &Path) -> Result<()> {
+    image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .into_dimensions()
+        .map_err(|e| data_err(path, format!("cannot decode image: {e}")))?;
+    Ok(())
+}
+
 /// The image files of one split and how each becomes a sample: decoded as `channels`, resized
 /// to `resized` (H, W), centre-cropped to `crop` (H, W).
 #[derive(Debug, Clone, PartialEq)]
@@ -282,6 +295,7 @@ pub fn load_resized(
             ));
         };
         for file in sorted_entries(&dir.join(&name), is_image_file)? {
+            check_header(&file)?;
             files.push(file);
             labels.push(label as u32);
         }
@@ -429,9 +443,8 @@ mod tests {
         make_classes(dir.path());
         let bad = dir.path().join("dog/broken.png");
         std::fs::write(&bad, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
-        // Loading lists the files; reading the batch that holds the bad one fails.
-        let ds = load(dir.path(), Split::Train, 3, 8, 8).unwrap();
-        let err = ds.images().unwrap_err();
+        // A bad header is found when the folder is listed.
+        let err = load(dir.path(), Split::Train, 3, 8, 8).unwrap_err();
         assert!(matches!(err, Error::Data { .. }));
         let msg = err.to_string();
         assert!(msg.contains(&bad.display().to_string()), "{msg}");
