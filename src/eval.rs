@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::data::Dataset;
+use crate::data::loader::{Loader, Prefetch};
 use crate::error::{Error, Result};
 use crate::exec::{Network, Val};
 use crate::ir::Dim;
@@ -74,11 +75,18 @@ pub fn accuracy(
     let sample = sample_shape(net, data, data_name)?;
     let mut correct = 0;
     let batch_size = batch_size.max(1);
-    for start in (0..data.len()).step_by(batch_size) {
+    // Batches are read (decoded, normalised) ahead on worker threads while the network runs.
+    let batches = Loader::new(
+        data,
+        (0..data.len()).collect(),
+        batch_size,
+        Prefetch::for_data(data),
+    );
+    for (start, batch) in (0..data.len()).step_by(batch_size).zip(batches) {
         let end = (start + batch_size).min(data.len());
         let mut shape = vec![end - start];
         shape.extend(&sample);
-        let x = Val::from_f32(data.batch(start..end).to_vec(), &shape, net.device());
+        let x = Val::from_f32(batch?, &shape, net.device());
         let logits = net.forward(vec![x])?.remove(0).to_host();
         if logits.shape.len() != 2 {
             return Err(Error::Usage(format!(

@@ -262,6 +262,7 @@ fn normalised_pixels_are_the_hand_computed_values() {
         .unwrap()
         .apply_dataset(&mut ds)
         .unwrap();
+    let images = ds.images().unwrap();
     // CHW: channel c, pixel (y, x) at c * 4 + y * 2 + x.
     let want = |v: f32, m: f32, s: f32| (v / 255.0 - m) / s;
     let cases = [
@@ -273,14 +274,10 @@ fn normalised_pixels_are_the_hand_computed_values() {
         (11, want(153.0, 0.406, 0.225)), // B (1,1): 0.8622
     ];
     for (i, v) in cases {
-        assert!(
-            (ds.images[i] - v).abs() < 1e-5,
-            "{i}: {} vs {v}",
-            ds.images[i]
-        );
+        assert!((images[i] - v).abs() < 1e-5, "{i}: {} vs {v}", images[i]);
     }
-    assert!((ds.images[0] - 2.2489).abs() < 1e-3);
-    assert!((ds.images[4] + 2.0357).abs() < 1e-3);
+    assert!((images[0] - 2.2489).abs() < 1e-3);
+    assert!((images[4] + 2.0357).abs() < 1e-3);
 }
 
 /// A CIFAR-100-layout binary dataset (`train.bin`, `test.bin`): `per_class` 32x32 images for

@@ -41,12 +41,7 @@ pub struct Sensitivity {
 /// The first `n` examples of `data` (all when it has fewer).
 fn first(data: Dataset, n: usize) -> Dataset {
     let n = n.min(data.len());
-    let per = data.channels * data.height * data.width;
-    Dataset {
-        images: data.images[..n * per].to_vec(),
-        labels: data.labels[..n].to_vec(),
-        ..data
-    }
+    data.gather(&(0..n).collect::<Vec<_>>())
 }
 
 /// Keeps the more important half (at least one channel) of `group`'s channels, by the L1 norm

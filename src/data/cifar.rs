@@ -104,12 +104,12 @@ pub fn locate(dir: &Path) -> Option<(PathBuf, Variant)> {
     })
 }
 
-/// Decodes the records of one file, appending pixels (scaled to [0, 1]) and labels.
+/// Decodes the records of one file, appending pixel bytes and labels.
 pub fn parse_records(
     bytes: &[u8],
     variant: Variant,
     path: &Path,
-    images: &mut Vec<f32>,
+    images: &mut Vec<u8>,
     labels: &mut Vec<u32>,
 ) -> Result<()> {
     let bad = |reason: String| Error::Data {
@@ -149,7 +149,7 @@ pub fn parse_records(
             )));
         }
         labels.push(label);
-        images.extend(r[lb..].iter().map(|&b| b as f32 / 255.0));
+        images.extend_from_slice(&r[lb..]);
     }
     Ok(())
 }
@@ -203,13 +203,8 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         parse_records(&bytes, variant, &path, &mut images, &mut labels)?;
     }
-    Ok(Dataset {
-        images,
-        labels,
-        channels: 3,
-        height: SIDE,
-        width: SIDE,
-    })
+    // Kept as bytes (a quarter of f32): batches convert them to [0, 1] when read.
+    Dataset::from_u8(images, labels, (3, SIDE, SIDE))
 }
 
 #[cfg(test)]
@@ -234,7 +229,7 @@ mod tests {
     }
 
     fn check_pixels(ds: &Dataset, sample: usize, seed: u8) {
-        let s = &ds.images[sample * PIXELS..(sample + 1) * PIXELS];
+        let s = &ds.read(&[sample]).unwrap();
         for plane in 0..3 {
             for i in [0, 1, 31, 32, 500, 1023] {
                 let want = pixel(plane, i, seed) as f32 / 255.0;
@@ -269,9 +264,10 @@ mod tests {
         check_pixels(&train, 1, 11);
         check_pixels(&train, 9, 15);
         // R plane first: the first pixel of sample 0 is plane 0's byte.
-        assert_eq!(train.images[0], 1.0 / 255.0);
-        assert_eq!(train.images[1024], 81.0 / 255.0);
-        assert_eq!(train.images[2048], 161.0 / 255.0);
+        let images = train.images().unwrap();
+        assert_eq!(images[0], 1.0 / 255.0);
+        assert_eq!(images[1024], 81.0 / 255.0);
+        assert_eq!(images[2048], 161.0 / 255.0);
 
         let test = load(&sub, Split::Test).unwrap();
         assert_eq!(test.labels, vec![7]);

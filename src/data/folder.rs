@@ -10,8 +10,9 @@
 //! the train sub-root, so both splits share labels (a test class absent from train is an error,
 //! a train class absent from test just has no test samples). Within a class, files are read in
 //! name order. Hidden entries (names starting with `.`) and files with other extensions are
-//! skipped. Every image is converted to RGB (3 channels) or luma (1 channel) and resized with a
-//! triangle (bilinear) filter to the requested size, then stored as CHW f32 in [0, 1].
+//! skipped. Loading lists the files (paths and labels) only; a batch decodes its images when it
+//! is read: each is converted to RGB (3 channels) or luma (1 channel), resized with a triangle
+//! (bilinear) filter to the requested size, centre-cropped, and given as CHW f32 in [0, 1].
 
 use std::path::{Path, PathBuf};
 
@@ -113,6 +114,12 @@ pub fn classes(root: &Path) -> Result<Vec<String>> {
 
 /// Decodes one image file into CHW f32 in [0, 1] with `channels` (1 or 3) and the given size.
 pub fn decode(path: &Path, channels: usize, height: usize, width: usize) -> Result<Vec<f32>> {
+    let raw = decode_u8(path, channels, height, width)?;
+    Ok(raw.into_iter().map(|b| b as f32 / 255.0).collect())
+}
+
+/// Decodes one image file into CHW bytes with `channels` (1 or 3) and the given size.
+fn decode_u8(path: &Path, channels: usize, height: usize, width: usize) -> Result<Vec<u8>> {
     let undecodable =
         |e: &dyn std::fmt::Display| data_err(path, format!("cannot decode image: {e}"));
     let img = image::ImageReader::open(path)
@@ -156,7 +163,61 @@ pub fn decode(path: &Path, channels: usize, height: usize, width: usize) -> Resu
             ));
         }
     };
-    Ok(raw.into_iter().map(|b| b as f32 / 255.0).collect())
+    Ok(raw)
+}
+
+/// Reads the header of an image file (format and size, not the pixels), so that a file that is
+/// not an image is named when the folder is listed, before any work; a file whose pixel data is
+/// broken is named when its batch is read.
+fn check_header(path: &Path) -> Result<()> {
+    image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .into_dimensions()
+        .map_err(|e| data_err(path, format!("cannot decode image: {e}")))?;
+    Ok(())
+}
+
+/// The image files of one split and how each becomes a sample: decoded as `channels`, resized
+/// to `resized` (H, W), centre-cropped to `crop` (H, W).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FolderIndex {
+    files: Vec<PathBuf>,
+    channels: usize,
+    resized: (usize, usize),
+    crop: (usize, usize),
+}
+
+impl FolderIndex {
+    /// (channels, height, width) of a sample.
+    pub fn sample_shape(&self) -> (usize, usize, usize) {
+        (self.channels, self.crop.0, self.crop.1)
+    }
+
+    /// The image files, in sample order.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Decodes sample `i` into `dst` (CHW f32 in [0, 1]); the error names the file.
+    pub fn read_into(&self, i: usize, dst: &mut [f32]) -> Result<()> {
+        let (rh, rw) = self.resized;
+        let image = decode_u8(&self.files[i], self.channels, rh, rw)?;
+        let image = centre_crop(image, self.channels, self.resized, self.crop);
+        if image.len() != dst.len() {
+            return Err(Error::Internal(format!(
+                "{}: decoded {} values for a sample of {}",
+                self.files[i].display(),
+                image.len(),
+                dst.len()
+            )));
+        }
+        for (d, b) in dst.iter_mut().zip(image) {
+            *d = b as f32 / 255.0;
+        }
+        Ok(())
+    }
 }
 
 /// Loads one split of the image folder at `root`, every image converted to `channels`
@@ -221,7 +282,7 @@ pub fn load_resized(
             )
         })?,
     };
-    let mut images = Vec::new();
+    let mut files = Vec::new();
     let mut labels = Vec::new();
     for name in class_names(&dir)? {
         let Some(label) = classes.iter().position(|c| *c == name) else {
@@ -234,8 +295,8 @@ pub fn load_resized(
             ));
         };
         for file in sorted_entries(&dir.join(&name), is_image_file)? {
-            let image = decode(&file, channels, rh, rw)?;
-            images.extend(centre_crop(image, channels, (rh, rw), (height, width)));
+            check_header(&file)?;
+            files.push(file);
             labels.push(label as u32);
         }
     }
@@ -248,22 +309,22 @@ pub fn load_resized(
             ),
         ));
     }
-    Ok(Dataset {
-        images,
-        labels,
+    let index = FolderIndex {
+        files,
         channels,
-        height,
-        width,
-    })
+        resized: (rh, rw),
+        crop: (height, width),
+    };
+    Ok(Dataset::from_files(index, labels))
 }
 
 /// The `h x w` centre of a CHW image of `rh x rw` pixels (the image itself when the sizes match).
-fn centre_crop(
-    image: Vec<f32>,
+fn centre_crop<T: Copy>(
+    image: Vec<T>,
     channels: usize,
     (rh, rw): (usize, usize),
     (h, w): (usize, usize),
-) -> Vec<f32> {
+) -> Vec<T> {
     if (rh, rw) == (h, w) {
         return image;
     }
@@ -320,27 +381,28 @@ mod tests {
         let ds = load(dir.path(), Split::Train, 3, 8, 12).unwrap();
         assert_eq!(ds.len(), 4);
         assert_eq!((ds.channels, ds.height, ds.width), (3, 8, 12));
-        assert_eq!(ds.images.len(), 4 * 3 * 8 * 12);
+        assert_eq!(ds.images().unwrap().len(), 4 * 3 * 8 * 12);
         assert_eq!(ds.labels, vec![0, 0, 1, 1]);
         let plane = 8 * 12;
         // cat/a.png: a constant colour stays that colour through the resize (planar CHW).
-        let s0 = ds.batch(0..1);
+        let s0 = ds.batch(0..1).unwrap();
         for (c, v) in [200.0f32, 10.0, 30.0].into_iter().enumerate() {
             for i in [0, 5, plane - 1] {
                 assert!(close(s0[c * plane + i], v / 255.0, 1.0 / 255.0), "{c} {i}");
             }
         }
         // dog/y.jpg: blue, within JPEG error.
-        let s3 = ds.batch(3..4);
+        let s3 = ds.batch(3..4).unwrap();
         assert!(close(s3[0], 0.0, 0.05) && close(s3[2 * plane + 40], 1.0, 0.05));
 
         let grey = load(dir.path(), Split::Train, 1, 5, 5).unwrap();
         assert_eq!((grey.channels, grey.height, grey.width), (1, 5, 5));
-        assert_eq!(grey.images.len(), 4 * 25);
+        assert_eq!(grey.images().unwrap().len(), 4 * 25);
         assert_eq!(grey.labels, vec![0, 0, 1, 1]);
         // dog/x.png is grey 100: luma 100 whatever the weights.
         assert!(
             grey.batch(2..3)
+                .unwrap()
                 .iter()
                 .all(|&v| close(v, 100.0 / 255.0, 1.0 / 255.0))
         );
@@ -362,9 +424,10 @@ mod tests {
         // Only `dog` in val: its label is still 1.
         let test = load(dir.path(), Split::Test, 3, 4, 4).unwrap();
         assert_eq!(test.labels, vec![1]);
-        assert_eq!(test.images[0], 1.0 / 255.0);
-        assert_eq!(test.images[16], 2.0 / 255.0);
-        assert_eq!(test.images[32], 3.0 / 255.0);
+        let images = test.images().unwrap();
+        assert_eq!(images[0], 1.0 / 255.0);
+        assert_eq!(images[16], 2.0 / 255.0);
+        assert_eq!(images[32], 3.0 / 255.0);
 
         // A test class unknown to train is an error naming it.
         save(&dir.path().join("val/zebra/q.png"), 4, 4, [0, 0, 0]);
@@ -380,6 +443,7 @@ mod tests {
         make_classes(dir.path());
         let bad = dir.path().join("dog/broken.png");
         std::fs::write(&bad, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
+        // A bad header is found when the folder is listed.
         let err = load(dir.path(), Split::Train, 3, 8, 8).unwrap_err();
         assert!(matches!(err, Error::Data { .. }));
         let msg = err.to_string();

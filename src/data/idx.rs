@@ -127,13 +127,14 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset> {
             reason: format!("{} images but {} labels", idims[0], ldims[0]),
         });
     }
-    Ok(Dataset {
-        images: img[16..].iter().map(|&b| b as f32 / 255.0).collect(),
-        labels: lbl[8..].iter().map(|&l| l as u32).collect(),
-        channels: 1,
-        height: idims[1],
-        width: idims[2],
-    })
+    // Kept as bytes (a quarter of f32): batches convert them to [0, 1] when read.
+    let mut img = img;
+    img.drain(..16);
+    Dataset::from_u8(
+        img,
+        lbl[8..].iter().map(|&l| l as u32).collect(),
+        (1, idims[1], idims[2]),
+    )
 }
 
 #[cfg(test)]

@@ -83,6 +83,11 @@ impl Normalize {
         (self.mean[i], self.std[i])
     }
 
+    /// Checks that the statistics fit images of `channels` channels of `plane` pixels.
+    pub fn check_fits(&self, channels: usize, plane: usize) -> Result<()> {
+        self.check(channels * plane, channels, plane)
+    }
+
     fn check(&self, len: usize, channels: usize, plane: usize) -> Result<()> {
         if self.mean.len() != 1 && self.mean.len() != channels {
             return Err(Error::Usage(format!(
@@ -134,32 +139,34 @@ impl Normalize {
         })
     }
 
-    /// Normalises every image of `ds` in place.
+    /// Normalises every image of `ds`: every batch read from it from now on.
     pub fn apply_dataset(&self, ds: &mut Dataset) -> Result<()> {
-        let (c, plane) = (ds.channels, ds.height * ds.width);
-        self.apply(&mut ds.images, c, plane)
+        ds.push_normalize(self.clone())
     }
 }
 
 /// Per-channel (mean, population std) of a dataset's pixels, e.g. to build a [`Normalize`] for
-/// an image folder. Empty datasets give zeros.
-pub fn channel_stats(ds: &Dataset) -> (Vec<f32>, Vec<f32>) {
+/// an image folder. Empty datasets give zeros. Reads the dataset a batch at a time.
+pub fn channel_stats(ds: &Dataset) -> Result<(Vec<f32>, Vec<f32>)> {
     let (c, plane) = (ds.channels, ds.height * ds.width);
     let mut sum = vec![0f64; c];
     let mut sq = vec![0f64; c];
     if c * plane > 0 {
-        for sample in ds.images.chunks_exact(c * plane) {
-            for (ch, values) in sample.chunks_exact(plane).enumerate() {
-                for &v in values {
-                    sum[ch] += v as f64;
-                    sq[ch] += (v as f64) * (v as f64);
+        for start in (0..ds.len()).step_by(256) {
+            let batch = ds.batch(start..(start + 256).min(ds.len()))?;
+            for sample in batch.chunks_exact(c * plane) {
+                for (ch, values) in sample.chunks_exact(plane).enumerate() {
+                    for &v in values {
+                        sum[ch] += v as f64;
+                        sq[ch] += (v as f64) * (v as f64);
+                    }
                 }
             }
         }
     }
     let count = (ds.len() * plane) as f64;
     if count == 0.0 {
-        return (vec![0.0; c], vec![0.0; c]);
+        return Ok((vec![0.0; c], vec![0.0; c]));
     }
     let mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
     let std = sq
@@ -167,7 +174,7 @@ pub fn channel_stats(ds: &Dataset) -> (Vec<f32>, Vec<f32>) {
         .zip(&mean)
         .map(|(q, m)| ((q / count - m * m).max(0.0)).sqrt() as f32)
         .collect();
-    (mean.into_iter().map(|m| m as f32).collect(), std)
+    Ok((mean.into_iter().map(|m| m as f32).collect(), std))
 }
 
 /// Training augmentation: zero-pad by `pad`, crop back to the original size at a random
@@ -414,32 +421,26 @@ mod tests {
         assert!(Normalize::new(vec![], vec![]).is_err());
 
         // CIFAR defaults on a dataset: channel c of value mean[c] becomes 0.
-        let mut ds = Dataset {
-            images: [CIFAR_MEAN[0], CIFAR_MEAN[1], CIFAR_MEAN[2]]
+        let mut ds = Dataset::from_f32(
+            [CIFAR_MEAN[0], CIFAR_MEAN[1], CIFAR_MEAN[2]]
                 .iter()
                 .flat_map(|&m| [m, m + CIFAR_STD[0]])
                 .collect(),
-            labels: vec![0],
-            channels: 3,
-            height: 1,
-            width: 2,
-        };
+            vec![0],
+            (3, 1, 2),
+        )
+        .unwrap();
         Normalize::default_for(Format::Cifar)
             .unwrap()
             .apply_dataset(&mut ds)
             .unwrap();
-        assert_eq!([ds.images[0], ds.images[2], ds.images[4]], [0.0; 3]);
-        assert!((ds.images[1] - 1.0).abs() < 1e-6);
+        let images = ds.images().unwrap();
+        assert_eq!([images[0], images[2], images[4]], [0.0; 3]);
+        assert!((images[1] - 1.0).abs() < 1e-6);
         assert!(Normalize::default_for(Format::Idx).is_none());
 
-        let ds = Dataset {
-            images: vec![0.0, 1.0, 0.5, 0.5],
-            labels: vec![0, 1],
-            channels: 1,
-            height: 1,
-            width: 2,
-        };
-        let (m, s) = channel_stats(&ds);
+        let ds = Dataset::from_f32(vec![0.0, 1.0, 0.5, 0.5], vec![0, 1], (1, 1, 2)).unwrap();
+        let (m, s) = channel_stats(&ds).unwrap();
         assert_eq!(m, vec![0.5]);
         assert!((s[0] - (0.125f32).sqrt()).abs() < 1e-6);
     }

@@ -169,6 +169,7 @@ pub fn fine_tune_from(
         let start = std::time::Instant::now();
         t.lr_now = cfg.lr * cfg.schedule.factor(epoch, cfg.epochs);
         train_idx.shuffle(&mut t.rng);
+        t.start_feed(train, &train_idx);
         let bar = progress_bar(cfg, epoch, train_idx.len().div_ceil(cfg.batch_size.max(1)));
         let (mut loss_sum, mut pen_sum, mut exp_macs, mut batches) = (0.0, 0.0, 0.0, 0usize);
         for chunk in train_idx.chunks(cfg.batch_size.max(1)) {
@@ -192,6 +193,8 @@ pub fn fine_tune_from(
             batches += 1;
             steps += 1;
         }
+        // A step budget can end the epoch early: stop reading ahead.
+        t.feed = None;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
