@@ -20,6 +20,7 @@
 pub mod conv;
 pub mod conv_transpose;
 pub mod elementwise;
+pub mod layer_norm;
 pub mod layout;
 pub mod linear;
 pub mod norm;
@@ -163,6 +164,7 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
         Op::Reduce(r) => f(r),
         Op::Squeeze(s) => f(s),
         Op::Unsqueeze(u) => f(u),
+        Op::LayerNorm(l) => f(l),
     }
 }
 
@@ -174,6 +176,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Conv", conv::import),
     ("ConvTranspose", conv_transpose::import),
     ("BatchNormalization", norm::import),
+    ("LayerNormalization", layer_norm::import),
     ("Gemm", linear::import_gemm),
     ("MatMul", linear::import_matmul),
     ("Add", elementwise::import),
@@ -213,6 +216,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Identity", layout::import_identity),
     ("Resize", resize::import),
     ("Slice", slice::import),
+    ("Gather", slice::import_gather),
     ("Squeeze", squeeze::import_squeeze),
     ("Unsqueeze", squeeze::import_unsqueeze),
 ];
@@ -350,7 +354,7 @@ mod tests {
             .copied()
             .filter(|n| SUPPORTED_OPS.contains(n))
             .collect();
-        assert_eq!(on_data, vec!["Unsqueeze", "Squeeze", "Slice"]);
+        assert_eq!(on_data, vec!["Gather", "Unsqueeze", "Squeeze", "Slice"]);
     }
 
     #[test]
