@@ -86,7 +86,8 @@ fn both_exports_import_to_the_same_cost_with_attention_matmuls_counted() {
 }
 
 /// Until the transformer channel groups exist, nothing in a transformer is pruned by mistake:
-/// `inspect` says why the patch embedding's channels are fixed.
+/// `inspect` lists the patch embedding and every linear layer of the blocks as fixed, and says
+/// why.
 #[test]
 fn inspect_says_why_the_vit_has_no_prunable_group_yet() {
     let out = common::compress()
@@ -99,6 +100,16 @@ fn inspect_says_why_the_vit_has_no_prunable_group_yet() {
     assert!(text.contains("(0 prunable)"), "{text}");
     assert!(
         text.contains("reshape that moves the channel axis at node '/Reshape'"),
+        "{text}"
+    );
+    // 3 blocks x (qkv, proj, fc1, fc2), each its own fixed group with the reason.
+    let last_axis = text
+        .lines()
+        .filter(|l| l.contains("linear layer over the last axis of a token sequence"))
+        .count();
+    assert_eq!(last_axis, 12, "{text}");
+    assert!(
+        text.contains("(transformer channel groups: not analysed yet)"),
         "{text}"
     );
 }

@@ -255,6 +255,18 @@ impl OpRules for MatMul {
                 width: w[1],
                 block: 1,
             }]);
+        } else if cx.rank() > 2 && w.len() == 2 && cx.is_const(&n.inputs[1]) {
+            // A transformer's linear layer: its channels lie on the last axis, which the axis-1
+            // analysis does not follow; the group is listed as fixed, with no layout onward.
+            if let Some(segs) = cx.input(0) {
+                cx.block(&segs, "linear layer over the last axis");
+            }
+            let g = cx.new_group(w[1]);
+            cx.add_source(g, &n.outputs[0]);
+            cx.block_group(
+                g,
+                "linear layer over the last axis of a token sequence (transformer channel groups: not analysed yet)",
+            );
         } else {
             for i in 0..2 {
                 if let Some(segs) = cx.input(i) {
