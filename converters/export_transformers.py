@@ -190,6 +190,10 @@ def fixtures():
         gen = torch.Generator().manual_seed(400 + i)
         model = ViT(style, FIXTURE_DEPTH)
         with torch.no_grad():  # trained-looking: LayerNorm affine terms away from 1 / 0
+            # nn.TransformerEncoder deep-copies one layer, and the dynamo exporter then writes
+            # the identical tensors once, shared by every layer; a trained model has distinct ones.
+            for p in model.blocks.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 0.02)
             for m in model.modules():
                 if isinstance(m, nn.LayerNorm):
                     m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.8 + 0.6)
