@@ -175,6 +175,25 @@ fn random_mlp_keep_plans_verify_in_tract() {
     }
 }
 
+/// ONNX Runtime runs the pruned exports like tract: pruned vs masked reference at batch 4.
+#[cfg(feature = "ort")]
+#[test]
+fn random_mlp_keep_plans_verify_in_onnxruntime() {
+    use compress::verify::onnxruntime::run_ort;
+    for (dir, file) in exports() {
+        let name = format!("{}/{file}", dir.display());
+        let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+        let groups = compress::groups::analyse(&graph).unwrap();
+        let plan = compress::prune::plan::random(&groups, 0.5, 80);
+        let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+        let x = vec![compress::verify::pseudo_random(&[4, 1, 28, 28], 3)];
+        let a = run_ort(&compress::onnx::export(&pruned.graph), &x).unwrap();
+        let b = run_ort(&compress::onnx::export(&pruned.reference), &x).unwrap();
+        let d = common::max_diff(&a[0], &b[0]);
+        assert!(d <= 1e-4, "{name}: pruned vs reference in ONNX Runtime {d}");
+    }
+}
+
 /// `compress eval` on the full Fashion-MNIST test set reproduces the card's PyTorch accuracy
 /// with both exports.
 #[test]
