@@ -20,7 +20,8 @@ at position 0 together with the positional embedding: the same function as timm'
 `cat(cls_token.expand(batch, -1, -1), x)` followed by `+ pos_embed`, without the Expand of a
 constant to the batch size that the cat form exports (Expand is the token-input work's op).
 
-Each is exported twice: TorchScript exporter (dynamo=False, opset 17) as `model.onnx` and the
+Each is exported twice (three times for the fixtures: also `model.opset20.onnx`, the dynamo
+exporter at opset 20, which writes GELU as one Gelu node): TorchScript exporter (dynamo=False, opset 17) as `model.onnx` and the
 dynamo exporter (opset 18) as `model.dynamo.onnx` (`vit.onnx`, `vit.dynamo.onnx` in models/vit), with a symbolic batch dim. Reference sets
 `test_data_set_0` (batch 1) and `test_data_set_1` (batch 3) hold PyTorch's outputs; ONNX Runtime
 must reproduce them to 1e-4 for both files (checked here).
@@ -182,6 +183,31 @@ def export_all(model, d, gen, stem="model"):
     return summary
 
 
+def export_opset20(model, d):
+    """The dynamo exporter at opset 20 writes GELU as one Gelu node (`model.opset20.onnx`);
+    checked against the reference sets written by `export_all`."""
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    path = os.path.join(d, "model.opset20.onnx")
+    prog = torch.onnx.export(
+        model, (torch.zeros(2, 1, 28, 28),), dynamo=True, opset_version=20,
+        input_names=["input"], output_names=["logits"], dynamic_shapes={"x": {0: batch}},
+        external_data=False)
+    prog.save(path, external_data=False)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    sess = ort_session(path)
+    worst = 0.0
+    for k in range(len(BATCHES)):
+        sd = os.path.join(d, f"test_data_set_{k}")
+        x = numpy_helper.to_array(onnx.load_tensor(os.path.join(sd, "input_0.pb")))
+        y = numpy_helper.to_array(onnx.load_tensor(os.path.join(sd, "output_0.pb")))
+        worst = max(worst, float(np.abs(sess.run(None, {"input": x})[0] - y).max()))
+    assert worst < 1e-4, (path, worst)
+    ops = sorted({n.op_type for n in onnx.load(path).graph.node})
+    assert "Gelu" in ops, ops
+    return {"model.opset20.onnx": {"ops": ops, "opset": 20, "bytes": os.path.getsize(path),
+                                   "ort_vs_torch": worst}}
+
+
 def fixtures():
     out = os.path.join("fixtures", "transformers")
     summary = {}
@@ -199,6 +225,7 @@ def fixtures():
                     m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.8 + 0.6)
                     m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
         summary[style] = export_all(model, os.path.join(out, style), gen)
+        summary[style].update(export_opset20(model, os.path.join(out, style)))
         summary[style]["params"] = int(sum(p.numel() for p in model.parameters()))
     print(json.dumps(summary, indent=1))
 

@@ -1,7 +1,8 @@
 //! Vision transformers as PyTorch's two exporters write them (`converters/export_transformers.py`):
 //! timm-style attention (one qkv Linear, 5-D reshape/permute of heads, scaled dot product with
 //! batched MatMuls of two activations, Softmax on the last axis) and `nn.TransformerEncoder`,
-//! each through the TorchScript exporter (opset 17) and the dynamo exporter (opset 18);
+//! each through the TorchScript exporter (opset 17) and the dynamo exporter (opset 18; and 20,
+//! where GELU is one Gelu node);
 //! LayerNormalization, GELU in its Erf form, a class token padded in front and taken out with
 //! Gather. fixtures/transformers/ (random weights) and models/vit (trained on Fashion-MNIST).
 
@@ -17,7 +18,7 @@ fn exports() -> Vec<(PathBuf, &'static str)> {
     let root = common::repo();
     let mut out = Vec::new();
     for style in ["timm", "torch"] {
-        for file in ["model.onnx", "model.dynamo.onnx"] {
+        for file in ["model.onnx", "model.dynamo.onnx", "model.opset20.onnx"] {
             out.push((root.join("fixtures/transformers").join(style), file));
         }
     }
@@ -77,6 +78,7 @@ fn both_exports_import_to_the_same_cost_with_attention_matmuls_counted() {
         };
         let (a, b) = (cost("model.onnx"), cost("model.dynamo.onnx"));
         assert_eq!(a.macs, b.macs, "{style}");
+        assert_eq!(a.macs, cost("model.opset20.onnx").macs, "{style}");
         // 2 blocks x (QK^T + AV), each heads x tokens^2 x head_dim = 4 x 17 x 17 x 16.
         let attention = 2 * 2 * 4 * 17 * 17 * 16;
         // Patch embedding 16 x 64 x 49, per block qkv + proj + MLP (17 tokens), classifier.
@@ -220,5 +222,20 @@ fn eval_of_the_trained_vit_matches_its_card() {
             (acc - want).abs() <= 1e-3,
             "{file}: accuracy {acc} vs card {want}"
         );
+    }
+}
+
+/// Gelu (opset 20) in both forms against the textbook values x Phi(x) and its tanh form.
+#[test]
+fn gelu_matches_the_normal_cdf_and_its_tanh_approximation() {
+    use compress::ir::Activation;
+    // x Phi(x) at x = -2, -0.5, 1, 3 and the tanh formula there, evaluated in float64.
+    let exact = [-0.045_500_26, -0.154_268_77, 0.841_344_7, 2.995_950_3];
+    let tanh = [-0.045_402_3, -0.154_285_9, 0.841_192, 2.996_362_6];
+    for (i, x) in [-2.0f32, -0.5, 1.0, 3.0].into_iter().enumerate() {
+        let e = Activation::Gelu { tanh: false }.scalar(x);
+        let t = Activation::Gelu { tanh: true }.scalar(x);
+        assert!((e - exact[i]).abs() < 1e-5, "gelu({x}) = {e}");
+        assert!((t - tanh[i]).abs() < 1e-5, "gelu_tanh({x}) = {t}");
     }
 }

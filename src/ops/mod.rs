@@ -227,6 +227,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Neg", unary::import),
     ("Abs", unary::import),
     ("Erf", unary::import),
+    ("Gelu", unary::import),
     ("Softmax", softmax::import),
     ("LogSoftmax", softmax::import),
     ("MaxPool", pool::import_max),
