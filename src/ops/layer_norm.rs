@@ -57,7 +57,7 @@ impl OpRules for LayerNorm {
         let x = ins.first().copied().unwrap_or(&[]);
         let axis = self.first_axis(x.len())?;
         let normalised = &x[axis..];
-        for p in &ins[1..] {
+        for p in ins.get(1..).unwrap_or(&[]) {
             // Scale and bias broadcast to the normalised axes (unidirectionally).
             if p.len() > normalised.len()
                 || p.iter()
