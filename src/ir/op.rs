@@ -81,6 +81,7 @@ pub enum Op {
     Reduce(crate::ops::reduce::Reduce),
     Squeeze(crate::ops::squeeze::Squeeze),
     Unsqueeze(crate::ops::squeeze::Unsqueeze),
+    LayerNorm(crate::ops::layer_norm::LayerNorm),
 }
 
 impl Op {

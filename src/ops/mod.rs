@@ -20,6 +20,7 @@
 pub mod conv;
 pub mod conv_transpose;
 pub mod elementwise;
+pub mod layer_norm;
 pub mod layout;
 pub mod linear;
 pub mod norm;
@@ -163,6 +164,36 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
         Op::Reduce(r) => f(r),
         Op::Squeeze(s) => f(s),
         Op::Unsqueeze(u) => f(u),
+        Op::LayerNorm(l) => f(l),
+    }
+}
+
+/// Does the op's channel rule follow channels on an axis other than 1 (the last axis of a token
+/// sequence after a transformer's linear layer)? The analysis blocks such channels where any
+/// other op reads them.
+pub fn follows_any_axis(op: &Op) -> bool {
+    match op {
+        Op::MatMul | Op::Binary(_) | Op::Activation(_) | Op::Identity => true,
+        Op::Conv { .. }
+        | Op::BatchNorm { .. }
+        | Op::Gemm { .. }
+        | Op::Softmax { .. }
+        | Op::MaxPool { .. }
+        | Op::AveragePool { .. }
+        | Op::GlobalAveragePool
+        | Op::ReduceMean { .. }
+        | Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Pad { .. }
+        | Op::ConvTranspose(_)
+        | Op::Resize(_)
+        | Op::Slice(_)
+        | Op::Reduce(_)
+        | Op::Squeeze(_)
+        | Op::Unsqueeze(_)
+        | Op::LayerNorm(_) => false,
     }
 }
 
@@ -174,6 +205,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Conv", conv::import),
     ("ConvTranspose", conv_transpose::import),
     ("BatchNormalization", norm::import),
+    ("LayerNormalization", layer_norm::import),
     ("Gemm", linear::import_gemm),
     ("MatMul", linear::import_matmul),
     ("Add", elementwise::import),
@@ -195,6 +227,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Neg", unary::import),
     ("Abs", unary::import),
     ("Erf", unary::import),
+    ("Gelu", unary::import),
     ("Softmax", softmax::import),
     ("LogSoftmax", softmax::import),
     ("MaxPool", pool::import_max),
@@ -213,6 +246,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Identity", layout::import_identity),
     ("Resize", resize::import),
     ("Slice", slice::import),
+    ("Gather", slice::import_gather),
     ("Squeeze", squeeze::import_squeeze),
     ("Unsqueeze", squeeze::import_unsqueeze),
 ];
@@ -350,7 +384,7 @@ mod tests {
             .copied()
             .filter(|n| SUPPORTED_OPS.contains(n))
             .collect();
-        assert_eq!(on_data, vec!["Unsqueeze", "Squeeze", "Slice"]);
+        assert_eq!(on_data, vec!["Gather", "Unsqueeze", "Squeeze", "Slice"]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Unary elementwise ops: activations and math functions (Sqrt, Exp, Log, Reciprocal, Neg, Abs,
-//! Erf). Each keeps the shape and maps every
+//! Erf, Gelu). Each keeps the shape and maps every
 //! element on its own, so all of them pass channel layouts through.
 
 use burn::prelude::*;
@@ -17,10 +17,18 @@ use crate::prune::surgery::SurgeryCx;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
     Relu,
-    LeakyRelu { alpha: f32 },
-    Clip { min: f32, max: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
+    Clip {
+        min: f32,
+        max: f32,
+    },
     Sigmoid,
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     HardSwish,
     Tanh,
     Sqrt,
@@ -30,6 +38,10 @@ pub enum Activation {
     Neg,
     Abs,
     Erf,
+    /// Gelu (opset 20): `x Phi(x)` with the exact normal CDF, or its tanh approximation.
+    Gelu {
+        tanh: bool,
+    },
 }
 
 pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
@@ -49,6 +61,13 @@ pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
         "Neg" => Activation::Neg,
         "Abs" => Activation::Abs,
         "Erf" => Activation::Erf,
+        "Gelu" => Activation::Gelu {
+            tanh: match a.string("approximate", "none").as_str() {
+                "none" => false,
+                "tanh" => true,
+                other => return Err(a.err(format!("approximate = '{other}' is not supported"))),
+            },
+        },
         "HardSigmoid" => Activation::HardSigmoid {
             alpha: a.float("alpha", 0.2),
             beta: a.float("beta", 0.5),
@@ -100,7 +119,7 @@ impl Activation {
             Activation::Abs => x.abs(),
             // std has no erf: evaluate the kernel itself on one element, so the value is the
             // one the network computes.
-            Activation::Erf => {
+            Activation::Erf | Activation::Gelu { .. } => {
                 let device = crate::exec::default_device();
                 let t = Tensor::<MAX_RANK>::from_data(
                     burn::tensor::TensorData::new(vec![x], [1; MAX_RANK]),
@@ -136,6 +155,14 @@ impl Activation {
             Activation::Neg => t.neg(),
             Activation::Abs => t.abs(),
             Activation::Erf => t.erf(),
+            Activation::Gelu { tanh: false } => {
+                t.clone() * ((t * std::f32::consts::FRAC_1_SQRT_2).erf() + 1.0) * 0.5
+            }
+            Activation::Gelu { tanh: true } => {
+                let inner = (t.clone() + t.clone().powi_scalar(3) * 0.044715)
+                    * (2.0 / std::f32::consts::PI).sqrt();
+                t * (inner.tanh() + 1.0) * 0.5
+            }
         }
     }
 }
@@ -157,6 +184,7 @@ impl OpRules for Activation {
             Activation::Neg => "Neg",
             Activation::Abs => "Abs",
             Activation::Erf => "Erf",
+            Activation::Gelu { .. } => "Gelu",
         }
     }
 
@@ -166,6 +194,11 @@ impl OpRules for Activation {
             Activation::HardSigmoid { alpha, beta } => {
                 cx.float("alpha", alpha);
                 cx.float("beta", beta);
+            }
+            Activation::Gelu { tanh } => {
+                if tanh {
+                    cx.string("approximate", "tanh");
+                }
             }
             Activation::Clip { min, max } if cx.opset < 11 => {
                 cx.float("min", min);
