@@ -81,6 +81,9 @@ pub enum Op {
     Reduce(crate::ops::reduce::Reduce),
     Squeeze(crate::ops::squeeze::Squeeze),
     Unsqueeze(crate::ops::squeeze::Unsqueeze),
+    Gather(crate::ops::gather::Gather),
+    Cast(crate::ops::logic::Cast),
+    Logic(crate::ops::logic::Logic),
 }
 
 impl Op {

@@ -20,8 +20,10 @@
 pub mod conv;
 pub mod conv_transpose;
 pub mod elementwise;
+pub mod gather;
 pub mod layout;
 pub mod linear;
+pub mod logic;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
@@ -163,6 +165,9 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
         Op::Reduce(r) => f(r),
         Op::Squeeze(s) => f(s),
         Op::Unsqueeze(u) => f(u),
+        Op::Gather(g) => f(g),
+        Op::Cast(c) => f(c),
+        Op::Logic(l) => f(l),
     }
 }
 
@@ -215,6 +220,15 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Slice", slice::import),
     ("Squeeze", squeeze::import_squeeze),
     ("Unsqueeze", squeeze::import_unsqueeze),
+    ("Gather", gather::import),
+    ("Cast", logic::import_cast),
+    ("Equal", logic::import),
+    ("Less", logic::import),
+    ("Greater", logic::import),
+    ("LessOrEqual", logic::import),
+    ("GreaterOrEqual", logic::import),
+    ("Not", logic::import),
+    ("Where", logic::import),
 ];
 
 /// Maps one ONNX node with several outputs to one single-output op per output.
@@ -350,7 +364,10 @@ mod tests {
             .copied()
             .filter(|n| SUPPORTED_OPS.contains(n))
             .collect();
-        assert_eq!(on_data, vec!["Unsqueeze", "Squeeze", "Slice"]);
+        assert_eq!(
+            on_data,
+            vec!["Gather", "Unsqueeze", "Squeeze", "Cast", "Slice"]
+        );
     }
 
     #[test]

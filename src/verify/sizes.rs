@@ -92,7 +92,10 @@ fn total_stride(graph: &Graph) -> usize {
             | Op::Slice(_)
             | Op::Reduce(_)
             | Op::Squeeze(_)
-            | Op::Unsqueeze(_) => 1,
+            | Op::Unsqueeze(_)
+            | Op::Gather(_)
+            | Op::Cast(_)
+            | Op::Logic(_) => 1,
         };
         let before = n
             .inputs
