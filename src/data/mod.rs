@@ -4,6 +4,7 @@
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+pub mod jsonl;
 pub mod preprocess;
 pub mod transform;
 
@@ -52,6 +53,14 @@ fn has_idx_files(dir: &Path) -> bool {
 /// Recognises the layout of the dataset directory `dir` (checked in the order IDX, CIFAR,
 /// image folder).
 pub fn detect(dir: &Path) -> Result<Format> {
+    if dir.extension().is_some_and(|e| e == "jsonl") {
+        return Err(Error::Data {
+            path: dir.display().to_string(),
+            reason: "token data (JSONL) feeds models with token inputs (input_ids, ...); \
+                     this command or model reads images"
+                .into(),
+        });
+    }
     if !dir.is_dir() {
         return Err(Error::Data {
             path: dir.display().to_string(),

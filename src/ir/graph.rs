@@ -127,6 +127,7 @@ pub enum ElemType {
     F32,
     /// Token ids, attention masks.
     I64,
+    I32,
     Bool,
 }
 

@@ -84,6 +84,7 @@ pub enum Op {
     Gather(crate::ops::gather::Gather),
     Cast(crate::ops::logic::Cast),
     Logic(crate::ops::logic::Logic),
+    Expand(crate::ops::expand::Expand),
 }
 
 impl Op {

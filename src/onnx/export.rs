@@ -32,6 +32,7 @@ fn value_info(v: &ValueInfo, elem: ElemType) -> ValueInfoProto {
                 elem_type: match elem {
                     ElemType::F32 => pb::tensor_proto::DataType::Float,
                     ElemType::I64 => pb::tensor_proto::DataType::Int64,
+                    ElemType::I32 => pb::tensor_proto::DataType::Int32,
                     ElemType::Bool => pb::tensor_proto::DataType::Bool,
                 } as i32,
                 shape: Some(TensorShapeProto { dim }),

@@ -132,9 +132,10 @@ fn input_elem_type(v: &ValueInfoProto) -> Result<ElemType> {
     match DataType::try_from(elem_type(v)) {
         Ok(DataType::Float) => Ok(ElemType::F32),
         Ok(DataType::Int64) => Ok(ElemType::I64),
+        Ok(DataType::Int32) => Ok(ElemType::I32),
         Ok(DataType::Bool) => Ok(ElemType::Bool),
         _ => Err(Error::InvalidModel(format!(
-            "graph input '{}' is not float32, int64 or bool (the supported input types)",
+            "graph input '{}' is not float32, int64, int32 or bool (the supported input types)",
             v.name
         ))),
     }

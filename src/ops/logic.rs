@@ -199,7 +199,8 @@ impl OpRules for Logic {
                     Logic::Less => a.lower(b),
                     Logic::Greater => a.greater(b),
                     Logic::LessOrEqual => a.lower_equal(b),
-                    _ => a.greater_equal(b),
+                    Logic::GreaterOrEqual => a.greater_equal(b),
+                    Logic::Not | Logic::Where => unreachable!("handled above"),
                 }
                 .float()
             }

@@ -20,6 +20,7 @@
 pub mod conv;
 pub mod conv_transpose;
 pub mod elementwise;
+pub mod expand;
 pub mod gather;
 pub mod layout;
 pub mod linear;
@@ -168,6 +169,7 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
         Op::Gather(g) => f(g),
         Op::Cast(c) => f(c),
         Op::Logic(l) => f(l),
+        Op::Expand(e) => f(e),
     }
 }
 
@@ -229,6 +231,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("GreaterOrEqual", logic::import),
     ("Not", logic::import),
     ("Where", logic::import),
+    ("Expand", expand::import),
 ];
 
 /// Maps one ONNX node with several outputs to one single-output op per output.
@@ -366,7 +369,7 @@ mod tests {
             .collect();
         assert_eq!(
             on_data,
-            vec!["Gather", "Unsqueeze", "Squeeze", "Cast", "Slice"]
+            vec!["Gather", "Unsqueeze", "Squeeze", "Cast", "Slice", "Expand"]
         );
     }
 

@@ -95,7 +95,8 @@ fn total_stride(graph: &Graph) -> usize {
             | Op::Unsqueeze(_)
             | Op::Gather(_)
             | Op::Cast(_)
-            | Op::Logic(_) => 1,
+            | Op::Logic(_)
+            | Op::Expand(_) => 1,
         };
         let before = n
             .inputs
