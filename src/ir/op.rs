@@ -85,6 +85,7 @@ pub enum Op {
     Cast(crate::ops::logic::Cast),
     Logic(crate::ops::logic::Logic),
     Expand(crate::ops::expand::Expand),
+    LayerNorm(crate::ops::layer_norm::LayerNorm),
 }
 
 impl Op {

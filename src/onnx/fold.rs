@@ -405,7 +405,12 @@ pub fn fold(node: &NodeProto, name: &str, ins: &[Known]) -> Result<Option<Tensor
             });
             pick(x, shape.clone(), src)
         }
-        "Add" | "Sub" | "Mul" | "Div" => {
+        "Sqrt" => {
+            let Some(x) = konst(0) else { return Ok(None) };
+            let v = x.to_f32_vec().iter().map(|f| f.sqrt()).collect();
+            Tensor::f32(x.shape.clone(), v)
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Mod" => {
             let (Some(x), Some(y)) = (konst(0), konst(1)) else {
                 return Ok(None);
             };
@@ -422,6 +427,12 @@ pub fn fold(node: &NodeProto, name: &str, ins: &[Known]) -> Result<Option<Tensor
                             "Sub" => Ok(p - q),
                             "Mul" => Ok(p * q),
                             _ if q == 0 => Err(a.err("integer division by zero")),
+                            "Mod" if a.int("fmod", 0) != 0 => Ok(p % q),
+                            // fmod = 0: the result has the divisor's sign, as Python's %.
+                            "Mod" => Ok(match p.rem_euclid(q) {
+                                r if q < 0 && r != 0 => r + q,
+                                r => r,
+                            }),
                             _ => Ok(p.div_euclid(q)),
                         }
                     })
@@ -436,6 +447,7 @@ pub fn fold(node: &NodeProto, name: &str, ins: &[Known]) -> Result<Option<Tensor
                             "Add" => p + q,
                             "Sub" => p - q,
                             "Mul" => p * q,
+                            "Mod" => p % q,
                             _ => p / q,
                         }
                     })

@@ -384,7 +384,16 @@ impl Importer {
         let foldable = FOLDED_OPS.contains(&op_type)
             || matches!(
                 op_type,
-                "Add" | "Sub" | "Mul" | "Div" | "Concat" | "Identity" | "Reshape" | "Transpose"
+                "Add"
+                    | "Sub"
+                    | "Mul"
+                    | "Div"
+                    | "Mod"
+                    | "Sqrt"
+                    | "Concat"
+                    | "Identity"
+                    | "Reshape"
+                    | "Transpose"
             );
         if foldable {
             let mut folded: [Option<Tensor>; 2] = [None, None];

@@ -1,6 +1,6 @@
 //! Gather on computed data (on constants it is folded at import): token embeddings (a weight
-//! table indexed by token ids, position ids or token-type ids) and picking entries along an
-//! axis (the first token of a sequence, `x[:, 0]`).
+//! table indexed by token ids, position ids or token-type ids), and computed indices in
+//! general. One constant index into computed data (`x[:, 0]`) is imported as a Slice.
 //!
 //! Indices arrive as f32 values (the interpreter holds int64 inputs as f32, exact below 2^24);
 //! negative indices count from the end, as ONNX says. Indices outside the axis are clamped to
@@ -23,6 +23,17 @@ pub struct Gather {
 }
 
 pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
+    // One constant index into computed data (`x[:, 0]`) is a Slice (+ Squeeze), whose channel
+    // rules the transformer groups use.
+    let data_is_computed = cx.probe_consts(0).is_none();
+    let one_constant_index = cx
+        .const_input(1)
+        .ok()
+        .flatten()
+        .is_some_and(|t| t.len() == 1);
+    if data_is_computed && one_constant_index {
+        return super::slice::import_gather(cx);
+    }
     let rank = cx
         .input_shape(0)
         .ok_or_else(|| cx.attrs.err("input shape unknown"))?

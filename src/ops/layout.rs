@@ -74,20 +74,20 @@ pub(crate) fn import_flatten(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
 
 pub(crate) fn import_reshape(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
     let a = &cx.attrs;
+    let allowzero = a.int("allowzero", 0) != 0;
     let shape = if cx.opset < 5 {
         a.ints("shape").unwrap_or_default()
     } else {
-        import_reshape_target(cx)?
+        import_reshape_target(cx, allowzero)?
     };
-    if a.int("allowzero", 0) != 0 && shape.contains(&0) {
-        return Err(a.err("allowzero = 1 with a 0 in the target shape is not supported"));
-    }
     Ok((Op::Reshape { shape }, vec![0]))
 }
 
 /// Resolves Reshape's shape input, turning batch-dependent elements into 0 or -1: the value in
 /// the two import probes differs exactly where the batch size enters.
-fn import_reshape_target(cx: &ImportCx) -> Result<Vec<i64>> {
+/// With `allowzero` a 0 in the target is a literal 0 (refused); a batch-dependent
+/// element still becomes 0 (copy) or -1, which needs no allowzero on export.
+fn import_reshape_target(cx: &ImportCx, allowzero: bool) -> Result<Vec<i64>> {
     let a = &cx.attrs;
     let input = cx
         .node
@@ -106,6 +106,9 @@ fn import_reshape_target(cx: &ImportCx) -> Result<Vec<i64>> {
     let mut out = Vec::with_capacity(t0.len());
     for (i, (&p, &q)) in t0.iter().zip(&t1).enumerate() {
         if p == q {
+            if allowzero && p == 0 {
+                return Err(a.err("allowzero = 1 with a 0 in the target shape is not supported"));
+            }
             out.push(p);
         } else if x0.get(i) == Some(&(p as usize)) && x1.get(i) == Some(&(q as usize)) {
             out.push(0);

@@ -22,6 +22,7 @@ pub mod conv_transpose;
 pub mod elementwise;
 pub mod expand;
 pub mod gather;
+pub mod layer_norm;
 pub mod layout;
 pub mod linear;
 pub mod logic;
@@ -170,6 +171,7 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
         Op::Cast(c) => f(c),
         Op::Logic(l) => f(l),
         Op::Expand(e) => f(e),
+        Op::LayerNorm(l) => f(l),
     }
 }
 
@@ -181,6 +183,7 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Conv", conv::import),
     ("ConvTranspose", conv_transpose::import),
     ("BatchNormalization", norm::import),
+    ("LayerNormalization", layer_norm::import),
     ("Gemm", linear::import_gemm),
     ("MatMul", linear::import_matmul),
     ("Add", elementwise::import),

@@ -91,6 +91,46 @@ pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
     ))
 }
 
+/// Gather on computed data with one constant index (a class token taken out of the token
+/// axis, `x[:, 0]`): a Slice of that one position, then a Squeeze of the axis for a scalar
+/// index. Gather with several indices or computed indices is not handled here.
+pub(crate) fn import_gather(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
+    let a = &cx.attrs;
+    let x = cx
+        .input_shape(0)
+        .ok_or_else(|| a.err("input shape unknown"))?;
+    let axis = norm_axis(a.int("axis", 0), x.len()).map_err(|e| a.err(e))?;
+    let Some(idx) = cx.const_input(1)? else {
+        return Err(a.err("indices must be a constant"));
+    };
+    let [i] = idx.to_i64_vec()[..] else {
+        return Err(a.err(format!(
+            "indices of shape {:?}: only one index is supported on computed data",
+            idx.shape
+        )));
+    };
+    let dim = x[axis] as i64;
+    let at = if i < 0 { i + dim } else { i };
+    if !(0..dim).contains(&at) {
+        return Err(a.err(format!("index {i} out of range for dim {dim}")));
+    }
+    let piece = Op::Slice(Slice {
+        starts: vec![at],
+        ends: vec![at + 1],
+        axes: vec![axis],
+        steps: vec![1],
+    });
+    if !idx.shape.is_empty() {
+        return Ok((piece, vec![0]));
+    }
+    let value = format!("{}__slice", cx.name);
+    cx.feed_input_through(0, piece, "slice", value);
+    Ok((
+        Op::Squeeze(super::squeeze::Squeeze { axes: vec![axis] }),
+        vec![0],
+    ))
+}
+
 /// Split: one Slice per output along `axis` (sizes from the `split` input or attribute, else
 /// equal pieces, the last one smaller when the axis does not divide).
 pub(crate) fn import_split(cx: &ImportCx) -> Result<Vec<(Op, Vec<usize>)>> {

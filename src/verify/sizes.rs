@@ -96,7 +96,8 @@ fn total_stride(graph: &Graph) -> usize {
             | Op::Gather(_)
             | Op::Cast(_)
             | Op::Logic(_)
-            | Op::Expand(_) => 1,
+            | Op::Expand(_)
+            | Op::LayerNorm(_) => 1,
         };
         let before = n
             .inputs
