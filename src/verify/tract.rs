@@ -71,9 +71,12 @@ fn unguarded_plan(
     drop_symbolic_value_info(&mut proto);
     let mut model = onnx.model_for_proto_model(&proto).map_err(fail)?;
     for (i, t) in inputs.iter().enumerate() {
-        model = model
-            .with_input_fact(i, f32::fact(&t.shape).into())
-            .map_err(fail)?;
+        // Token ids and masks are given as int64 tensors; everything else is f32.
+        let fact = match &t.data {
+            crate::ir::Data::I64(_) => i64::fact(&t.shape),
+            crate::ir::Data::F32(_) => f32::fact(&t.shape),
+        };
+        model = model.with_input_fact(i, fact.into()).map_err(fail)?;
     }
     let plan = model
         .into_optimized()
@@ -83,11 +86,11 @@ fn unguarded_plan(
     let values: TVec<TValue> = inputs
         .iter()
         .map(|t| {
-            Ok(
-                tract_onnx::prelude::Tensor::from_shape(&t.shape, &t.to_f32_vec())
-                    .map_err(fail)?
-                    .into(),
-            )
+            let value = match &t.data {
+                crate::ir::Data::I64(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v),
+                crate::ir::Data::F32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v),
+            };
+            Ok(value.map_err(fail)?.into())
         })
         .collect::<Result<_>>()?;
     Ok((plan, values))
