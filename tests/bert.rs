@@ -181,3 +181,65 @@ fn malformed_token_data_is_named_by_file_and_line() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("more than the sequence length 8"), "{err}");
 }
+
+/// `prune --random-keep` on a token model: verified on int64 ids inside the embedding tables
+/// (tract, and ONNX Runtime with the `ort` feature), the export keeps the int64 inputs and
+/// reproduces the pruned graph's logits on the reference tokens.
+#[test]
+fn random_keep_prune_verifies_on_token_inputs_and_exports_int64_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in dirs() {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let out = tmp.path().join(format!("{name}.onnx"));
+        let mut cmd = common::compress();
+        cmd.arg("prune").arg(dir.join("model.onnx"));
+        for n in INPUTS {
+            cmd.args(["--input-shape", &format!("{n}=1x8")]);
+        }
+        let run = cmd
+            .args(["--random-keep", "0.5", "-o"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(text.contains("verified in tract"), "{text}");
+        assert!(text.contains("widths  32 -> 16"), "{text}");
+        let bytes = std::fs::read(&out).unwrap();
+        let graph = import_sized(&bytes, "pruned", &sized(8)).unwrap().graph;
+        assert_eq!(graph.input_type("input_ids"), ElemType::I64);
+        let (inputs, _) = common::load_data_set(&dir.join("test_data_set_0"));
+        let burn = Network::new(&graph, &default_device())
+            .unwrap()
+            .run(&inputs)
+            .unwrap();
+        let tract = run_tract(&bytes, &inputs).unwrap();
+        let d = common::max_diff(&burn[0], &tract[0]);
+        assert!(d <= 1e-4, "{}: pruned burn vs tract {d}", dir.display());
+    }
+}
+
+/// A pruning run on token data stops with one clear line (exit 2), never a panic: training
+/// reads image data only so far.
+#[test]
+fn a_pruning_run_on_token_data_stops_with_a_clear_message() {
+    let model = dirs()[0].join("model.onnx");
+    let out = common::compress()
+        .arg(&model)
+        .args(["--method", "l0-hc", "--epochs", "1", "--data"])
+        .arg(jsonl())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("training on token data") || err.contains("no prunable channel group"),
+        "{err}"
+    );
+}

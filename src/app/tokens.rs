@@ -165,3 +165,30 @@ pub fn accuracy(
         samples,
     })
 }
+
+/// `compress MODEL --data FILE.jsonl`: the training run does not read token data yet (its
+/// pipeline feeds one image input). Reads the data and the model as `eval` does, so that bad
+/// data is named first, then says in one line why the run stops: no prunable channel group
+/// (with the first group's reason), or training on token data missing.
+pub fn refuse_run(model: &Path, shapes: &InputShapeArgs, data: &Path) -> Result<()> {
+    let set = crate::data::jsonl::read(data)?;
+    let imported = import(model, shapes, &set, None)?;
+    let groups = crate::groups::analyse(&imported.graph)?;
+    if !groups.iter().any(|g| g.prunable) {
+        let why = groups
+            .iter()
+            .find_map(|g| g.reason.clone())
+            .map(|r| format!(" (e.g. {r})"))
+            .unwrap_or_default();
+        return Err(Error::Usage(format!(
+            "{}: no prunable channel group among {}{why}; nothing for --method to prune",
+            model.display(),
+            groups.len()
+        )));
+    }
+    Err(Error::Usage(format!(
+        "{}: training on token data ({}) is not supported yet; `compress eval` reads it",
+        model.display(),
+        data.display()
+    )))
+}

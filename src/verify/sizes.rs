@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::{Verification, max_abs_diff, pseudo_random, run_tract, verify_inputs};
+use super::{Verification, max_abs_diff, run_tract, verify_inputs};
 use crate::error::Result;
 use crate::ir::{Dim, Graph, Op, Tensor};
 
@@ -149,7 +149,7 @@ fn second_inputs(graph: &Graph, sizes: &[(String, usize, usize)]) -> Vec<Tensor>
                         .map_or(*size, |(_, _, second)| *second),
                 })
                 .collect();
-            pseudo_random(&shape, 29 + i as u64)
+            super::probe_tensor(graph, i, &shape, 29 + i as u64)
         })
         .collect()
 }
