@@ -151,6 +151,17 @@ pub fn accuracy(
                 logits.shape
             )));
         };
+        if let Some((&i, _)) = chunk
+            .iter()
+            .zip(&b.labels)
+            .find(|&(_, &l)| l as usize >= classes)
+        {
+            let e = &set.examples[i];
+            return Err(Error::Data {
+                path: format!("{}:{}", set.path, e.line),
+                reason: format!("label {} but the model has {classes} outputs", e.label),
+            });
+        }
         let values = logits.to_f32_vec();
         for (row, &label) in values.chunks(classes).zip(&b.labels).take(rows) {
             if argmax(row) == label as usize {

@@ -118,3 +118,44 @@ impl OpRules for Gather {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+
+    use super::*;
+    use crate::exec::value::host_f32;
+
+    /// An embedding lookup: rows picked by ids (a negative id counts from the end), and the
+    /// table's gradient is the count of each row's uses (so the table trains).
+    #[test]
+    fn embedding_rows_are_picked_and_the_table_gets_their_gradient() {
+        let dev = Device::flex().autodiff();
+        let table: Vec<f32> = (0..8).map(|v| v as f32).collect(); // 4 rows x 2
+        let t = Val::from_f32(table, &[4, 2], &dev);
+        let param = t.t.clone().require_grad();
+        let ids = Val::from_f32(vec![1.0, 3.0, 1.0, -4.0], &[2, 2], &dev);
+        let op = Gather { axis: 0 };
+        assert_eq!(op.shape(&[&[4, 2], &[2, 2]]), Ok(vec![2, 2, 2]));
+        let out = op.eval(Val::new(param.clone(), 2), vec![ids]);
+        assert_eq!(out.dims(), vec![2, 2, 2]);
+        assert_eq!(
+            host_f32(out.t.clone()),
+            vec![2.0, 3.0, 6.0, 7.0, 2.0, 3.0, 0.0, 1.0]
+        );
+        let grads = out.t.sum().backward();
+        let g = host_f32(param.grad(&grads).expect("the table has a gradient"));
+        assert_eq!(g, vec![1.0, 1.0, 2.0, 2.0, 0.0, 0.0, 1.0, 1.0]);
+    }
+
+    /// `x[:, 0]`-style picking along axis 1 with a scalar index removes the axis.
+    #[test]
+    fn a_scalar_index_on_axis_one_removes_the_axis() {
+        let dev = Device::flex();
+        let x = Val::from_f32((0..12).map(|v| v as f32).collect(), &[2, 3, 2], &dev);
+        let idx = Val::from_f32(vec![2.0], &[], &dev);
+        let out = Gather { axis: 1 }.eval(x, vec![idx]);
+        assert_eq!(out.dims(), vec![2, 2]);
+        assert_eq!(host_f32(out.t), vec![4.0, 5.0, 10.0, 11.0]);
+    }
+}

@@ -221,3 +221,46 @@ impl OpRules for Logic {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::prelude::*;
+
+    use super::*;
+    use crate::exec::value::host_f32;
+
+    fn val(v: &[f32], shape: &[usize]) -> Val {
+        Val::from_f32(v.to_vec(), shape, &Device::flex())
+    }
+
+    #[test]
+    fn casts_truncate_to_integers_and_test_for_zero_to_bool() {
+        let x = || val(&[-1.7, 2.9, 0.0, 3.0], &[4]);
+        let cast = |to: DataType| {
+            let to = to as i32;
+            let kind = cast_kind(to).unwrap();
+            host_f32(Cast { to, kind }.eval(x(), vec![]).t)
+        };
+        assert_eq!(cast(DataType::Int64), vec![-1.0, 2.0, 0.0, 3.0]);
+        assert_eq!(cast(DataType::Bool), vec![1.0, 1.0, 0.0, 1.0]);
+        assert_eq!(cast(DataType::Float), vec![-1.7, 2.9, 0.0, 3.0]);
+        assert_eq!(cast_kind(DataType::String as i32), None);
+    }
+
+    /// The mask idiom `Where(Equal(mask, 0), -inf-ish, scores)` with broadcasting.
+    #[test]
+    fn where_and_equal_broadcast_like_a_mask() {
+        let mask = val(&[1.0, 0.0], &[1, 2]);
+        let zero = val(&[0.0], &[]);
+        let padded = Logic::Equal.eval(mask, vec![zero]);
+        assert_eq!(host_f32(padded.t.clone()), vec![0.0, 1.0]);
+        let scores = val(&[1.0, 2.0, 3.0, 4.0], &[2, 2]);
+        let low = val(&[f32::MIN], &[]);
+        let out = Logic::Where.eval(padded, vec![low, scores]);
+        assert_eq!(out.dims(), vec![2, 2]);
+        assert_eq!(host_f32(out.t), vec![1.0, f32::MIN, 3.0, f32::MIN]);
+        assert_eq!(Logic::Where.shape(&[&[1, 2], &[], &[2, 2]]), Ok(vec![2, 2]));
+        let not = Logic::Not.eval(val(&[1.0, 0.0], &[2]), vec![]);
+        assert_eq!(host_f32(not.t), vec![0.0, 1.0]);
+    }
+}
