@@ -9,7 +9,11 @@ add), a final LayerNorm, the class token taken out (x[:, 0]) and a linear classi
   `F.scaled_dot_product_attention` (timm's fused path), heads merged by transpose + reshape, a
   `proj` Linear; the MLP is Linear(64, 128) -> GELU -> Linear(128, 64).
 - `torch` style: `nn.TransformerEncoder` of `nn.TransformerEncoderLayer(batch_first=True,
-  norm_first=True, activation="gelu")`, the same widths.
+  norm_first=True, activation="gelu")`, the same widths. Both exporters write its reference
+  path (in-projection MatMul, unflatten/transpose to heads, SDPA written out): torch.export does
+  not take the fused fast path (`aten._transformer_encoder_layer_fwd`, what eager inference under
+  no_grad runs), and the TorchScript exporter refuses that op (UnsupportedOperatorError, tried
+  with torch 2.15 under no_grad with frozen parameters), so no ONNX file of the fast path exists.
 
 The class token is written as a zero token padded in front (`F.pad`) plus the class token added
 at position 0 together with the positional embedding: the same function as timm's
@@ -186,6 +190,10 @@ def fixtures():
         gen = torch.Generator().manual_seed(400 + i)
         model = ViT(style, FIXTURE_DEPTH)
         with torch.no_grad():  # trained-looking: LayerNorm affine terms away from 1 / 0
+            # nn.TransformerEncoder deep-copies one layer, and the dynamo exporter then writes
+            # the identical tensors once, shared by every layer; a trained model has distinct ones.
+            for p in model.blocks.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 0.02)
             for m in model.modules():
                 if isinstance(m, nn.LayerNorm):
                     m.weight.copy_(torch.rand(m.weight.shape, generator=gen) * 0.8 + 0.6)

@@ -28,6 +28,16 @@ pub struct ChannelAnalysis {
     pub groups: Vec<ChannelGroup>,
     /// Segment `group` fields are indices into `groups`.
     pub layouts: HashMap<String, Vec<Segment>>,
+    /// The channel axis of each value whose channels are not on axis 1 (a token sequence's
+    /// last axis after a transformer's linear layer).
+    pub axes: HashMap<String, usize>,
+}
+
+impl ChannelAnalysis {
+    /// The axis along which `value`'s channels lie (axis 1 unless recorded otherwise).
+    pub fn channel_axis(&self, value: &str) -> usize {
+        self.axes.get(value).copied().unwrap_or(1)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -56,6 +66,8 @@ struct Analysis {
     consumers: Vec<Vec<String>>,
     blocked: Vec<Option<String>>,
     maps: HashMap<String, Vec<Segment>>,
+    /// Channel axis of the values in `maps` whose channels are not on axis 1.
+    axes: HashMap<String, usize>,
     /// (group, value) pairs where channels are produced (convs, gemms, depthwise convs).
     sources: Vec<(usize, String)>,
     /// Split-in-group state (see [`Cuts`]).
@@ -155,15 +167,28 @@ pub struct ChannelCx<'a> {
     graph: &'a Graph,
     shapes: &'a HashMap<String, Vec<usize>>,
     pub node: &'a Node,
+    /// Does the node's rule follow channels on an axis other than 1 ([`crate::ops::follows_any_axis`])?
+    any_axis: bool,
 }
 
 impl ChannelCx<'_> {
     /// The layout of input `i`, when its axis 1 is understood.
     pub fn input(&self, i: usize) -> Option<Vec<Segment>> {
+        let v = self.node.inputs.get(i)?;
+        if !self.any_axis && self.a.axes.contains_key(v) {
+            return None;
+        }
+        self.a.maps.get(v).cloned()
+    }
+
+    /// The axis along which input `i`'s channels lie (1 unless recorded otherwise).
+    pub fn axis(&self, i: usize) -> usize {
         self.node
             .inputs
             .get(i)
-            .and_then(|v| self.a.maps.get(v).cloned())
+            .and_then(|v| self.a.axes.get(v))
+            .copied()
+            .unwrap_or(1)
     }
 
     /// Rank of the first input.
@@ -335,10 +360,22 @@ impl ChannelCx<'_> {
         segs[0].group
     }
 
-    /// The layout of this node's output.
+    /// The layout of this node's output, on the channel axis of its first analysed input.
     pub fn set_output(&mut self, segs: Vec<Segment>) {
+        let axis = (0..self.node.inputs.len())
+            .find(|&i| self.input(i).is_some())
+            .map_or(1, |i| self.axis(i));
+        self.set_output_on(segs, axis);
+    }
+
+    /// The layout of this node's output, its channels on `axis`.
+    pub fn set_output_on(&mut self, segs: Vec<Segment>, axis: usize) {
         let from_ungated = self.reads_ungated();
-        self.a.set(&self.node.outputs[0], segs, from_ungated);
+        let out = &self.node.outputs[0];
+        if axis != 1 {
+            self.a.axes.insert(out.clone(), axis);
+        }
+        self.a.set(out, segs, from_ungated);
     }
 
     /// The output has the first input's layout (ops that keep axis 1 channel by channel).
@@ -377,8 +414,28 @@ fn gate_position(graph: &Graph, value: &str) -> String {
         {
             bn.outputs[0].clone()
         }
+        // A MatMul's bias is a separate Add (a transformer's linear layer): the gate goes after
+        // it, so a closed channel is 0 where the layer's output is read.
+        [add]
+            if matches!(add.op, Op::Binary(crate::ir::BinaryOp::Add))
+                && produced_by_matmul(graph, value)
+                && add
+                    .inputs
+                    .iter()
+                    .any(|i| graph.initializers.contains_key(i))
+                && !graph.outputs.iter().any(|o| o.name == value) =>
+        {
+            add.outputs[0].clone()
+        }
         _ => value.to_string(),
     }
+}
+
+fn produced_by_matmul(graph: &Graph, value: &str) -> bool {
+    graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, Op::MatMul) && n.outputs[0] == value)
 }
 
 /// One walk of the channel rules over the graph, with the cuts known from earlier passes.
@@ -395,6 +452,7 @@ fn pass(
         consumers: vec![],
         blocked: vec![],
         maps: HashMap::new(),
+        axes: HashMap::new(),
         sources: vec![],
         cuts: Cuts {
             known,
@@ -402,11 +460,25 @@ fn pass(
         },
     };
     for n in &graph.nodes {
+        let any_axis = crate::ops::follows_any_axis(&n.op);
+        if !any_axis {
+            for v in &n.inputs {
+                if let (true, Some(segs)) = (a.axes.contains_key(v), a.maps.get(v).cloned()) {
+                    let reason = format!(
+                        "channels on the last axis of a token sequence read at node '{}' ({}), which does not follow them (transformer channel groups: not analysed yet)",
+                        n.name,
+                        n.op.onnx_type()
+                    );
+                    a.block(&segs, &reason);
+                }
+            }
+        }
         let mut cx = ChannelCx {
             a: &mut a,
             graph,
             shapes,
             node: n,
+            any_axis,
         };
         crate::ops::with_rules(&n.op, |r| r.channels(&mut cx));
     }
@@ -488,5 +560,6 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
     Ok(ChannelAnalysis {
         groups: out,
         layouts,
+        axes: std::mem::take(&mut a.axes),
     })
 }

@@ -85,10 +85,10 @@ fn both_exports_import_to_the_same_cost_with_attention_matmuls_counted() {
     }
 }
 
-/// Until the transformer channel groups exist, nothing in a transformer is pruned by mistake:
-/// `inspect` says why the patch embedding's channels are fixed.
+/// `inspect` shows the MLP groups as prunable (fc1's outputs read by fc2) and says why the
+/// other groups of a transformer are fixed.
 #[test]
-fn inspect_says_why_the_vit_has_no_prunable_group_yet() {
+fn inspect_shows_mlp_groups_and_why_the_others_are_fixed() {
     let out = common::compress()
         .args(["inspect", "models/vit/vit.onnx"])
         .current_dir(common::repo())
@@ -96,11 +96,83 @@ fn inspect_says_why_the_vit_has_no_prunable_group_yet() {
         .success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert!(text.contains("LayerNormalization"), "{text}");
-    assert!(text.contains("(0 prunable)"), "{text}");
-    assert!(
-        text.contains("reshape that moves the channel axis at node '/Reshape'"),
-        "{text}"
+    assert!(text.contains("(3 prunable)"), "{text}");
+    for b in 0..3 {
+        let mlp = format!(
+            "from /blocks/blocks.{b}/mlp/fc1/MatMul  -> read by /blocks/blocks.{b}/mlp/fc2/MatMul  [prunable]"
+        );
+        assert!(text.contains(&mlp), "{mlp}\n{text}");
+    }
+    let count = |what: &str| text.lines().filter(|l| l.contains(what)).count();
+    // qkv: heads are not analysed yet; proj and fc2 write the residual stream.
+    assert_eq!(
+        count("attn/Reshape' (Reshape), which does not follow them"),
+        3
     );
+    assert_eq!(count("residual stream / hidden width: not analysed yet"), 6);
+    assert!(text.contains("reshape that moves the channel axis at node '/Reshape'"));
+}
+
+/// The MLP group's gate sits after the bias Add of fc1 (a MatMul's bias is a separate node).
+#[test]
+fn mlp_gate_sits_after_the_bias_add() {
+    for (dir, file) in exports() {
+        let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+        let groups = compress::groups::analyse(&graph).unwrap();
+        let mlp: Vec<_> = groups.iter().filter(|g| g.prunable).collect();
+        assert!(!mlp.is_empty(), "{file}");
+        for g in mlp {
+            assert_eq!(g.width, 128, "{file}: {g:?}");
+            let [gate] = &g.gates[..] else {
+                panic!("{g:?}")
+            };
+            let adder = graph.nodes.iter().find(|n| &n.outputs[0] == gate).unwrap();
+            assert!(
+                matches!(
+                    adder.op,
+                    compress::ir::Op::Binary(compress::ir::BinaryOp::Add)
+                ),
+                "{file}: gate at {gate} ({:?})",
+                adder.op
+            );
+        }
+    }
+}
+
+/// Random keep plans at 25/50/75% of every MLP group: the pruned export computes the masked
+/// reference in tract at two batch sizes, and the MACs go down.
+#[test]
+fn random_mlp_keep_plans_verify_in_tract() {
+    for (dir, file) in exports() {
+        let name = format!("{}/{file}", dir.display());
+        let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+        let groups = compress::groups::analyse(&graph).unwrap();
+        let before = compress::ir::cost::graph_cost(&graph, 1).unwrap().macs;
+        for (k, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
+            let plan = compress::prune::plan::random(&groups, fraction, 60 + k as u64);
+            let pruned = compress::prune::prune(&graph, &plan, None)
+                .unwrap_or_else(|e| panic!("{name}@{fraction}: {e}"));
+            let after = compress::ir::cost::graph_cost(&pruned.graph, 1)
+                .unwrap()
+                .macs;
+            assert!(
+                after < before,
+                "{name}@{fraction}: MACs {before} -> {after}"
+            );
+            let ours = compress::onnx::export(&pruned.graph);
+            let reference = compress::onnx::export(&pruned.reference);
+            for batch in [1, 5] {
+                let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], 7 + k as u64);
+                let a = run_tract(&ours, std::slice::from_ref(&x)).unwrap();
+                let b = run_tract(&reference, std::slice::from_ref(&x)).unwrap();
+                let d = common::max_diff(&a[0], &b[0]);
+                assert!(
+                    d <= 1e-4,
+                    "{name}@{fraction} batch {batch}: pruned vs reference {d}"
+                );
+            }
+        }
+    }
 }
 
 /// `compress eval` on the full Fashion-MNIST test set reproduces the card's PyTorch accuracy

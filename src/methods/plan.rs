@@ -20,7 +20,8 @@ pub fn gated_graph(
 ) -> Graph {
     for (&group, v) in groups.iter().zip(values) {
         for value in &analysis.groups[group].gates {
-            crate::prune::reference::scale_channels(&mut trained, value, v.clone(), "gate");
+            let axis = analysis.channel_axis(value);
+            crate::prune::reference::scale_channels(&mut trained, value, axis, v.clone(), "gate");
         }
     }
     trained

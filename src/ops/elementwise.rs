@@ -71,8 +71,9 @@ fn legacy_broadcast(cx: &ImportCx) -> Result<()> {
     Ok(())
 }
 
-/// Is a constant broadcast along axis 1 only (a per-channel scale or shift), or a scalar?
-fn per_channel_or_scalar(shape: &[usize], x_rank: usize) -> bool {
+/// Is a constant broadcast along the channel axis only (a per-channel scale or shift), or a
+/// scalar?
+fn per_channel_or_scalar(shape: &[usize], x_rank: usize, axis: usize) -> bool {
     let n: usize = shape.iter().product();
     if n == 1 {
         return true;
@@ -82,7 +83,7 @@ fn per_channel_or_scalar(shape: &[usize], x_rank: usize) -> bool {
     shape
         .iter()
         .enumerate()
-        .all(|(i, &d)| d == 1 || i as isize + off == 1)
+        .all(|(i, &d)| d == 1 || i as isize + off == axis as isize)
 }
 
 impl OpRules for BinaryOp {
@@ -149,14 +150,25 @@ impl OpRules for BinaryOp {
                 }
             }
             (Some(segs), None) | (None, Some(segs)) => {
-                let other = if cx.input(0).is_some() {
-                    &n.inputs[1]
+                let (analysed, other) = if cx.input(0).is_some() {
+                    (0, 1)
                 } else {
-                    &n.inputs[0]
+                    (1, 0)
                 };
-                let x_rank = cx.shape(&n.outputs[0]).len();
-                if cx.is_const(other) && per_channel_or_scalar(cx.shape(other), x_rank) {
+                let (axis, other) = (cx.axis(analysed), &n.inputs[other]);
+                let out_rank = cx.shape(&n.outputs[0]).len();
+                // A channel axis other than 1 keeps its place only when the operand has full rank.
+                if axis != 1 && cx.shape(&n.inputs[analysed]).len() != out_rank {
+                    cx.block(&segs, "operand broadcast to a higher rank");
+                } else if cx.is_const(other)
+                    && per_channel_or_scalar(cx.shape(other), out_rank, axis)
+                {
                     cx.set_output(segs);
+                } else if axis != 1 {
+                    cx.block(
+                        &segs,
+                        "add to a token sequence whose channels are not followed (transformer residual stream / hidden width: not analysed yet)",
+                    );
                 } else {
                     cx.block(&segs, "operand not aligned with the channel axis");
                 }
@@ -196,7 +208,8 @@ impl OpRules for BinaryOp {
                     continue;
                 }
                 if let Some(t) = cx.init(&name).cloned() {
-                    let axis = 1 + t.shape.len() as isize - out_rank as isize;
+                    let channel_axis = cx.channel_axis(&out) as isize;
+                    let axis = channel_axis + t.shape.len() as isize - out_rank as isize;
                     if axis >= 0 && t.shape[axis as usize] > 1 {
                         cx.set_init(n, &name, slice_axis(&t, axis as usize, &k))?;
                     }

@@ -255,6 +255,26 @@ impl OpRules for MatMul {
                 width: w[1],
                 block: 1,
             }]);
+        } else if cx.rank() > 2 && w.len() == 2 && cx.is_const(&n.inputs[1]) {
+            // A transformer's linear layer: it reads and writes channels on the last axis.
+            let last = cx.rank() - 1;
+            if let Some(segs) = cx.input(0) {
+                if cx.axis(0) == last {
+                    cx.consume(&segs);
+                } else {
+                    cx.block(&segs, "linear layer over an axis other than the channels'");
+                }
+            }
+            let g = cx.new_group(w[1]);
+            cx.add_source(g, &n.outputs[0]);
+            cx.set_output_on(
+                vec![Segment {
+                    group: g,
+                    width: w[1],
+                    block: 1,
+                }],
+                last,
+            );
         } else {
             for i in 0..2 {
                 if let Some(segs) = cx.input(i) {

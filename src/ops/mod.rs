@@ -175,6 +175,35 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
     }
 }
 
+/// Does the op's channel rule follow channels on an axis other than 1 (the last axis of a token
+/// sequence after a transformer's linear layer)? The analysis blocks such channels where any
+/// other op reads them.
+pub fn follows_any_axis(op: &Op) -> bool {
+    match op {
+        Op::MatMul | Op::Binary(_) | Op::Activation(_) | Op::Identity => true,
+        Op::Conv { .. }
+        | Op::BatchNorm { .. }
+        | Op::Gemm { .. }
+        | Op::Softmax { .. }
+        | Op::MaxPool { .. }
+        | Op::AveragePool { .. }
+        | Op::GlobalAveragePool
+        | Op::ReduceMean { .. }
+        | Op::Flatten { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Pad { .. }
+        | Op::ConvTranspose(_)
+        | Op::Resize(_)
+        | Op::Slice(_)
+        | Op::Reduce(_)
+        | Op::Squeeze(_)
+        | Op::Unsqueeze(_)
+        | Op::LayerNorm(_) => false,
+    }
+}
+
 /// Maps one ONNX node to a typed op and the positions of the inputs it keeps as data.
 pub type ImportFn = fn(&ImportCx) -> Result<(Op, Vec<usize>)>;
 

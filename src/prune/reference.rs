@@ -7,14 +7,15 @@ use crate::groups::ChannelAnalysis;
 use crate::ir::{BinaryOp, Graph, Node, Op, Tensor};
 
 /// Inserts `value * scale` after the node producing `value` and redirects its readers.
-/// `scale` has one entry per channel of axis 1. Used for pruning masks and gate values.
-pub fn scale_channels(graph: &mut Graph, value: &str, scale: Vec<f32>, tag: &str) {
+/// `scale` has one entry per channel of the channel axis `axis`. Used for pruning masks and
+/// gate values.
+pub fn scale_channels(graph: &mut Graph, value: &str, axis: usize, scale: Vec<f32>, tag: &str) {
     let shapes = graph
         .infer_shapes(1)
         .expect("scaling a graph that passed shape inference");
     let rank = shapes[value].len();
     let mut shape = vec![1; rank];
-    shape[1] = scale.len();
+    shape[axis] = scale.len();
     let scaled = format!("{value}__{tag}");
     let const_name = format!("{value}__{tag}_factor");
     graph
@@ -55,7 +56,13 @@ pub fn masked_reference(
             .map(|c| if kept.contains(&c) { 1.0 } else { 0.0 })
             .collect();
         for value in &group.gates {
-            scale_channels(&mut g, value, mask.clone(), "mask");
+            scale_channels(
+                &mut g,
+                value,
+                analysis.channel_axis(value),
+                mask.clone(),
+                "mask",
+            );
         }
     }
     g

@@ -76,7 +76,13 @@ impl SurgeryCx<'_> {
         &self.shapes[value]
     }
 
-    /// Is axis 1 of `value` described by the analysis (a computed, channel-tracked value)?
+    /// The axis along which `value`'s channels lie.
+    pub fn channel_axis(&self, value: &str) -> usize {
+        self.analysis.channel_axis(value)
+    }
+
+    /// Is the channel axis of `value` described by the analysis (a computed, channel-tracked
+    /// value)?
     pub fn analysed(&self, value: &str) -> bool {
         self.analysis.layouts.contains_key(value)
     }
@@ -86,7 +92,7 @@ impl SurgeryCx<'_> {
         match self.kept(value) {
             None => Vec::new(),
             Some(kept) => {
-                let n = self.shapes[value][1];
+                let n = self.shapes[value][self.channel_axis(value)];
                 let mut is_kept = vec![false; n];
                 kept.iter().for_each(|&f| is_kept[f] = true);
                 (0..n).filter(|&f| !is_kept[f]).collect()

@@ -40,8 +40,8 @@ pub struct GatedGroup {
     pub width: usize,
     /// Producer names, for reports.
     pub name: String,
-    /// (slot, rank) of each value the gate multiplies.
-    pub positions: Vec<(usize, usize)>,
+    /// (slot, rank, channel axis) of each value the gate multiplies.
+    pub positions: Vec<(usize, usize, usize)>,
 }
 
 /// A parameter: which slot it replaces, its rank, its initializer name.
@@ -143,6 +143,7 @@ impl GatedNet {
                             (
                                 net.slot_of(v).expect("gate values have slots"),
                                 shapes[v].len(),
+                                analysis.channel_axis(v),
                             )
                         })
                         .collect(),
@@ -188,10 +189,10 @@ impl GatedNet {
         let mut scales = HashMap::new();
         for (g, z) in self.gated.iter().zip(values) {
             let [n, c] = z.dims();
-            for &(slot, rank) in &g.positions {
+            for &(slot, rank, axis) in &g.positions {
                 let mut shape = vec![1; rank];
                 shape[0] = n;
-                shape[1] = c;
+                shape[axis] = c;
                 scales.insert(slot, Val::new(z.clone().reshape(padded(&shape)), rank));
             }
         }

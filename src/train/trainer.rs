@@ -158,7 +158,7 @@ impl<'a> Trainer<'a> {
         self.net
             .gated
             .iter()
-            .map(|g| g.positions.iter().any(|&(_, rank)| rank >= 3))
+            .map(|g| g.positions.iter().any(|&(_, rank, _)| rank >= 3))
             .collect()
     }
 
