@@ -200,7 +200,11 @@ pub fn follows_any_axis(op: &Op) -> bool {
         | Op::Reduce(_)
         | Op::Squeeze(_)
         | Op::Unsqueeze(_)
-        | Op::LayerNorm(_) => false,
+        | Op::LayerNorm(_)
+        | Op::Gather(_)
+        | Op::Cast(_)
+        | Op::Logic(_)
+        | Op::Expand(_) => false,
     }
 }
 
