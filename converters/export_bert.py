@@ -15,10 +15,12 @@ The encoder (written out as BERT does, not nn.TransformerEncoder):
 - pooler on the first token (Linear + Tanh) and a 4-class classifier -> `logits` [batch, 4].
 
 `bert_ts`: TorchScript exporter (dynamo=False), opset 17. `bert_dynamo`: dynamo exporter,
-opset 18. Batch and sequence length are symbolic in both. Each directory gets `model.onnx` and
+opset 18. `bert_bool_dynamo`: the same weights with a bool `attention_mask`, the additive mask
+made by `torch.where` (a Where on the bool input), dynamo exporter. Batch and sequence length
+are symbolic in all three. Each directory gets `model.onnx` and
 two reference sets: `test_data_set_0` (2 x 8 tokens) and `test_data_set_1` (3 x 13 tokens),
-each with the three inputs (padding in the mask) and PyTorch's logits; ONNX Runtime must
-reproduce them to 1e-4.
+each with the three inputs (padding in the mask) and PyTorch's logits (the same for all
+three); ONNX Runtime must reproduce them to 1e-4.
 
 `bert_tokens.jsonl`: 64 lines of random token ids (lengths 5 to 16, so a batch pads), with
 `attention_mask` on some lines, `token_type_ids` on some, and as `label` the model's own argmax
@@ -95,6 +97,8 @@ class Block(nn.Module):
 class TinyBert(nn.Module):
     def __init__(self):
         super().__init__()
+        # A bool attention mask (True = token) is turned into the additive mask by Where.
+        self.bool_mask = False
         self.word = nn.Embedding(VOCAB, HIDDEN)
         self.position = nn.Embedding(MAX_POS, HIDDEN)
         self.token_type = nn.Embedding(2, HIDDEN)
@@ -109,8 +113,11 @@ class TinyBert(nn.Module):
         x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
         x = self.norm(x)
         # [b, 1, 1, s]: 0 where attended, the most negative float where padded (as BERT).
-        mask = attention_mask[:, None, None, :].to(x.dtype)
-        additive = (1.0 - mask) * torch.finfo(x.dtype).min
+        if self.bool_mask:
+            additive = torch.where(attention_mask[:, None, None, :], 0.0, torch.finfo(x.dtype).min)
+        else:
+            mask = attention_mask[:, None, None, :].to(x.dtype)
+            additive = (1.0 - mask) * torch.finfo(x.dtype).min
         for block in self.blocks:
             x = block(x, additive)
         pooled = torch.tanh(self.pooler(x[:, 0]))
@@ -201,7 +208,12 @@ def main():
     with torch.no_grad():
         refs = [model(*x).numpy() for x in sets]
     summary = {}
-    for name, export in (("bert_ts", export_torchscript), ("bert_dynamo", export_dynamo)):
+    variants = (("bert_ts", export_torchscript, False), ("bert_dynamo", export_dynamo, False),
+                ("bert_bool_dynamo", export_dynamo, True))
+    for name, export, bool_mask in variants:
+        model.bool_mask = bool_mask
+        if bool_mask:
+            sets = [(ids, mask.bool(), types) for ids, mask, types in sets]
         d = os.path.join(OUT, name)
         os.makedirs(d, exist_ok=True)
         path = os.path.join(d, "model.onnx")
@@ -226,6 +238,7 @@ def main():
             "bytes": os.path.getsize(path),
             "ort_vs_torch": worst,
         }
+    model.bool_mask = False
     labels = write_jsonl(model, gen, os.path.join(OUT, "bert_tokens.jsonl"))
     summary["jsonl_label_counts"] = [labels.count(c) for c in range(CLASSES)]
     summary["params"] = int(sum(p.numel() for p in model.parameters()))

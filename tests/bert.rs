@@ -2,8 +2,9 @@
 //! (`converters/export_bert.py`): int64 `input_ids`, `attention_mask` and `token_type_ids`,
 //! word/position/token-type embeddings (Gather from weight tables), the additive attention mask
 //! built in the graph (Unsqueeze/Cast/Sub/Mul), and the first token pooled. TorchScript exporter
-//! (opset 17) in fixtures/transformers/bert_ts, dynamo exporter (opset 18) in bert_dynamo; the
-//! token data fixtures/transformers/bert_tokens.jsonl is labelled with the model's own argmax.
+//! (opset 17) in fixtures/transformers/bert_ts, dynamo exporter (opset 18) in bert_dynamo, and
+//! bert_bool_dynamo with a bool mask turned into the additive mask by Where; the token data
+//! fixtures/transformers/bert_tokens.jsonl is labelled with the model's own argmax.
 
 mod common;
 
@@ -18,7 +19,10 @@ const INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
 
 fn dirs() -> Vec<PathBuf> {
     let root = common::repo().join("fixtures/transformers");
-    vec![root.join("bert_ts"), root.join("bert_dynamo")]
+    ["bert_ts", "bert_dynamo", "bert_bool_dynamo"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect()
 }
 
 fn jsonl() -> PathBuf {
@@ -43,7 +47,13 @@ fn burn_matches_pytorch_and_tract_at_two_sequence_lengths_for_both_exporters() {
                 .unwrap_or_else(|e| panic!("{name}: {e}"))
                 .graph;
             for input in INPUTS {
-                assert_eq!(graph.input_type(input), ElemType::I64, "{name} {input}");
+                let bool_mask = name.contains("bool") && input == "attention_mask";
+                let want = if bool_mask {
+                    ElemType::Bool
+                } else {
+                    ElemType::I64
+                };
+                assert_eq!(graph.input_type(input), want, "{name} {input}");
             }
             let net = Network::new(&graph, &default_device()).unwrap();
             let burn = net.run(&inputs).unwrap();

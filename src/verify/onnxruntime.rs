@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::value::{DynValue, Tensor as OrtTensor};
+use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType};
 
 use crate::error::{Error, Result};
 use crate::ir::{Data, Tensor};
@@ -76,14 +76,27 @@ fn session(bytes: &[u8], threads: Option<usize>) -> Result<Session> {
 }
 
 /// The session's inputs, named, in graph input order: f32 tensors, and int64 ones for token
-/// ids and masks.
+/// ids and masks (as int32 or bool where the model declares that).
 fn feed(session: &Session, inputs: &[Tensor]) -> Result<Vec<(String, DynValue)>> {
     session
         .inputs()
         .iter()
         .zip(inputs)
         .map(|(outlet, t)| {
+            let declared = outlet.dtype().tensor_type();
             let value = match &t.data {
+                Data::I64(v) if declared == Some(TensorElementType::Bool) => {
+                    let v: Vec<bool> = v.iter().map(|&x| x != 0).collect();
+                    OrtTensor::from_array((t.shape.clone(), v))
+                        .map_err(fail)?
+                        .into_dyn()
+                }
+                Data::I64(v) if declared == Some(TensorElementType::Int32) => {
+                    let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+                    OrtTensor::from_array((t.shape.clone(), v))
+                        .map_err(fail)?
+                        .into_dyn()
+                }
                 Data::I64(v) => OrtTensor::from_array((t.shape.clone(), v.clone()))
                     .map_err(fail)?
                     .into_dyn(),
