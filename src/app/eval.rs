@@ -12,9 +12,13 @@ use crate::{exec, pipeline};
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     pub model: PathBuf,
-    /// Dataset directory (IDX, CIFAR binary or image folder); default: the shipped subset.
+    /// Dataset directory (IDX, CIFAR binary or image folder), or a token file (`.jsonl`) for a
+    /// model with token inputs; default: the shipped subset.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Token data: pad every sequence to this length (default: the longest in the file).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
     /// Which split to evaluate.
     #[arg(long, value_parser = named::<SplitName>(), default_value = "test")]
     pub split: SplitName,
@@ -44,6 +48,9 @@ struct EvalJson<'a> {
 /// Top-1 accuracy of the model on one split, read and normalised as `run` reads it: as the
 /// options say, else as the model's metadata says (a model `run` wrote needs no options).
 pub fn eval(a: EvalArgs) -> Result<()> {
+    if super::tokens::is_token_data(a.data.as_deref()) {
+        return eval_tokens(a);
+    }
     let request = a.preprocess.request()?;
     let device = burn_device(a.device)?;
     let graph = a.shapes.import_file(&a.model)?;
@@ -70,6 +77,29 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             acc.correct,
             acc.samples,
             dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `eval` on token data (a JSONL file) for a model with token inputs.
+fn eval_tokens(a: EvalArgs) -> Result<()> {
+    let path = a.data.clone().unwrap_or_default();
+    let set = data::jsonl::read(&path)?;
+    let model = super::tokens::import(&a.model, &a.shapes, &set, a.seq_len)?;
+    let net = exec::Network::new(&model.graph, &burn_device(a.device)?)?;
+    let acc = super::tokens::accuracy(&net, &model, &set, a.batch_size)?;
+    if a.json {
+        println!("{}", super::to_json(&acc)?);
+    } else {
+        println!(
+            "{}: accuracy {:.4} ({} / {} correct) on {} (sequence length {})",
+            a.model.display(),
+            acc.accuracy,
+            acc.correct,
+            acc.samples,
+            path.display(),
+            model.seq_len
         );
     }
     Ok(())

@@ -14,6 +14,7 @@ pub mod preprocess;
 pub mod prune;
 pub mod run;
 pub mod sensitivity;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 

@@ -7,6 +7,7 @@ pub mod cifar;
 mod dataset;
 pub mod folder;
 pub mod idx;
+pub mod jsonl;
 pub mod loader;
 pub mod preprocess;
 pub mod transform;
@@ -58,6 +59,14 @@ fn has_idx_files(dir: &Path) -> bool {
 /// Recognises the layout of the dataset directory `dir` (checked in the order IDX, CIFAR,
 /// image folder).
 pub fn detect(dir: &Path) -> Result<Format> {
+    if dir.extension().is_some_and(|e| e == "jsonl") {
+        return Err(Error::Data {
+            path: dir.display().to_string(),
+            reason: "token data (JSONL) feeds models with token inputs (input_ids, ...); \
+                     this command or model reads images"
+                .into(),
+        });
+    }
     if !dir.is_dir() {
         return Err(Error::Data {
             path: dir.display().to_string(),

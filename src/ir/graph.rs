@@ -119,10 +119,24 @@ impl ModelMeta {
     }
 }
 
+/// Element type of a graph input. The interpreter holds every value as f32 (token ids and masks
+/// are exact there up to 2^24); the type is what the model declares and its exports write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ElemType {
+    #[default]
+    F32,
+    /// Token ids, attention masks.
+    I64,
+    I32,
+    Bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Graph {
     pub name: String,
     pub inputs: Vec<ValueInfo>,
+    /// Graph inputs that are not float32, by name (absent: float32).
+    pub input_types: BTreeMap<String, ElemType>,
     pub outputs: Vec<ValueInfo>,
     pub nodes: Vec<Node>,
     pub initializers: BTreeMap<String, Tensor>,
@@ -130,6 +144,11 @@ pub struct Graph {
 }
 
 impl Graph {
+    /// Element type of graph input `name`.
+    pub fn input_type(&self, name: &str) -> ElemType {
+        self.input_types.get(name).copied().unwrap_or_default()
+    }
+
     /// Which node produces each value (graph inputs and initializers have no producer).
     pub fn producers(&self) -> HashMap<&str, usize> {
         let mut map = HashMap::new();

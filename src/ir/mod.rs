@@ -7,6 +7,6 @@ pub mod op;
 pub mod shape;
 pub mod tensor;
 
-pub use graph::{Dim, Dims, Graph, ModelMeta, Node, ValueInfo};
+pub use graph::{Dim, Dims, ElemType, Graph, ModelMeta, Node, ValueInfo};
 pub use op::{Activation, BinaryOp, Op, PadMode, Window};
 pub use tensor::{Data, Tensor};

@@ -81,6 +81,10 @@ pub enum Op {
     Reduce(crate::ops::reduce::Reduce),
     Squeeze(crate::ops::squeeze::Squeeze),
     Unsqueeze(crate::ops::squeeze::Unsqueeze),
+    Gather(crate::ops::gather::Gather),
+    Cast(crate::ops::logic::Cast),
+    Logic(crate::ops::logic::Logic),
+    Expand(crate::ops::expand::Expand),
     LayerNorm(crate::ops::layer_norm::LayerNorm),
 }
 

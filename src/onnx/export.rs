@@ -7,11 +7,11 @@ use super::pb::{
     attribute_proto::AttributeType, tensor_shape_proto, type_proto,
 };
 use super::tensor::to_proto;
-use crate::ir::{Dim, Graph, Tensor, ValueInfo};
+use crate::ir::{Dim, ElemType, Graph, Tensor, ValueInfo};
 
 pub const PRODUCER: &str = "compress";
 
-fn value_info(v: &ValueInfo) -> ValueInfoProto {
+fn value_info(v: &ValueInfo, elem: ElemType) -> ValueInfoProto {
     let dim = v
         .dims
         .iter()
@@ -29,7 +29,12 @@ fn value_info(v: &ValueInfo) -> ValueInfoProto {
         name: v.name.clone(),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
+                elem_type: match elem {
+                    ElemType::F32 => pb::tensor_proto::DataType::Float,
+                    ElemType::I64 => pb::tensor_proto::DataType::Int64,
+                    ElemType::I32 => pb::tensor_proto::DataType::Int32,
+                    ElemType::Bool => pb::tensor_proto::DataType::Bool,
+                } as i32,
                 shape: Some(TensorShapeProto { dim }),
             })),
             ..Default::default()
@@ -127,8 +132,16 @@ pub fn to_model_proto(g: &Graph) -> pb::ModelProto {
             g.name.clone()
         },
         initializer,
-        input: g.inputs.iter().map(value_info).collect(),
-        output: g.outputs.iter().map(value_info).collect(),
+        input: g
+            .inputs
+            .iter()
+            .map(|v| value_info(v, g.input_type(&v.name)))
+            .collect(),
+        output: g
+            .outputs
+            .iter()
+            .map(|v| value_info(v, ElemType::F32))
+            .collect(),
         ..Default::default()
     };
     let m = &g.meta;

@@ -15,7 +15,7 @@ use super::fold::{Known, fold};
 use super::input_shape::InputShapes;
 use super::pb::{self, NodeProto, ValueInfoProto, tensor_shape_proto::dimension, type_proto};
 use crate::error::{Error, Result};
-use crate::ir::{Dim, Graph, ModelMeta, Node, Op, Tensor, ValueInfo};
+use crate::ir::{Dim, ElemType, Graph, ModelMeta, Node, Op, Tensor, ValueInfo};
 use crate::ops::FOLDED_OPS;
 
 /// Batch sizes used to tell batch-dependent shape values from constants.
@@ -81,6 +81,8 @@ struct Importer {
     sized: bool,
     /// Resolutions valid only at the given sizes (see `Imported::size_dependent`).
     size_dependent: RefCell<Vec<String>>,
+    /// Graph inputs that are not float32.
+    input_types: BTreeMap<String, ElemType>,
 }
 
 fn meta_of(m: &pb::ModelProto) -> ModelMeta {
@@ -124,6 +126,21 @@ fn value_dims(v: &ValueInfoProto) -> Option<Vec<Option<(i64, String)>>> {
     )
 }
 
+/// The element type of a graph input: float32, or int64 / bool (token ids, attention masks).
+fn input_elem_type(v: &ValueInfoProto) -> Result<ElemType> {
+    use pb::tensor_proto::DataType;
+    match DataType::try_from(elem_type(v)) {
+        Ok(DataType::Float) => Ok(ElemType::F32),
+        Ok(DataType::Int64) => Ok(ElemType::I64),
+        Ok(DataType::Int32) => Ok(ElemType::I32),
+        Ok(DataType::Bool) => Ok(ElemType::Bool),
+        _ => Err(Error::InvalidModel(format!(
+            "graph input '{}' is not float32, int64, int32 or bool (the supported input types)",
+            v.name
+        ))),
+    }
+}
+
 fn elem_type(v: &ValueInfoProto) -> i32 {
     match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(t)) => t.elem_type,
@@ -153,6 +170,7 @@ impl Importer {
             used_names: HashSet::new(),
             sized: false,
             size_dependent: RefCell::new(Vec::new()),
+            input_types: BTreeMap::new(),
         })
     }
 
@@ -188,6 +206,7 @@ impl Importer {
         let graph = Graph {
             name: g.name.clone(),
             inputs,
+            input_types: self.input_types,
             outputs,
             nodes: self.nodes,
             initializers,
@@ -212,11 +231,9 @@ impl Importer {
         let mut batch_name: Option<String> = None;
         let mut inputs = Vec::new();
         for v in data_inputs {
-            if elem_type(v) != pb::tensor_proto::DataType::Float as i32 {
-                return Err(Error::InvalidModel(format!(
-                    "graph input '{}' is not float32 (only float32 inputs are supported)",
-                    v.name
-                )));
+            let elem = input_elem_type(v)?;
+            if elem != ElemType::F32 {
+                self.input_types.insert(v.name.clone(), elem);
             }
             let declared: Vec<std::result::Result<usize, String>> = value_dims(v)
                 .ok_or_else(|| {

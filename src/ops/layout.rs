@@ -215,6 +215,13 @@ pub(crate) fn import_dropout(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
         // The mask output is only meaningful in training; refuse rather than guess.
         return Err(cx.attrs.err("the mask output is not supported"));
     }
+    // Opset 12+: a training_mode input that is not a constant false means real dropout.
+    if cx.present(2) {
+        let training = cx.const_input(2).ok().flatten();
+        if !training.is_some_and(|t| t.to_i64_vec().iter().all(|&v| v == 0)) {
+            return Err(cx.attrs.err("training mode (input 2) is not supported"));
+        }
+    }
     Ok((Op::Identity, vec![0]))
 }
 

@@ -20,9 +20,12 @@
 pub mod conv;
 pub mod conv_transpose;
 pub mod elementwise;
+pub mod expand;
+pub mod gather;
 pub mod layer_norm;
 pub mod layout;
 pub mod linear;
+pub mod logic;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
@@ -164,6 +167,10 @@ pub fn with_rules<R>(op: &Op, f: impl FnOnce(&dyn OpRules) -> R) -> R {
         Op::Reduce(r) => f(r),
         Op::Squeeze(s) => f(s),
         Op::Unsqueeze(u) => f(u),
+        Op::Gather(g) => f(g),
+        Op::Cast(c) => f(c),
+        Op::Logic(l) => f(l),
+        Op::Expand(e) => f(e),
         Op::LayerNorm(l) => f(l),
     }
 }
@@ -193,7 +200,11 @@ pub fn follows_any_axis(op: &Op) -> bool {
         | Op::Reduce(_)
         | Op::Squeeze(_)
         | Op::Unsqueeze(_)
-        | Op::LayerNorm(_) => false,
+        | Op::LayerNorm(_)
+        | Op::Gather(_)
+        | Op::Cast(_)
+        | Op::Logic(_)
+        | Op::Expand(_) => false,
     }
 }
 
@@ -246,9 +257,18 @@ pub const IMPORTERS: &[(&str, ImportFn)] = &[
     ("Identity", layout::import_identity),
     ("Resize", resize::import),
     ("Slice", slice::import),
-    ("Gather", slice::import_gather),
     ("Squeeze", squeeze::import_squeeze),
     ("Unsqueeze", squeeze::import_unsqueeze),
+    ("Gather", gather::import),
+    ("Cast", logic::import_cast),
+    ("Equal", logic::import),
+    ("Less", logic::import),
+    ("Greater", logic::import),
+    ("LessOrEqual", logic::import),
+    ("GreaterOrEqual", logic::import),
+    ("Not", logic::import),
+    ("Where", logic::import),
+    ("Expand", expand::import),
 ];
 
 /// Maps one ONNX node with several outputs to one single-output op per output.
@@ -384,7 +404,10 @@ mod tests {
             .copied()
             .filter(|n| SUPPORTED_OPS.contains(n))
             .collect();
-        assert_eq!(on_data, vec!["Gather", "Unsqueeze", "Squeeze", "Slice"]);
+        assert_eq!(
+            on_data,
+            vec!["Gather", "Unsqueeze", "Squeeze", "Cast", "Slice", "Expand"]
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{pseudo_random, tract_latencies_ms};
+use super::tract_latencies_ms;
 use crate::error::Result;
 use crate::ir::Graph;
 
@@ -25,7 +25,7 @@ pub fn measure(g: &Graph, models: &[&[u8]], runs: usize) -> Result<Vec<Latency>>
             .inputs
             .iter()
             .enumerate()
-            .map(|(i, v)| pseudo_random(&v.shape(batch), 3 + i as u64))
+            .map(|(i, v)| super::probe_tensor(g, i, &v.shape(batch), 3 + i as u64))
             .collect();
         tract_latencies_ms(models, &inputs, runs)
     };

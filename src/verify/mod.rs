@@ -46,6 +46,48 @@ pub fn pseudo_random(shape: &[usize], seed: u64) -> crate::ir::Tensor {
     )
 }
 
+/// Pseudo-random values for graph input `index` of `graph` at `shape`: f32 in [-1, 1) for a
+/// float input; for an int64/int32/bool input (token ids, masks) int64 values valid for it:
+/// ids below the smallest embedding table the input indexes, else 0 or 1 (a mask).
+pub fn probe_tensor(
+    graph: &crate::ir::Graph,
+    index: usize,
+    shape: &[usize],
+    seed: u64,
+) -> crate::ir::Tensor {
+    let x = pseudo_random(shape, seed);
+    let Some(input) = graph.inputs.get(index) else {
+        return x;
+    };
+    if graph.input_type(&input.name) == crate::ir::ElemType::F32 {
+        return x;
+    }
+    let rows = graph
+        .nodes
+        .iter()
+        .filter(|n| {
+            matches!(n.op, crate::ir::Op::Gather(_)) && n.inputs.get(1) == Some(&input.name)
+        })
+        .filter_map(|n| {
+            let crate::ir::Op::Gather(g) = &n.op else {
+                return None;
+            };
+            graph
+                .initializers
+                .get(&n.inputs[0])
+                .map(|t| t.shape[g.axis])
+        })
+        .min()
+        .unwrap_or(2)
+        .max(1);
+    let ids = x
+        .to_f32_vec()
+        .iter()
+        .map(|&v| (((v + 1.0) / 2.0 * rows as f32) as i64).min(rows as i64 - 1))
+        .collect();
+    crate::ir::Tensor::i64(shape.to_vec(), ids)
+}
+
 /// Outcome of running two ONNX encodings of a model on the same inputs in one runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Comparison {
@@ -92,7 +134,7 @@ fn probe_inputs(graph: &crate::ir::Graph, batch: usize) -> Result<Vec<crate::ir:
             let shape = v.shape(batch);
             crate::onnx::validate::bounded_elements(&shape)
                 .map_err(|e| Error::InvalidModel(format!("graph input '{}': {e}", v.name)))?;
-            Ok(pseudo_random(&shape, 17 + i as u64))
+            Ok(probe_tensor(graph, i, &shape, 17 + i as u64))
         })
         .collect()
 }

@@ -9,10 +9,10 @@ use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::value::Tensor as OrtTensor;
+use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType};
 
 use crate::error::{Error, Result};
-use crate::ir::Tensor;
+use crate::ir::{Data, Tensor};
 
 /// Loaded once per process; a failure is remembered so that every caller gets the same message.
 static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
@@ -75,14 +75,35 @@ fn session(bytes: &[u8], threads: Option<usize>) -> Result<Session> {
     builder.commit_from_memory(bytes).map_err(rejected)
 }
 
-/// The session's inputs, named, from f32 tensors in graph input order.
-fn feed(session: &Session, inputs: &[Tensor]) -> Result<Vec<(String, OrtTensor<f32>)>> {
+/// The session's inputs, named, in graph input order: f32 tensors, and int64 ones for token
+/// ids and masks (as int32 or bool where the model declares that).
+fn feed(session: &Session, inputs: &[Tensor]) -> Result<Vec<(String, DynValue)>> {
     session
         .inputs()
         .iter()
         .zip(inputs)
         .map(|(outlet, t)| {
-            let value = OrtTensor::from_array((t.shape.clone(), t.to_f32_vec())).map_err(fail)?;
+            let declared = outlet.dtype().tensor_type();
+            let value = match &t.data {
+                Data::I64(v) if declared == Some(TensorElementType::Bool) => {
+                    let v: Vec<bool> = v.iter().map(|&x| x != 0).collect();
+                    OrtTensor::from_array((t.shape.clone(), v))
+                        .map_err(fail)?
+                        .into_dyn()
+                }
+                Data::I64(v) if declared == Some(TensorElementType::Int32) => {
+                    let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+                    OrtTensor::from_array((t.shape.clone(), v))
+                        .map_err(fail)?
+                        .into_dyn()
+                }
+                Data::I64(v) => OrtTensor::from_array((t.shape.clone(), v.clone()))
+                    .map_err(fail)?
+                    .into_dyn(),
+                Data::F32(v) => OrtTensor::from_array((t.shape.clone(), v.clone()))
+                    .map_err(fail)?
+                    .into_dyn(),
+            };
             Ok((outlet.name().to_string(), value))
         })
         .collect()
@@ -101,7 +122,7 @@ pub fn ort_latencies_ms(
         let mut session = session(bytes, Some(threads))?;
         let values = feed(&session, inputs)?;
         runners.push(Box::new(move || {
-            let feed: Vec<(&str, &OrtTensor<f32>)> =
+            let feed: Vec<(&str, &DynValue)> =
                 values.iter().map(|(n, v)| (n.as_str(), v)).collect();
             session.run(feed).map(drop).map_err(rejected)
         }));

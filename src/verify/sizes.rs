@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::{Verification, max_abs_diff, pseudo_random, run_tract, verify_inputs};
+use super::{Verification, max_abs_diff, run_tract, verify_inputs};
 use crate::error::Result;
 use crate::ir::{Dim, Graph, Op, Tensor};
 
@@ -93,6 +93,10 @@ fn total_stride(graph: &Graph) -> usize {
             | Op::Reduce(_)
             | Op::Squeeze(_)
             | Op::Unsqueeze(_)
+            | Op::Gather(_)
+            | Op::Cast(_)
+            | Op::Logic(_)
+            | Op::Expand(_)
             | Op::LayerNorm(_) => 1,
         };
         let before = n
@@ -145,7 +149,7 @@ fn second_inputs(graph: &Graph, sizes: &[(String, usize, usize)]) -> Vec<Tensor>
                         .map_or(*size, |(_, _, second)| *second),
                 })
                 .collect();
-            pseudo_random(&shape, 29 + i as u64)
+            super::probe_tensor(graph, i, &shape, 29 + i as u64)
         })
         .collect()
 }

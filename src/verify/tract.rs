@@ -70,26 +70,30 @@ fn unguarded_plan(
     let mut proto = onnx.proto_model_for_read(&mut &bytes[..]).map_err(fail)?;
     drop_symbolic_value_info(&mut proto);
     let mut model = onnx.model_for_proto_model(&proto).map_err(fail)?;
+    // Token ids and masks come as int64 tensors, the rest as f32; each is cast to the type
+    // the model declares for its input (int64, int32, bool).
+    let mut values: TVec<TValue> = TVec::new();
     for (i, t) in inputs.iter().enumerate() {
-        model = model
-            .with_input_fact(i, f32::fact(&t.shape).into())
-            .map_err(fail)?;
+        let given = match &t.data {
+            crate::ir::Data::I64(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v),
+            crate::ir::Data::F32(v) => tract_onnx::prelude::Tensor::from_shape(&t.shape, v),
+        }
+        .map_err(fail)?;
+        let declared = model
+            .input_fact(i)
+            .ok()
+            .and_then(|f| tract_onnx::tract_hir::infer::Factoid::concretize(&f.datum_type))
+            .unwrap_or(given.datum_type());
+        let value = given.cast_to_dt(declared).map_err(fail)?.into_owned();
+        let fact = InferenceFact::dt_shape(declared, &t.shape);
+        model = model.with_input_fact(i, fact).map_err(fail)?;
+        values.push(value.into());
     }
     let plan = model
         .into_optimized()
         .map_err(fail)?
         .into_runnable()
         .map_err(fail)?;
-    let values: TVec<TValue> = inputs
-        .iter()
-        .map(|t| {
-            Ok(
-                tract_onnx::prelude::Tensor::from_shape(&t.shape, &t.to_f32_vec())
-                    .map_err(fail)?
-                    .into(),
-            )
-        })
-        .collect::<Result<_>>()?;
     Ok((plan, values))
 }
 

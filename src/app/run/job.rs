@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::args::RunArgs;
 use crate::app::options::burn_device;
 use crate::app::sibling;
+use crate::app::tokens::is_token_data;
 use crate::data::Dataset;
 use crate::data::preprocess::{Preprocessing, Request};
 use crate::error::Result;
@@ -39,6 +40,9 @@ pub struct Job {
 
 /// Reads the model and the data (prepared as `request` asks) and evaluates the dense model.
 pub fn prepare(a: &RunArgs, request: &Request) -> Result<Job> {
+    if let Some(tokens) = a.data.as_deref().filter(|d| is_token_data(Some(d))) {
+        crate::app::tokens::refuse_run(&a.model, &a.shapes, tokens)?;
+    }
     let device = burn_device(a.device)?;
     let original = crate::onnx::read_model(&a.model)?;
     let source = a.model.display().to_string();
