@@ -96,11 +96,75 @@ impl Geometry {
     }
 }
 
+/// The runs of one im2col row merged into one stretch: with stride 1 and an output as wide as
+/// the input, consecutive runs lie equally far apart in the input plane and in the row, so one
+/// copy of `len` elements covers them all; between runs it carries `gaps` wrapped-around
+/// elements (padding positions) starting at each of `gap_starts`.
+struct Span {
+    row: usize,
+    channel: usize,
+    col: usize,
+    src: usize,
+    len: usize,
+    gap_starts: std::iter::StepBy<std::ops::Range<usize>>,
+    gaps: usize,
+}
+
+impl Geometry {
+    /// Whether `spans` applies: unit strides, output width = input width.
+    fn merges_runs(&self) -> bool {
+        self.stride == [1, 1] && self.out[1] == self.width
+    }
+
+    /// Every non-empty row as one span (only when `merges_runs`).
+    fn spans(&self, mut f: impl FnMut(Span)) {
+        let [kh, kw] = self.kernel;
+        let ow = self.out[1];
+        for row in 0..self.rows() {
+            let channel = row / (kh * kw);
+            let (i, j) = ((row / kw) % kh, row % kw);
+            let (lo, hi) = self.valid_columns(j);
+            // Output rows oy whose input row oy + i * dilation - pad is inside.
+            let shift = i * self.dilation[0];
+            let oy_lo = self.pad[0].saturating_sub(shift);
+            let oy_hi = (self.height + self.pad[0])
+                .saturating_sub(shift)
+                .min(self.out[0]);
+            if lo >= hi || oy_lo >= oy_hi {
+                continue;
+            }
+            let iy_lo = oy_lo + shift - self.pad[0];
+            let first_col = lo + j * self.dilation[1] - self.pad[1];
+            let col = oy_lo * ow + lo;
+            f(Span {
+                row,
+                channel,
+                col,
+                src: iy_lo * self.width + first_col,
+                len: (oy_hi - 1 - oy_lo) * ow + hi - lo,
+                gap_starts: (col + hi - lo..(oy_hi - 1) * ow + lo).step_by(ow),
+                gaps: ow - (hi - lo),
+            });
+        }
+    }
+}
+
 /// Writes the im2col matrix of one example `x` (`channels * height * width` floats) into `cols`
 /// (`rows * positions` floats). Padding entries are never written: a buffer zeroed once stays
 /// valid for every example of the same geometry.
 pub(super) fn im2col(x: &[f32], g: &Geometry, cols: &mut [f32]) {
     let (plane, positions, s) = (g.plane(), g.positions(), g.stride[1]);
+    if g.merges_runs() {
+        g.spans(|span| {
+            let row = &mut cols[span.row * positions..][..positions];
+            let src = &x[span.channel * plane + span.src..][..span.len];
+            row[span.col..][..span.len].copy_from_slice(src);
+            for start in span.gap_starts {
+                row[start..][..span.gaps].fill(0.0);
+            }
+        });
+        return;
+    }
     g.runs(|r| {
         let src = &x[r.channel * plane + r.src..];
         let dst = &mut cols[r.row * positions + r.col..][..r.len];
@@ -115,8 +179,23 @@ pub(super) fn im2col(x: &[f32], g: &Geometry, cols: &mut [f32]) {
 }
 
 /// The adjoint of `im2col`: adds every entry of `cols` to the input element it was read from.
-pub(super) fn col2im(cols: &[f32], g: &Geometry, dx: &mut [f32]) {
+/// Entries at padding positions are overwritten with zeros on the way.
+pub(super) fn col2im(cols: &mut [f32], g: &Geometry, dx: &mut [f32]) {
     let (plane, positions, s) = (g.plane(), g.positions(), g.stride[1]);
+    if g.merges_runs() {
+        g.spans(|span| {
+            let row = &mut cols[span.row * positions..][..positions];
+            // Zeroed gaps add nothing to the elements they wrap around to.
+            for start in span.gap_starts {
+                row[start..][..span.gaps].fill(0.0);
+            }
+            let dst = &mut dx[span.channel * plane + span.src..][..span.len];
+            for (d, v) in dst.iter_mut().zip(&row[span.col..][..span.len]) {
+                *d += v;
+            }
+        });
+        return;
+    }
     g.runs(|r| {
         let src = &cols[r.row * positions + r.col..][..r.len];
         let dst = &mut dx[r.channel * plane + r.src..];
@@ -218,6 +297,28 @@ mod tests {
     }
 
     #[test]
+    fn merged_spans_copy_what_the_runs_copy() {
+        // Stride 1 with 'same' and narrower outputs, dilated, and kernels wider than the pads.
+        for (width, kernel, pad, dilation) in
+            [(7, 3, 1, 1), (9, 3, 2, 2), (6, 5, 2, 1), (5, 3, 0, 1)]
+        {
+            let mut g = geometry(width, kernel, 1, pad, dilation);
+            g.channels = 2;
+            let x: Vec<f32> = (0..2 * g.plane()).map(|v| v as f32 + 1.0).collect();
+            let mut by_runs = vec![0.0; g.rows() * g.positions()];
+            let (plane, positions) = (g.plane(), g.positions());
+            g.runs(|r| {
+                by_runs[r.row * positions + r.col..][..r.len]
+                    .copy_from_slice(&x[r.channel * plane + r.src..][..r.len]);
+            });
+            let mut cols = vec![0.0; by_runs.len()];
+            im2col(&x, &g, &mut cols);
+            assert_eq!(g.merges_runs(), g.out[1] == width);
+            assert_eq!(cols, by_runs, "{width} {kernel} {pad} {dilation}");
+        }
+    }
+
+    #[test]
     fn col2im_is_the_adjoint_of_im2col() {
         // <im2col(x), c> = <x, col2im(c)> for every x and c, on 2 channels.
         for (width, kernel, stride, pad, dilation) in [
@@ -235,7 +336,7 @@ mod tests {
             let mut cols = vec![0.0; c.len()];
             im2col(&x, &g, &mut cols);
             let mut dx = vec![0.0; x.len()];
-            col2im(&c, &g, &mut dx);
+            col2im(&mut c.clone(), &g, &mut dx);
             let left: f32 = cols.iter().zip(&c).map(|(a, b)| a * b).sum();
             let right: f32 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
             assert_eq!(left, right, "{width} {kernel} {stride} {pad} {dilation}");
