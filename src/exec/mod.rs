@@ -3,6 +3,7 @@
 //! Names, op dispatch and value lifetimes are resolved once when the network is built; a forward
 //! pass is a walk over numbered slots that drops every value after its last use.
 
+pub mod batch_norm;
 mod conv_gemm;
 pub mod conv_grad;
 mod im2col;
