@@ -68,43 +68,42 @@ fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// Per channel: the sums of `f(block, k)` over every example's block of S values.
-fn per_channel([n, c, s]: [usize; 3], f: impl Fn(usize, usize) -> f32 + Sync) -> Vec<f64> {
+/// Per channel: the sum over examples of `f(block start, channel)`.
+fn per_channel([n, c, s]: [usize; 3], f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
     (0..c)
         .into_par_iter()
-        .map(|ch| {
-            (0..n)
-                .map(|b| block_sum((b * c + ch) * s, s, |i| f(i, ch)))
-                .sum()
-        })
+        .map(|ch| (0..n).map(|b| f((b * c + ch) * s, ch)).sum())
         .collect()
 }
 
-/// Sum of `f(i)` for `i` in `start..start + len`, in 16 independent lanes (so that it
-/// vectorises), widened to f64 for the sum over blocks.
-fn block_sum(start: usize, len: usize, f: impl Fn(usize) -> f32) -> f64 {
+/// Sum of `f(a_k, b_k)` over two equally long slices in 16 independent lanes (so that it
+/// vectorises), widened to f64.
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     let mut lanes = [0.0f32; 16];
-    let full = len / 16 * 16;
-    for base in (start..start + full).step_by(16) {
-        for (l, lane) in lanes.iter_mut().enumerate() {
-            *lane += f(base + l);
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    for (xa, xb) in ca.zip(cb) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(xa).zip(xb) {
+            *lane += f(x, y);
         }
     }
-    let tail: f32 = (start + full..start + len).map(&f).sum();
     (lanes.iter().sum::<f32>() + tail) as f64
 }
 
-/// Writes `out[b, ch, k] = g(index, ch)` in parallel over examples.
-fn map_blocks([_, c, s]: [usize; 3], out: &mut [f32], g: impl Fn(usize, usize) -> f32 + Sync) {
+/// Fills every (example, channel) block of S values of `out` with `g(out block, block start,
+/// channel)`, in parallel over examples.
+fn map_blocks([_, c, s]: [usize; 3], out: &mut [f32], g: impl Fn(&mut [f32], usize, usize) + Sync) {
     if c * s == 0 {
         return;
     }
     out.par_chunks_mut(c * s).enumerate().for_each(|(b, ex)| {
         for (ch, block) in ex.chunks_mut(s).enumerate() {
-            let start = (b * c + ch) * s;
-            for (k, v) in block.iter_mut().enumerate() {
-                *v = g(start + k, ch);
-            }
+            g(block, (b * c + ch) * s, ch);
         }
     });
 }
@@ -130,13 +129,17 @@ impl FusedBatchNorm for Flex {
         let (x, d) = ncs(&x);
         let xv: &[f32] = x.storage();
         let count = (d[0] * d[2]).max(1) as f64;
-        let mean: Vec<f64> = per_channel(d, |i, _| xv[i])
-            .into_iter()
-            .map(|s| s / count)
-            .collect();
+        let s = d[2];
+        let mean: Vec<f64> = per_channel(d, |i, _| {
+            let x = &xv[i..][..s];
+            lane_sum(x, x, |v, _| v)
+        })
+        .into_iter()
+        .map(|sum| sum / count)
+        .collect();
         let var = per_channel(d, |i, ch| {
-            let e = xv[i] - mean[ch] as f32;
-            e * e
+            let (x, m) = (&xv[i..][..s], mean[ch] as f32);
+            lane_sum(x, x, |v, _| (v - m) * (v - m))
         });
         let mut out: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
         out.extend(var.iter().map(|&v| (v / count) as f32));
@@ -158,7 +161,11 @@ impl FusedBatchNorm for Flex {
         let a: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
         let b: Vec<f32> = (0..d[1]).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
         let mut y = vec![0.0f32; xv.len()];
-        map_blocks(d, &mut y, |i, ch| xv[i] * a[ch] + b[ch]);
+        map_blocks(d, &mut y, |out, i, ch| {
+            for (o, v) in out.iter_mut().zip(&xv[i..]) {
+                *o = v * a[ch] + b[ch];
+            }
+        });
         tensor(y, x.layout().shape().to_vec())
     }
 
@@ -172,8 +179,15 @@ impl FusedBatchNorm for Flex {
         let (dy, _) = ncs(&dy);
         let (xv, dyv): (&[f32], &[f32]) = (x.storage(), dy.storage());
         let (mean, inv) = mean_inv_std(&stats, epsilon);
-        let sum_dy = per_channel(d, |i, _| dyv[i]);
-        let sum_dy_xhat = per_channel(d, |i, ch| dyv[i] * (xv[i] - mean[ch]));
+        let s = d[2];
+        let sum_dy = per_channel(d, |i, _| {
+            let g = &dyv[i..][..s];
+            lane_sum(g, g, |v, _| v)
+        });
+        let sum_dy_xhat = per_channel(d, |i, ch| {
+            let m = mean[ch];
+            lane_sum(&dyv[i..][..s], &xv[i..][..s], |g, v| g * (v - m))
+        });
         let mut out: Vec<f32> = sum_dy.iter().map(|&v| v as f32).collect();
         out.extend(sum_dy_xhat.iter().zip(&inv).map(|(&v, i)| v as f32 * i));
         tensor(out, vec![2, d[1]])
@@ -204,7 +218,11 @@ impl FusedBatchNorm for Flex {
             .map(|ch| -a[ch] * sums[ch] / count - k[ch] * mean[ch])
             .collect();
         let mut dx = vec![0.0f32; xv.len()];
-        map_blocks(d, &mut dx, |i, ch| a[ch] * dyv[i] + k[ch] * xv[i] + m[ch]);
+        map_blocks(d, &mut dx, |out, i, ch| {
+            for ((o, g), v) in out.iter_mut().zip(&dyv[i..]).zip(&xv[i..]) {
+                *o = a[ch] * g + k[ch] * v + m[ch];
+            }
+        });
         tensor(dx, x.layout().shape().to_vec())
     }
 }
