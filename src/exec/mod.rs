@@ -7,6 +7,7 @@ pub mod batch_norm;
 mod conv_gemm;
 pub mod conv_grad;
 mod im2col;
+pub mod resident;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};
