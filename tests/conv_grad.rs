@@ -1,12 +1,17 @@
-//! The training convolution (`exec::conv_grad`: burn's forward, gemm weight gradient) against
-//! burn's generic conv2d path on the same random values, and against PyTorch's outputs and
-//! gradients saved in tests/data/conv_grad_torch.json (scripts/conv_grad_reference.py).
+//! The training convolution (`exec::conv_grad`: per-example gemm forward, input and weight
+//! gradients) against burn's generic conv2d path on the same random values (hand-picked shape
+//! kinds, and every convolution of the shipped models and fixtures), and against PyTorch's
+//! outputs and gradients saved in tests/data/conv_grad_torch.json
+//! (scripts/conv_grad_reference.py).
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use compress::exec::conv_grad::{conv2d_train, gemm_grad_applies};
+use compress::ir::Op;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 /// One convolution: input shape, weight shape, stride, pads (top, bottom, left, right),
 /// dilation, groups.
@@ -251,6 +256,39 @@ fn matches_burns_generic_conv2d_on_every_shape_kind() {
             },
         ),
         (
+            "3-channel stem",
+            Case {
+                x: [5, 3, 20, 20],
+                w: [8, 3, 3, 3],
+                stride: [1, 1],
+                pads: [1; 4],
+                dilation: [1, 1],
+                groups: 1,
+            },
+        ),
+        (
+            "1x1 stride 1 (no im2col), batch of 37 (uneven weight-gradient parts)",
+            Case {
+                x: [37, 12, 6, 5],
+                w: [10, 12, 1, 1],
+                stride: [1, 1],
+                pads: [0; 4],
+                dilation: [1, 1],
+                groups: 1,
+            },
+        ),
+        (
+            "grouped 1x1",
+            Case {
+                x: [3, 8, 5, 5],
+                w: [6, 4, 1, 1],
+                stride: [1, 1],
+                pads: [0; 4],
+                dilation: [1, 1],
+                groups: 2,
+            },
+        ),
+        (
             "1-D (height 1)",
             Case {
                 x: [4, 6, 1, 20],
@@ -263,15 +301,108 @@ fn matches_burns_generic_conv2d_on_every_shape_kind() {
         ),
     ];
     for (seed, (name, case)) in cases.iter().enumerate() {
-        let seed = seed as u64 * 4;
-        let x = values(case.x.iter().product(), seed);
-        let w = values(case.w.iter().product(), seed + 1);
-        let b = values(case.w[0], seed + 2);
-        let cot = values(out_dims(case).iter().product(), seed + 3);
-        let ours = run(case, [&x, &w, &b], &cot, conv2d_train);
-        let burns = run(case, [&x, &w, &b], &cot, conv2d);
-        assert_eq!(ours.y.len(), burns.y.len(), "{name}: output size");
-        assert_close(name, &ours, &burns, 1e-4);
+        compare_with_burn(name, case, seed as u64 * 4);
+    }
+}
+
+/// Our training conv against burn's generic conv2d on random values.
+fn compare_with_burn(name: &str, case: &Case, seed: u64) {
+    let x = values(case.x.iter().product(), seed);
+    let w = values(case.w.iter().product(), seed + 1);
+    let b = values(case.w[0], seed + 2);
+    let cot = values(out_dims(case).iter().product(), seed + 3);
+    let ours = run(case, [&x, &w, &b], &cot, conv2d_train);
+    let burns = run(case, [&x, &w, &b], &cot, conv2d);
+    assert_eq!(ours.y.len(), burns.y.len(), "{name}: output size");
+    assert_close(name, &ours, &burns, 1e-4);
+}
+
+/// Every model.onnx under `dir`, recursively.
+fn model_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            model_files(&path, out);
+        } else if path.file_name().is_some_and(|n| n == "model.onnx") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn matches_burns_generic_conv2d_on_every_conv_of_the_shipped_models() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in [
+        "models",
+        "fixtures/patterns",
+        "fixtures/models",
+        "fixtures/detectors",
+    ] {
+        model_files(&root.join(dir), &mut files);
+    }
+    // (input, weight, stride, pads (top, bottom, left, right), dilation, groups) at batch 2;
+    // 1-D convs as height 1, as the interpreter runs them.
+    let mut kinds = BTreeSet::new();
+    for path in &files {
+        // The detector fixtures have symbolic height and width: sized as tests/detectors.rs does.
+        let graph = compress::onnx::import_file(path).unwrap_or_else(|_| {
+            let sizes = compress::onnx::InputShapes::parse(&["1x3x64x64".to_string()]).unwrap();
+            let bytes = std::fs::read(path).unwrap();
+            compress::onnx::import_sized(&bytes, "model", &sizes)
+                .unwrap()
+                .graph
+        });
+        let shapes = graph.infer_shapes(2).unwrap();
+        for n in &graph.nodes {
+            let Op::Conv { window, group } = &n.op else {
+                continue;
+            };
+            let (x, w) = (&shapes[&n.inputs[0]], &shapes[&n.inputs[1]]);
+            let four = |d: &[usize]| match d.len() {
+                3 => [d[0], d[1], 1, d[2]],
+                _ => [d[0], d[1], d[2], d[3]],
+            };
+            let (stride, pads, dilation) = match window.kernel.len() {
+                1 => (
+                    [1, window.strides[0]],
+                    [0, 0, window.pads[0], window.pads[1]],
+                    [1, window.dilations[0]],
+                ),
+                _ => (
+                    [window.strides[0], window.strides[1]],
+                    [
+                        window.pads[0],
+                        window.pads[2],
+                        window.pads[1],
+                        window.pads[3],
+                    ],
+                    [window.dilations[0], window.dilations[1]],
+                ),
+            };
+            kinds.insert((four(x), four(w), stride, pads, dilation, *group));
+        }
+    }
+    assert!(
+        kinds.len() >= 40,
+        "{} conv shapes in {} models",
+        kinds.len(),
+        files.len()
+    );
+    println!("{} conv shapes in {} models", kinds.len(), files.len());
+    for (seed, (x, w, stride, pads, dilation, groups)) in kinds.into_iter().enumerate() {
+        let case = Case {
+            x,
+            w,
+            stride,
+            pads,
+            dilation,
+            groups,
+        };
+        let name = format!(
+            "x {x:?} w {w:?} stride {stride:?} pads {pads:?} dilation {dilation:?} groups {groups}"
+        );
+        compare_with_burn(&name, &case, 1000 + seed as u64 * 4);
     }
 }
 

@@ -1,11 +1,12 @@
-//! 2-D convolution for training on the CPU (burn flex): the forward pass is burn's own conv2d,
-//! the weight gradient is one gemm per group over the whole batch, `dW = dY · cols^T`, with
-//! `cols` the im2col matrix of the input (channels x kernel taps by batch x output positions).
+//! 2-D convolution for training on the CPU (burn flex): a backend extension whose forward,
+//! input gradient and weight gradient are per-example gemms on flex (`conv_gemm`), with its own
+//! autodiff backward.
 //!
 //! burn's generic backward computes the weight gradient as a convolution with batch and channels
 //! swapped, whose "batch" is the input channel count: a 1-channel stem runs as one serial task
-//! with huge im2col rows (10x slower than the gemm here). The input gradient stays burn's
-//! (a transposed convolution), which is already a batched gemm.
+//! with huge im2col rows (10x slower than the gemm here); its input gradient is a transposed
+//! convolution through flex's 3-D path, and flex's forward converts the input to NHWC on one
+//! thread. Other backends keep burn's conv2d and backward (the trait's defaults).
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -20,8 +21,10 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::ops::ConvOptions;
 
-/// A convolution without bias whose autodiff backward computes the weight gradient with
-/// `conv2d_weight_grad` (a batched gemm on flex).
+use super::conv_gemm;
+
+/// A convolution without bias whose autodiff backward computes its gradients with
+/// `conv2d_input_grad` and `conv2d_weight_grad` (per-example gemms on flex).
 #[backend_extension(Flex, Autodiff)]
 pub trait GemmGradConv: Backend {
     /// Without autodiff this is plain conv2d.
@@ -42,9 +45,26 @@ pub trait GemmGradConv: Backend {
     ) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, dy, options)
     }
+
+    /// The input gradient of conv2d given the output gradient `dy` (burn's by default).
+    fn conv2d_input_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, dy, options)
+    }
 }
 
 impl GemmGradConv for Flex {
+    fn conv2d_gemm_grad(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
+        if !conv_gemm::applies(&x, &weight) {
+            return Self::conv2d(x, weight, None, options);
+        }
+        conv_gemm::forward(&x, &weight, &options)
+    }
+
     fn conv2d_weight_grad(
         x: FlexTensor,
         weight: FlexTensor,
@@ -54,13 +74,19 @@ impl GemmGradConv for Flex {
         if x.dtype() != DType::F32 || dy.dtype() != DType::F32 {
             return Self::conv2d_weight_backward(x, weight, dy, options);
         }
-        let w_shape = weight.shape();
-        super::im2col::weight_grad(
-            x,
-            dy,
-            [w_shape[0], w_shape[1], w_shape[2], w_shape[3]],
-            &options,
-        )
+        conv_gemm::weight_grad(&x, &dy, weight.shape().as_slice(), &options)
+    }
+
+    fn conv2d_input_grad(
+        x: FlexTensor,
+        weight: FlexTensor,
+        dy: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        if !conv_gemm::applies(&x, &weight) || dy.dtype() != DType::F32 {
+            return Self::conv2d_x_backward(x, weight, dy, options);
+        }
+        conv_gemm::input_grad(x.shape().as_slice(), &weight, &dy, &options)
     }
 }
 
@@ -78,18 +104,16 @@ impl<B: Backend + GemmGradConv, C: CheckpointStrategy> GemmGradConv for Autodiff
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let w_state = prep.checkpoint(&weight);
-                let y = B::conv2d(
+                let y = B::conv2d_gemm_grad(
                     x.into_primitive(),
                     weight.into_primitive(),
-                    None,
                     options.clone(),
                 );
                 prep.finish((x_state, w_state, options), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::conv2d(
+            OpsKind::UnTracked(prep) => prep.finish(B::conv2d_gemm_grad(
                 x.into_primitive(),
                 weight.into_primitive(),
-                None,
                 options,
             )),
         }
@@ -118,7 +142,7 @@ impl<B: Backend + GemmGradConv> Backward<B, 2> for GemmGrad {
             grads.register::<B>(node.id, dw);
         }
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::conv2d_x_backward(x, w, dy, options));
+            grads.register::<B>(node.id, B::conv2d_input_grad(x, w, dy, options));
         }
     }
 }

@@ -1,41 +1,57 @@
-//! The weight gradient of a 2-D convolution on burn flex as gemms over the batch:
-//! `dW[g] = sum over batch chunks of dY[g] · cols[g]^T`, with `cols` the im2col matrix (rows:
-//! input channel x kernel tap, columns: example x output position).
+//! The im2col matrix of one example and its adjoint (col2im), for the per-example gemms of
+//! `conv_gemm`: rows are input channel x kernel tap, columns are output positions.
 //!
-//! The im2col matrix is written here row by row with slice copies (one output row of a kernel
-//! tap is one contiguous run of the input row when the stride is 1); flex's own strided copy of
-//! a 6-D window view walks element by element and was slower than the whole gemm. Chunks of
-//! the batch keep each im2col block near the cache size.
-
-use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
-use burn::backend::{Flex, Shape};
-use burn::tensor::TensorData;
-use burn::tensor::ops::ConvOptions;
-
-/// Floats per im2col block (4 MiB).
-const BLOCK_FLOATS: usize = 1 << 20;
+//! Both walk the same runs: one output row of one kernel tap reads one stretch of one input row
+//! (contiguous when the column stride is 1), so the copies are slice copies; flex's own strided
+//! copy of a 6-D window view walks element by element.
 
 /// Geometry of one convolution, in the input's and weight's terms.
-struct Geometry {
-    channels: usize,
-    height: usize,
-    width: usize,
-    kernel: [usize; 2],
-    stride: [usize; 2],
+pub(super) struct Geometry {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
     /// Padding before the first row / column.
-    pad: [usize; 2],
-    dilation: [usize; 2],
-    out: [usize; 2],
+    pub pad: [usize; 2],
+    pub dilation: [usize; 2],
+    pub out: [usize; 2],
+}
+
+/// One stretch of an im2col row: `len` columns from `col` read the input plane of `channel`
+/// from `src` on, every `stride` elements.
+struct Run {
+    row: usize,
+    channel: usize,
+    col: usize,
+    src: usize,
+    len: usize,
 }
 
 impl Geometry {
-    fn taps(&self) -> usize {
+    pub fn taps(&self) -> usize {
         self.kernel[0] * self.kernel[1]
     }
 
-    fn positions(&self) -> usize {
+    pub fn positions(&self) -> usize {
         self.out[0] * self.out[1]
+    }
+
+    /// Rows of the im2col matrix.
+    pub fn rows(&self) -> usize {
+        self.channels * self.taps()
+    }
+
+    pub fn plane(&self) -> usize {
+        self.height * self.width
+    }
+
+    /// Is the im2col matrix the input itself (1x1 kernel, stride 1, no padding)?
+    pub fn is_identity(&self) -> bool {
+        self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && self.pad == [0, 0]
+            && self.out == [self.height, self.width]
     }
 
     /// Output columns `ox` whose input column `ox * stride + j * dilation - pad` is inside.
@@ -48,132 +64,151 @@ impl Geometry {
             .map_or(0, |span| span.div_ceil(s));
         (lo.min(self.out[1]), hi.min(self.out[1]))
     }
-}
 
-/// Writes the im2col rows of examples `x` (each `channels * height * width` floats) into `cols`
-/// (`channels * taps` rows of `examples * positions` floats, zeroed by the caller: padding stays
-/// zero).
-fn im2col(x: &[f32], examples: usize, g: &Geometry, cols: &mut [f32]) {
-    let (h, w) = (g.height, g.width);
-    let plane = h * w;
-    let positions = g.positions();
-    let [kh, kw] = g.kernel;
-    let row_len = examples * positions;
-    for (row_index, row) in cols.chunks_mut(row_len).enumerate() {
-        let c = row_index / (kh * kw);
-        let (i, j) = ((row_index / kw) % kh, row_index % kw);
-        let (lo, hi) = g.valid_columns(j);
-        if lo >= hi {
-            continue;
-        }
-        let first_col = lo * g.stride[1] + j * g.dilation[1] - g.pad[1];
-        for b in 0..examples {
-            let src = &x[(b * g.channels + c) * plane..][..plane];
-            for oy in 0..g.out[0] {
-                let Some(iy) = (oy * g.stride[0] + i * g.dilation[0]).checked_sub(g.pad[0]) else {
+    /// Every non-empty run, row by row.
+    fn runs(&self, mut f: impl FnMut(Run)) {
+        let [kh, kw] = self.kernel;
+        for row in 0..self.rows() {
+            let channel = row / (kh * kw);
+            let (i, j) = ((row / kw) % kh, row % kw);
+            let (lo, hi) = self.valid_columns(j);
+            if lo >= hi {
+                continue;
+            }
+            let first_col = lo * self.stride[1] + j * self.dilation[1] - self.pad[1];
+            for oy in 0..self.out[0] {
+                let Some(iy) =
+                    (oy * self.stride[0] + i * self.dilation[0]).checked_sub(self.pad[0])
+                else {
                     continue;
                 };
-                if iy >= h {
-                    continue;
-                }
-                let src_row = &src[iy * w..][..w];
-                let dst = &mut row[b * positions + oy * g.out[1]..][lo..hi];
-                if g.stride[1] == 1 {
-                    dst.copy_from_slice(&src_row[first_col..first_col + (hi - lo)]);
-                } else {
-                    for (k, d) in dst.iter_mut().enumerate() {
-                        *d = src_row[first_col + k * g.stride[1]];
-                    }
+                if iy < self.height {
+                    f(Run {
+                        row,
+                        channel,
+                        col: oy * self.out[1] + lo,
+                        src: iy * self.width + first_col,
+                        len: hi - lo,
+                    });
                 }
             }
         }
     }
 }
 
-/// `dy` rows of examples `[b0, b1)` regrouped from (example, channel) to (channel, example).
-fn channels_first(
-    dy: &[f32],
-    out_channels: usize,
-    positions: usize,
-    b0: usize,
-    b1: usize,
-) -> Vec<f32> {
-    let examples = b1 - b0;
-    let mut out = vec![0.0; out_channels * examples * positions];
-    for (b, example) in (b0..b1).enumerate() {
-        for o in 0..out_channels {
-            let src = &dy[(example * out_channels + o) * positions..][..positions];
-            out[(o * examples + b) * positions..][..positions].copy_from_slice(src);
-        }
-    }
-    out
+/// The runs of one im2col row merged into one stretch: with stride 1 and an output as wide as
+/// the input, consecutive runs lie equally far apart in the input plane and in the row, so one
+/// copy of `len` elements covers them all; between runs it carries `gaps` wrapped-around
+/// elements (padding positions) starting at each of `gap_starts`.
+struct Span {
+    row: usize,
+    channel: usize,
+    col: usize,
+    src: usize,
+    len: usize,
+    gap_starts: std::iter::StepBy<std::ops::Range<usize>>,
+    gaps: usize,
 }
 
-/// dL/dW of conv2d for f32 flex tensors; `w_shape` = [out channels, in channels / groups, kh, kw].
-pub(crate) fn weight_grad(
-    x: FlexTensor,
-    dy: FlexTensor,
-    w_shape: [usize; 4],
-    o: &ConvOptions<2>,
-) -> FlexTensor {
-    let x = x.to_contiguous();
-    let dy = dy.to_contiguous();
-    let xs = x.layout().shape().clone();
-    let ys = dy.layout().shape().clone();
-    let (n, c) = (xs[0], xs[1]);
-    let [oc, cg, kh, kw] = w_shape;
-    let groups = o.groups;
-    let g = Geometry {
-        channels: c,
-        height: xs[2],
-        width: xs[3],
-        kernel: [kh, kw],
-        stride: o.stride,
-        pad: [o.padding[0].0, o.padding[1].0],
-        dilation: o.dilation,
-        out: [ys[2], ys[3]],
-    };
-    let x_vals: &[f32] = x.as_slice().expect("contiguous f32");
-    let dy_vals: &[f32] = dy.as_slice().expect("contiguous f32");
-    let (positions, rows) = (g.positions(), c * g.taps());
-    let per_example = (rows * positions).max(1);
-    let chunk = (BLOCK_FLOATS / per_example).clamp(1, n.max(1));
-    let mut total: Option<FlexTensor> = None;
-    for b0 in (0..n).step_by(chunk) {
-        let b1 = (b0 + chunk).min(n);
-        let len = (b1 - b0) * positions;
-        let mut block = vec![0.0f32; rows * len];
-        im2col(
-            &x_vals[b0 * c * g.height * g.width..],
-            b1 - b0,
-            &g,
-            &mut block,
-        );
-        let cols_t = Flex::float_from_data(
-            TensorData::new(block, [groups, cg * g.taps(), len]),
-            &Default::default(),
-        );
-        let dy_t = Flex::float_from_data(
-            TensorData::new(
-                channels_first(dy_vals, oc, positions, b0, b1),
-                [groups, oc / groups, len],
-            ),
-            &Default::default(),
-        );
-        let part = Flex::float_matmul(dy_t, Flex::float_swap_dims(cols_t, 1, 2));
-        total = Some(match total {
-            Some(t) => Flex::float_add(t, part),
-            None => part,
-        });
+impl Geometry {
+    /// Whether `spans` applies: unit strides, output width = input width.
+    fn merges_runs(&self) -> bool {
+        self.stride == [1, 1] && self.out[1] == self.width
     }
-    let dw = total.unwrap_or_else(|| {
-        Flex::float_zeros(
-            Shape::new([groups, oc / groups, cg * kh * kw]),
-            &Default::default(),
-            burn::tensor::FloatDType::F32,
-        )
+
+    /// Every non-empty row as one span (only when `merges_runs`).
+    fn spans(&self, mut f: impl FnMut(Span)) {
+        let [kh, kw] = self.kernel;
+        let ow = self.out[1];
+        for row in 0..self.rows() {
+            let channel = row / (kh * kw);
+            let (i, j) = ((row / kw) % kh, row % kw);
+            let (lo, hi) = self.valid_columns(j);
+            // Output rows oy whose input row oy + i * dilation - pad is inside.
+            let shift = i * self.dilation[0];
+            let oy_lo = self.pad[0].saturating_sub(shift);
+            let oy_hi = (self.height + self.pad[0])
+                .saturating_sub(shift)
+                .min(self.out[0]);
+            if lo >= hi || oy_lo >= oy_hi {
+                continue;
+            }
+            let iy_lo = oy_lo + shift - self.pad[0];
+            let first_col = lo + j * self.dilation[1] - self.pad[1];
+            let col = oy_lo * ow + lo;
+            f(Span {
+                row,
+                channel,
+                col,
+                src: iy_lo * self.width + first_col,
+                len: (oy_hi - 1 - oy_lo) * ow + hi - lo,
+                gap_starts: (col + hi - lo..(oy_hi - 1) * ow + lo).step_by(ow),
+                gaps: ow - (hi - lo),
+            });
+        }
+    }
+}
+
+/// Writes the im2col matrix of one example `x` (`channels * height * width` floats) into `cols`
+/// (`rows * positions` floats). Padding entries are never written: a buffer zeroed once stays
+/// valid for every example of the same geometry.
+pub(super) fn im2col(x: &[f32], g: &Geometry, cols: &mut [f32]) {
+    let (plane, positions, s) = (g.plane(), g.positions(), g.stride[1]);
+    if g.merges_runs() {
+        g.spans(|span| {
+            let row = &mut cols[span.row * positions..][..positions];
+            let src = &x[span.channel * plane + span.src..][..span.len];
+            row[span.col..][..span.len].copy_from_slice(src);
+            for start in span.gap_starts {
+                row[start..][..span.gaps].fill(0.0);
+            }
+        });
+        return;
+    }
+    g.runs(|r| {
+        let src = &x[r.channel * plane + r.src..];
+        let dst = &mut cols[r.row * positions + r.col..][..r.len];
+        if s == 1 {
+            dst.copy_from_slice(&src[..r.len]);
+        } else {
+            for (k, d) in dst.iter_mut().enumerate() {
+                *d = src[k * s];
+            }
+        }
     });
-    Flex::float_reshape(dw, Shape::new([oc, cg, kh, kw]))
+}
+
+/// The adjoint of `im2col`: adds every entry of `cols` to the input element it was read from.
+/// Entries at padding positions are overwritten with zeros on the way.
+pub(super) fn col2im(cols: &mut [f32], g: &Geometry, dx: &mut [f32]) {
+    let (plane, positions, s) = (g.plane(), g.positions(), g.stride[1]);
+    if g.merges_runs() {
+        g.spans(|span| {
+            let row = &mut cols[span.row * positions..][..positions];
+            // Zeroed gaps add nothing to the elements they wrap around to.
+            for start in span.gap_starts {
+                row[start..][..span.gaps].fill(0.0);
+            }
+            let dst = &mut dx[span.channel * plane + span.src..][..span.len];
+            for (d, v) in dst.iter_mut().zip(&row[span.col..][..span.len]) {
+                *d += v;
+            }
+        });
+        return;
+    }
+    g.runs(|r| {
+        let src = &cols[r.row * positions + r.col..][..r.len];
+        let dst = &mut dx[r.channel * plane + r.src..];
+        if s == 1 {
+            for (d, v) in dst[..r.len].iter_mut().zip(src) {
+                *d += v;
+            }
+        } else {
+            for (k, v) in src.iter().enumerate() {
+                dst[k * s] += v;
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -234,7 +269,7 @@ mod tests {
         let g = geometry(3, 2, 1, 1, 1);
         let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
         let mut cols = vec![0.0; 4 * 16];
-        im2col(&x, 1, &g, &mut cols);
+        im2col(&x, &g, &mut cols);
         // Tap (0, 0) reads x[oy - 1, ox - 1].
         let tap00: Vec<f32> = (0..16)
             .map(|p| {
@@ -259,5 +294,52 @@ mod tests {
             })
             .collect();
         assert_eq!(&cols[48..], &tap11[..]);
+    }
+
+    #[test]
+    fn merged_spans_copy_what_the_runs_copy() {
+        // Stride 1 with 'same' and narrower outputs, dilated, and kernels wider than the pads.
+        for (width, kernel, pad, dilation) in
+            [(7, 3, 1, 1), (9, 3, 2, 2), (6, 5, 2, 1), (5, 3, 0, 1)]
+        {
+            let mut g = geometry(width, kernel, 1, pad, dilation);
+            g.channels = 2;
+            let x: Vec<f32> = (0..2 * g.plane()).map(|v| v as f32 + 1.0).collect();
+            let mut by_runs = vec![0.0; g.rows() * g.positions()];
+            let (plane, positions) = (g.plane(), g.positions());
+            g.runs(|r| {
+                by_runs[r.row * positions + r.col..][..r.len]
+                    .copy_from_slice(&x[r.channel * plane + r.src..][..r.len]);
+            });
+            let mut cols = vec![0.0; by_runs.len()];
+            im2col(&x, &g, &mut cols);
+            assert_eq!(g.merges_runs(), g.out[1] == width);
+            assert_eq!(cols, by_runs, "{width} {kernel} {pad} {dilation}");
+        }
+    }
+
+    #[test]
+    fn col2im_is_the_adjoint_of_im2col() {
+        // <im2col(x), c> = <x, col2im(c)> for every x and c, on 2 channels.
+        for (width, kernel, stride, pad, dilation) in [
+            (7, 3, 1, 1, 1),
+            (8, 3, 2, 1, 1),
+            (9, 3, 2, 2, 2),
+            (5, 1, 2, 0, 1),
+        ] {
+            let mut g = geometry(width, kernel, stride, pad, dilation);
+            g.channels = 2;
+            let x: Vec<f32> = (0..2 * g.plane()).map(|v| (v % 7) as f32 - 3.0).collect();
+            let c: Vec<f32> = (0..g.rows() * g.positions())
+                .map(|v| (v % 5) as f32 - 2.0)
+                .collect();
+            let mut cols = vec![0.0; c.len()];
+            im2col(&x, &g, &mut cols);
+            let mut dx = vec![0.0; x.len()];
+            col2im(&mut c.clone(), &g, &mut dx);
+            let left: f32 = cols.iter().zip(&c).map(|(a, b)| a * b).sum();
+            let right: f32 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+            assert_eq!(left, right, "{width} {kernel} {stride} {pad} {dilation}");
+        }
     }
 }

@@ -3,8 +3,11 @@
 //! Names, op dispatch and value lifetimes are resolved once when the network is built; a forward
 //! pass is a walk over numbered slots that drops every value after its last use.
 
+pub mod batch_norm;
+mod conv_gemm;
 pub mod conv_grad;
 mod im2col;
+pub mod resident;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};

@@ -139,6 +139,9 @@ pub fn batch_norm_train(mut ins: Vec<Val>, epsilon: f32) -> (Val, BatchStats) {
     let r = x.rank;
     let off = x.offset();
     let dims = x.dims();
+    if crate::exec::conv_grad::gemm_grad_applies(&x.t.device()) {
+        return fused(x, &ins, epsilon);
+    }
     let axes: Vec<usize> = (0..MAX_RANK).filter(|&a| a != off + 1).collect();
     let count: usize = dims
         .iter()
@@ -163,4 +166,31 @@ pub fn batch_norm_train(mut ins: Vec<Val>, epsilon: f32) -> (Val, BatchStats) {
         var: (var.detach() * unbiased).reshape([c]),
     };
     (Val::new(y, r), stats)
+}
+
+/// `batch_norm_train` on burn flex with autodiff: one fused kernel each way
+/// (`exec::batch_norm`).
+fn fused(x: Val, ins: &[Val], epsilon: f32) -> (Val, BatchStats) {
+    let dims = x.dims();
+    let (n, c) = (dims[0], dims[1]);
+    let spatial: usize = dims[2..].iter().product();
+    let channel = |v: &Val| v.t.clone().reshape([c]);
+    let (y, stats) = crate::exec::batch_norm::batch_norm_train_fused(
+        x.t.reshape([n, c, spatial]),
+        channel(&ins[0]),
+        channel(&ins[1]),
+        epsilon,
+    );
+    let count = n * spatial;
+    let unbiased = if count > 1 {
+        count as f32 / (count - 1) as f32
+    } else {
+        1.0
+    };
+    let stats = stats.detach();
+    let batch = BatchStats {
+        mean: stats.clone().slice([0..1, 0..c]).reshape([c]),
+        var: stats.slice([1..2, 0..c]).reshape([c]) * unbiased,
+    };
+    (Val::new(y.reshape(padded(&dims)), dims.len()), batch)
 }

@@ -84,6 +84,8 @@ impl GatedNet {
         device: &Device,
     ) -> Result<Self> {
         let net = Network::new(graph, device)?;
+        // Every step reuses the previous step's memory (see exec::resident).
+        crate::exec::resident::keep_freed_memory();
         let mut params = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut bn = HashMap::new();

@@ -1,0 +1,363 @@
+//! BatchNormalization with batch statistics for training on the CPU (burn flex) as one backend
+//! extension with its own autodiff backward: two passes for the statistics, one for the output,
+//! two for the gradients (`dgamma = sum dy * xhat`, `dbeta = sum dy`,
+//! `dx = gamma / std * (dy - mean(dy) - xhat * mean(dy * xhat))`).
+//!
+//! Built from burn's tensor ops the same layer took ~20% of a ResNet-20 step: the statistics were
+//! means over five axes of the interpreter's rank-6 values, one strided reduction (and one new
+//! tensor) per axis, and the backward went through every elementwise op of the formula.
+//! Values are (N, C, S) tensors (S: the spatial positions); the statistics are a [2, C] tensor
+//! (mean, biased variance) computed without gradient tracking: the backward accounts for their
+//! dependence on x analytically.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, Shape, TensorMetadata, backend_extension};
+use burn::prelude::*;
+use burn::tensor::{Slice, TensorData};
+use rayon::prelude::*;
+
+/// Batch normalisation's training-mode kernels on (N, C, S) tensors.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedBatchNorm: Backend {
+    /// [2, C]: per-channel mean and biased variance over N and S (not tracked).
+    fn batch_norm_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `(x - mean) / sqrt(var + epsilon) * gamma + beta`, with `stats` from `batch_norm_stats`.
+    fn batch_norm_apply(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self>;
+
+    /// [2, C]: per-channel `sum dy` and `sum dy * xhat` (not tracked).
+    fn batch_norm_sums(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self>;
+
+    /// dL/dx given dL/dy and `sums` from `batch_norm_sums` (not tracked).
+    fn batch_norm_input_grad(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        sums: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self>;
+}
+
+/// A contiguous f32 (N, C, S) tensor's values and dims.
+fn ncs(t: &FlexTensor) -> (FlexTensor, [usize; 3]) {
+    let t = t.to_contiguous();
+    let d = t.layout().shape().to_vec();
+    let s = d[2..].iter().product();
+    (t, [d[0], d[1], s])
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Per channel: the sum over examples of `f(block start, channel)`.
+fn per_channel([n, c, s]: [usize; 3], f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| (0..n).map(|b| f((b * c + ch) * s, ch)).sum())
+        .collect()
+}
+
+/// Sum of `f(a_k, b_k)` over two equally long slices in 16 independent lanes (so that it
+/// vectorises), widened to f64.
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
+    let mut lanes = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| f(x, y))
+        .sum();
+    for (xa, xb) in ca.zip(cb) {
+        for ((lane, &x), &y) in lanes.iter_mut().zip(xa).zip(xb) {
+            *lane += f(x, y);
+        }
+    }
+    (lanes.iter().sum::<f32>() + tail) as f64
+}
+
+/// Fills every (example, channel) block of S values of `out` with `g(out block, block start,
+/// channel)`, in parallel over examples.
+fn map_blocks([_, c, s]: [usize; 3], out: &mut [f32], g: impl Fn(&mut [f32], usize, usize) + Sync) {
+    if c * s == 0 {
+        return;
+    }
+    out.par_chunks_mut(c * s).enumerate().for_each(|(b, ex)| {
+        for (ch, block) in ex.chunks_mut(s).enumerate() {
+            g(block, (b * c + ch) * s, ch);
+        }
+    });
+}
+
+/// Mean and 1 / sqrt(var + epsilon) per channel.
+fn mean_inv_std(stats: &FlexTensor, epsilon: f32) -> (Vec<f32>, Vec<f32>) {
+    let st = stats.to_contiguous();
+    let v: &[f32] = st.storage();
+    let c = v.len() / 2;
+    let inv = v[c..]
+        .iter()
+        .map(|var| 1.0 / (var + epsilon).sqrt())
+        .collect();
+    (v[..c].to_vec(), inv)
+}
+
+fn values(t: &FlexTensor) -> Vec<f32> {
+    t.to_contiguous().storage::<f32>().to_vec()
+}
+
+impl FusedBatchNorm for Flex {
+    fn batch_norm_stats(x: FlexTensor) -> FlexTensor {
+        let (x, d) = ncs(&x);
+        let xv: &[f32] = x.storage();
+        let count = (d[0] * d[2]).max(1) as f64;
+        let s = d[2];
+        let mean: Vec<f64> = per_channel(d, |i, _| {
+            let x = &xv[i..][..s];
+            lane_sum(x, x, |v, _| v)
+        })
+        .into_iter()
+        .map(|sum| sum / count)
+        .collect();
+        let var = per_channel(d, |i, ch| {
+            let (x, m) = (&xv[i..][..s], mean[ch] as f32);
+            lane_sum(x, x, |v, _| (v - m) * (v - m))
+        });
+        let mut out: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        out.extend(var.iter().map(|&v| (v / count) as f32));
+        tensor(out, vec![2, d[1]])
+    }
+
+    fn batch_norm_apply(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stats: FlexTensor,
+        epsilon: f32,
+    ) -> FlexTensor {
+        let (x, d) = ncs(&x);
+        let xv: &[f32] = x.storage();
+        let (mean, inv) = mean_inv_std(&stats, epsilon);
+        let (gamma, beta) = (values(&gamma), values(&beta));
+        // y = x * a + b per channel.
+        let a: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
+        let b: Vec<f32> = (0..d[1]).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
+        let mut y = vec![0.0f32; xv.len()];
+        map_blocks(d, &mut y, |out, i, ch| {
+            for (o, v) in out.iter_mut().zip(&xv[i..]) {
+                *o = v * a[ch] + b[ch];
+            }
+        });
+        tensor(y, x.layout().shape().to_vec())
+    }
+
+    fn batch_norm_sums(
+        x: FlexTensor,
+        stats: FlexTensor,
+        dy: FlexTensor,
+        epsilon: f32,
+    ) -> FlexTensor {
+        let (x, d) = ncs(&x);
+        let (dy, _) = ncs(&dy);
+        let (xv, dyv): (&[f32], &[f32]) = (x.storage(), dy.storage());
+        let (mean, inv) = mean_inv_std(&stats, epsilon);
+        let s = d[2];
+        let sum_dy = per_channel(d, |i, _| {
+            let g = &dyv[i..][..s];
+            lane_sum(g, g, |v, _| v)
+        });
+        let sum_dy_xhat = per_channel(d, |i, ch| {
+            let m = mean[ch];
+            lane_sum(&dyv[i..][..s], &xv[i..][..s], |g, v| g * (v - m))
+        });
+        let mut out: Vec<f32> = sum_dy.iter().map(|&v| v as f32).collect();
+        out.extend(sum_dy_xhat.iter().zip(&inv).map(|(&v, i)| v as f32 * i));
+        tensor(out, vec![2, d[1]])
+    }
+
+    fn batch_norm_input_grad(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        stats: FlexTensor,
+        dy: FlexTensor,
+        sums: FlexTensor,
+        epsilon: f32,
+    ) -> FlexTensor {
+        let (x, d) = ncs(&x);
+        let (dy, _) = ncs(&dy);
+        let (xv, dyv): (&[f32], &[f32]) = (x.storage(), dy.storage());
+        let (mean, inv) = mean_inv_std(&stats, epsilon);
+        let (gamma, sums) = (values(&gamma), values(&sums));
+        let c = d[1];
+        let count = (d[0] * d[2]).max(1) as f32;
+        // dx = a * dy + k * x + m per channel, a = gamma / std,
+        // k = -a * sum(dy xhat) / (count * std), m = -a * sum(dy) / count - k * mean.
+        let a: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
+        let k: Vec<f32> = (0..c)
+            .map(|ch| -a[ch] * sums[c + ch] * inv[ch] / count)
+            .collect();
+        let m: Vec<f32> = (0..c)
+            .map(|ch| -a[ch] * sums[ch] / count - k[ch] * mean[ch])
+            .collect();
+        let mut dx = vec![0.0f32; xv.len()];
+        map_blocks(d, &mut dx, |out, i, ch| {
+            for ((o, g), v) in out.iter_mut().zip(&dyv[i..]).zip(&xv[i..]) {
+                *o = a[ch] * g + k[ch] * v + m[ch];
+            }
+        });
+        tensor(dx, x.layout().shape().to_vec())
+    }
+}
+
+impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Autodiff<B, C> {
+    fn batch_norm_stats(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(B::batch_norm_stats(x.into_primitive()))
+    }
+
+    fn batch_norm_apply(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self> {
+        let stats = stats.into_primitive();
+        match BatchNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let g = gamma.primitive().clone();
+                let y = B::batch_norm_apply(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    stats.clone(),
+                    epsilon,
+                );
+                prep.finish((x_state, g, stats, epsilon), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::batch_norm_apply(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                stats,
+                epsilon,
+            )),
+        }
+    }
+
+    fn batch_norm_sums(
+        x: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(B::batch_norm_sums(
+            x.into_primitive(),
+            stats.into_primitive(),
+            dy.into_primitive(),
+            epsilon,
+        ))
+    }
+
+    fn batch_norm_input_grad(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        sums: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> FloatTensor<Self> {
+        FloatTensor::<Self>::new(B::batch_norm_input_grad(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            stats.into_primitive(),
+            dy.into_primitive(),
+            sums.into_primitive(),
+            epsilon,
+        ))
+    }
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl<B: Backend + FusedBatchNorm> Backward<B, 3> for BatchNormBackward {
+    type State = (
+        NodeId,
+        B::FloatTensorPrimitive,
+        B::FloatTensorPrimitive,
+        f32,
+    );
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x_state, gamma, stats, epsilon) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let sums = B::batch_norm_sums(x.clone(), stats.clone(), dy.clone(), epsilon);
+        let c = gamma.shape()[0];
+        let row = |i: isize| {
+            let all = Slice::new(0, None, 1);
+            let one = B::float_slice(sums.clone(), &[Slice::new(i, Some(i + 1), 1), all]);
+            B::float_reshape(one, Shape::new([c]))
+        };
+        if let Some(node) = node_beta {
+            grads.register::<B>(node.id, row(0));
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<B>(node.id, row(1));
+        }
+        if let Some(node) = node_x {
+            let dx = B::batch_norm_input_grad(x, gamma, stats, dy, sums.clone(), epsilon);
+            grads.register::<B>(node.id, dx);
+        }
+    }
+}
+
+/// Training-mode BatchNorm of an (N, C, S) value on burn flex with autodiff: the output and the
+/// [2, C] batch statistics (mean, biased variance; not tracked).
+pub fn batch_norm_train_fused(
+    x: Tensor<3>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f32,
+) -> (Tensor<3>, Tensor<2>) {
+    let stats = Tensor::<2>::from_dispatch(<Dispatch as FusedBatchNorm>::batch_norm_stats(
+        x.clone().into_dispatch(),
+    ));
+    let y = Tensor::<3>::from_dispatch(<Dispatch as FusedBatchNorm>::batch_norm_apply(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        stats.clone().into_dispatch(),
+        epsilon,
+    ));
+    (y, stats)
+}

@@ -1,0 +1,314 @@
+//! 2-D convolution of f32 flex tensors as per-example gemms, in parallel over examples:
+//! forward `Y_b[g] = W[g] · cols_b[g]`, input gradient `dX_b = col2im(W[g]^T · dY_b[g])` and
+//! weight gradient `dW[g] = sum_b dY_b[g] · cols_b[g]^T`, with `cols_b` the im2col matrix of
+//! example b (rows: input channel x kernel tap, columns: output positions).
+//!
+//! One example's im2col block (at most a few hundred KiB for the models here) stays in cache
+//! between its write and the gemm that reads it, the results land in NCHW order with no
+//! transpose, and each example's work is one rayon task. flex's forward instead converts the
+//! input to NHWC on one thread and scatters tiles of the output; its input gradient is a
+//! transposed convolution through the 3-D path.
+//!
+//! The weight gradient sums fixed parts of the batch in order, so the result does not depend
+//! on the number of threads.
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, TensorData};
+use rayon::prelude::*;
+
+use super::im2col::{Geometry, col2im, im2col};
+
+/// Parts of the batch whose weight gradients are summed in order (fixed for reproducibility).
+const WEIGHT_GRAD_PARTS: usize = 16;
+
+/// One convolution's shapes.
+struct Conv {
+    geometry: Geometry,
+    batch: usize,
+    groups: usize,
+    out_channels: usize,
+}
+
+impl Conv {
+    fn new(x: &[usize], w: &[usize], o: &ConvOptions<2>) -> Self {
+        let out = |axis: usize| {
+            let span = o.dilation[axis] * (w[2 + axis] - 1) + 1;
+            let padded = x[2 + axis] + o.padding[axis].0 + o.padding[axis].1;
+            (padded - span) / o.stride[axis] + 1
+        };
+        Conv {
+            geometry: Geometry {
+                channels: x[1],
+                height: x[2],
+                width: x[3],
+                kernel: [w[2], w[3]],
+                stride: o.stride,
+                pad: [o.padding[0].0, o.padding[1].0],
+                dilation: o.dilation,
+                out: [out(0), out(1)],
+            },
+            batch: x[0],
+            groups: o.groups,
+            out_channels: w[0],
+        }
+    }
+
+    /// Output channels per group.
+    fn group_out(&self) -> usize {
+        self.out_channels / self.groups
+    }
+
+    /// im2col rows per group (input channels per group x taps).
+    fn group_rows(&self) -> usize {
+        self.geometry.rows() / self.groups
+    }
+
+    fn input_len(&self) -> usize {
+        self.geometry.channels * self.geometry.plane()
+    }
+
+    fn output_len(&self) -> usize {
+        self.out_channels * self.geometry.positions()
+    }
+
+    /// A zeroed im2col buffer, or none when the input is its own im2col matrix.
+    fn scratch(&self) -> Vec<f32> {
+        if self.geometry.is_identity() {
+            Vec::new()
+        } else {
+            vec![0.0; self.geometry.rows() * self.geometry.positions()]
+        }
+    }
+
+    /// The im2col matrix of example `x`, written to `scratch` unless it is `x` itself.
+    fn cols<'a>(&self, x: &'a [f32], scratch: &'a mut [f32]) -> &'a [f32] {
+        if self.geometry.is_identity() {
+            x
+        } else {
+            im2col(x, &self.geometry, scratch);
+            scratch
+        }
+    }
+}
+
+/// A row-major or transposed view of a matrix in a slice: element (i, j) at
+/// `start + i * row + j * col`.
+#[derive(Clone, Copy)]
+struct View {
+    start: usize,
+    row: usize,
+    col: usize,
+}
+
+impl View {
+    fn rows(start: usize, width: usize) -> Self {
+        View {
+            start,
+            row: width,
+            col: 1,
+        }
+    }
+
+    fn transposed(start: usize, width: usize) -> Self {
+        View {
+            start,
+            row: 1,
+            col: width,
+        }
+    }
+
+    /// Panics unless an `r x c` matrix seen this way lies inside `len` elements.
+    fn check(&self, r: usize, c: usize, len: usize) {
+        if r > 0 && c > 0 {
+            let last = self.start + (r - 1) * self.row + (c - 1) * self.col;
+            assert!(last < len, "gemm operand out of bounds");
+        }
+    }
+}
+
+/// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)` on one thread (the callers parallelise
+/// over examples).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    d: View,
+    accumulate: bool,
+    lhs: &[f32],
+    l: View,
+    rhs: &[f32],
+    r: View,
+) {
+    d.check(m, n, dst.len());
+    l.check(m, k, lhs.len());
+    r.check(k, n, rhs.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the three checks above keep every element gemm touches inside its slice, and
+    // `dst` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().add(d.start),
+            d.col as isize,
+            d.row as isize,
+            accumulate,
+            lhs.as_ptr().add(l.start),
+            l.col as isize,
+            l.row as isize,
+            rhs.as_ptr().add(r.start),
+            r.col as isize,
+            r.row as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+fn f32_values(t: &FlexTensor) -> (FlexTensor, Vec<usize>) {
+    let t = t.to_contiguous();
+    let shape = t.layout().shape().to_vec();
+    (t, shape)
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Whether these tensors take the per-example gemm path: f32, and not depthwise (one input
+/// channel per group: flex's direct depthwise kernels beat gemms of one row).
+pub(crate) fn applies(x: &FlexTensor, w: &FlexTensor) -> bool {
+    let ws = w.layout().shape();
+    x.dtype() == DType::F32 && w.dtype() == DType::F32 && ws.num_dims() == 4 && ws[1] > 1
+}
+
+/// conv2d without bias.
+pub(crate) fn forward(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> FlexTensor {
+    let (x, xs) = f32_values(x);
+    let (w, ws) = f32_values(w);
+    let cv = Conv::new(&xs, &ws, o);
+    let (xv, wv): (&[f32], &[f32]) = (x.storage(), w.storage());
+    let (mo, kg, p) = (cv.group_out(), cv.group_rows(), cv.geometry.positions());
+    let mut y = vec![0.0f32; cv.batch * cv.output_len()];
+    if !y.is_empty() {
+        y.par_chunks_mut(cv.output_len()).enumerate().for_each_init(
+            || cv.scratch(),
+            |scratch, (b, y_b)| {
+                let cols = cv.cols(&xv[b * cv.input_len()..][..cv.input_len()], scratch);
+                for g in 0..cv.groups {
+                    gemm(
+                        [mo, p, kg],
+                        y_b,
+                        View::rows(g * mo * p, p),
+                        false,
+                        wv,
+                        View::rows(g * mo * kg, kg),
+                        cols,
+                        View::rows(g * kg * p, p),
+                    );
+                }
+            },
+        );
+    }
+    let [oh, ow] = cv.geometry.out;
+    tensor(y, vec![cv.batch, cv.out_channels, oh, ow])
+}
+
+/// dL/dX of conv2d given dL/dY.
+pub(crate) fn input_grad(
+    x_shape: &[usize],
+    w: &FlexTensor,
+    dy: &FlexTensor,
+    o: &ConvOptions<2>,
+) -> FlexTensor {
+    let (w, ws) = f32_values(w);
+    let (dy, _) = f32_values(dy);
+    let cv = Conv::new(x_shape, &ws, o);
+    let (wv, dyv): (&[f32], &[f32]) = (w.storage(), dy.storage());
+    let (mo, kg, p) = (cv.group_out(), cv.group_rows(), cv.geometry.positions());
+    let identity = cv.geometry.is_identity();
+    let mut dx = vec![0.0f32; cv.batch * cv.input_len()];
+    if !dx.is_empty() {
+        dx.par_chunks_mut(cv.input_len()).enumerate().for_each_init(
+            || cv.scratch(),
+            |dcols, (b, dx_b)| {
+                let dy_b = &dyv[b * cv.output_len()..][..cv.output_len()];
+                // dcols[g] = W[g]^T · dY_b[g], straight into dX_b for a 1x1 stride-1 conv.
+                let dst: &mut [f32] = if identity { dx_b } else { dcols };
+                for g in 0..cv.groups {
+                    gemm(
+                        [kg, p, mo],
+                        dst,
+                        View::rows(g * kg * p, p),
+                        false,
+                        wv,
+                        View::transposed(g * mo * kg, kg),
+                        dy_b,
+                        View::rows(g * mo * p, p),
+                    );
+                }
+                if !identity {
+                    col2im(dcols, &cv.geometry, dx_b);
+                }
+            },
+        );
+    }
+    tensor(dx, x_shape.to_vec())
+}
+
+/// dL/dW of conv2d given dL/dY; `w_shape` = [out channels, in channels / groups, kh, kw].
+pub(crate) fn weight_grad(
+    x: &FlexTensor,
+    dy: &FlexTensor,
+    w_shape: &[usize],
+    o: &ConvOptions<2>,
+) -> FlexTensor {
+    let (x, xs) = f32_values(x);
+    let (dy, _) = f32_values(dy);
+    let cv = Conv::new(&xs, w_shape, o);
+    let (xv, dyv): (&[f32], &[f32]) = (x.storage(), dy.storage());
+    let (mo, kg, p) = (cv.group_out(), cv.group_rows(), cv.geometry.positions());
+    let w_len = cv.out_channels * kg;
+    let chunk = cv.batch.div_ceil(WEIGHT_GRAD_PARTS).max(1);
+    let parts: Vec<Vec<f32>> = (0..cv.batch)
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|b0| {
+            let mut dw = vec![0.0f32; w_len];
+            let mut scratch = cv.scratch();
+            for b in b0..(b0 + chunk).min(cv.batch) {
+                let cols = cv.cols(&xv[b * cv.input_len()..][..cv.input_len()], &mut scratch);
+                let dy_b = &dyv[b * cv.output_len()..][..cv.output_len()];
+                for g in 0..cv.groups {
+                    gemm(
+                        [mo, kg, p],
+                        &mut dw,
+                        View::rows(g * mo * kg, kg),
+                        true,
+                        dy_b,
+                        View::rows(g * mo * p, p),
+                        cols,
+                        View::transposed(g * kg * p, p),
+                    );
+                }
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![0.0f32; w_len];
+    for part in &parts {
+        for (a, v) in dw.iter_mut().zip(part) {
+            *a += v;
+        }
+    }
+    tensor(dw, w_shape.to_vec())
+}

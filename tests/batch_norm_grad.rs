@@ -1,0 +1,137 @@
+//! Training-mode BatchNormalization on autodiff flex (`exec::batch_norm`, fused kernels with
+//! their own backward) against the same formula written with burn's tensor ops and burn's
+//! autodiff: output, batch statistics and the gradients of x, scale and bias.
+
+use burn::prelude::*;
+use burn::tensor::TensorData;
+use compress::exec::Val;
+use compress::ops::norm::batch_norm_train;
+
+/// Deterministic values in [-1, 1) (xorshift), offset by `shift`.
+fn values(n: usize, seed: u64, shift: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0 + shift
+        })
+        .collect()
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-4 * scale,
+        "{what} differs by {diff:e} (scale {scale})"
+    );
+}
+
+#[test]
+fn fused_batch_norm_matches_burns_ops_and_autodiff() {
+    let dev = Device::flex().autodiff();
+    let eps = 1e-5;
+    // (N, C, H, W) after a conv, (N, C, L) after a 1-D conv, (N, C) after a linear layer.
+    for (seed, shape) in [
+        vec![8, 5, 6, 7],
+        vec![4, 3, 17],
+        vec![16, 6],
+        vec![3, 4, 40, 40],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = seed as u64 * 8;
+        let (n, c) = (shape[0], shape[1]);
+        let numel: usize = shape.iter().product();
+        let spatial = numel / (n * c);
+        let xs = values(numel, seed, 0.7);
+        let (gs, bs) = (values(c, seed + 1, 1.0), values(c, seed + 2, 0.0));
+        let cot = values(numel, seed + 3, 0.2);
+        let leaf = |v: &[f32], s: Vec<usize>| {
+            Tensor::<3>::from_data(TensorData::new(v.to_vec(), s), &dev).require_grad()
+        };
+        let leaf1 = |v: &[f32]| {
+            Tensor::<1>::from_data(TensorData::new(v.to_vec(), [c]), &dev).require_grad()
+        };
+
+        // Ours, through the interpreter's entry point.
+        let x = Val::from_f32(xs.clone(), &shape, &dev);
+        let x_leaf = x.t.clone().require_grad();
+        let x = Val::new(x_leaf.clone(), shape.len());
+        let (g, b) = (leaf1(&gs), leaf1(&bs));
+        let as_val = |t: &Tensor<1>| Val::new(t.clone().reshape([1, 1, 1, 1, 1, c]), 1);
+        let mean_var = [
+            Val::from_f32(vec![0.0; c], &[c], &dev),
+            Val::from_f32(vec![1.0; c], &[c], &dev),
+        ];
+        let (y, stats) = batch_norm_train(
+            vec![
+                x,
+                as_val(&g),
+                as_val(&b),
+                mean_var[0].clone(),
+                mean_var[1].clone(),
+            ],
+            eps,
+        );
+        let y3 = y.t.clone().reshape([n, c, spatial]);
+        let cot_t = Tensor::<3>::from_data(TensorData::new(cot.clone(), [n, c, spatial]), &dev);
+        let grads = (y3.clone() * cot_t.clone()).sum().backward();
+        let ours = [
+            host(y3),
+            host(x_leaf.grad(&grads).unwrap()),
+            host(g.grad(&grads).unwrap()),
+            host(b.grad(&grads).unwrap()),
+            host(stats.mean),
+            host(stats.var),
+        ];
+
+        // burn's ops: mean and biased variance over N and S.
+        let xr = leaf(&xs, vec![n, c, spatial]);
+        let (gr, br) = (leaf1(&gs), leaf1(&bs));
+        let mean = xr.clone().mean_dim(2).mean_dim(0);
+        let centered = xr.clone() - mean.clone();
+        let var = (centered.clone() * centered.clone())
+            .mean_dim(2)
+            .mean_dim(0);
+        let y = centered * (var.clone() + eps).sqrt().recip() * gr.clone().reshape([1, c, 1])
+            + br.clone().reshape([1, c, 1]);
+        let grads = (y.clone() * cot_t).sum().backward();
+        let count = (n * spatial) as f32;
+        let want = [
+            host(y),
+            host(xr.grad(&grads).unwrap()),
+            host(gr.grad(&grads).unwrap()),
+            host(br.grad(&grads).unwrap()),
+            host(mean.reshape([c])),
+            host(var.reshape([c]) * (count / (count - 1.0))),
+        ];
+        for (part, (o, w)) in [
+            "output",
+            "dx",
+            "dscale",
+            "dbias",
+            "batch mean",
+            "batch variance",
+        ]
+        .iter()
+        .zip(ours.iter().zip(&want))
+        {
+            assert_close(&format!("{shape:?} {part}"), o, w);
+        }
+    }
+}
