@@ -192,6 +192,8 @@ impl Job {
         }
         row["after_finetune"] = json!(after);
         row["macs_ratio"] = r["macs_ratio"].clone();
+        // Where training itself ended against the budget (the export completes the rest).
+        row["training_macs"] = r["budgets"]["macs"]["expected"].clone();
         row["params_ratio"] = r["params_ratio"].clone();
         row["widths_after"] = r["widths_after"].clone();
         row
@@ -239,24 +241,31 @@ fn main() {
         o.bin.display()
     );
     let results = root.join("bench-results/quality.json");
-    let mut rows: BTreeMap<String, Value> = std::fs::read_to_string(&results)
+    let scratch = std::env::temp_dir().join(format!("quality-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).expect("scratch directory");
+    for job in jobs(&o) {
+        let row = job.run(&o, root, &scratch);
+        println!("{row}");
+        // Read again before every write, so that two bench processes running side by side
+        // (other models or methods) keep each other's rows.
+        let mut rows = read_rows(&results);
+        rows.insert(job.key(), row);
+        // Written after every row, so that a partial run keeps what it measured.
+        write(root, &results, &rows);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// The rows of an earlier run, by key.
+fn read_rows(results: &Path) -> BTreeMap<String, Value> {
+    std::fs::read_to_string(results)
         .ok()
         .and_then(|t| serde_json::from_str::<Value>(&t).ok())
         .and_then(|v| v["rows"].as_array().cloned())
         .unwrap_or_default()
         .into_iter()
         .filter_map(|r| Some((r["key"].as_str()?.to_string(), r)))
-        .collect();
-    let scratch = std::env::temp_dir().join(format!("quality-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).expect("scratch directory");
-    for job in jobs(&o) {
-        let row = job.run(&o, root, &scratch);
-        println!("{row}");
-        rows.insert(job.key(), row);
-        // Written after every row, so that a partial run keeps what it measured.
-        write(root, &results, &rows);
-    }
-    let _ = std::fs::remove_dir_all(&scratch);
+        .collect()
 }
 
 fn write(root: &Path, results: &Path, rows: &BTreeMap<String, Value>) {
@@ -289,9 +298,10 @@ fn ratio(v: &Value) -> String {
 /// The Markdown table: per model and data, the dense reference first, then each target.
 fn table(rows: &[&Value]) -> String {
     let mut s = String::from(
-        "| model | data | method | target MACs | MACs | params | dense % | after gates % | \
-         after fine-tune % | dense-FT ref % | vs ref (pts) | widths | epochs | wall s | source |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| model | data | method | target MACs | training MACs | MACs | params | dense % | \
+         after gates % | after fine-tune % | dense-FT ref % | vs ref (pts) | widths | epochs | \
+         wall s | source |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let reference = |r: &Value| {
         rows.iter()
@@ -315,7 +325,7 @@ fn table(rows: &[&Value]) -> String {
         let method = r["method"].as_str().unwrap_or("?");
         if let Some(e) = r["error"].as_str() {
             s += &format!(
-                "| {} | {} | {method} | {} | failed: {} |||||||||||\n",
+                "| {} | {} | {method} | {} | failed: {} ||||||||||||\n",
                 r["model"].as_str().unwrap_or("?"),
                 r["data"].as_str().unwrap_or("?"),
                 ratio(&r["target_macs"]),
@@ -328,10 +338,11 @@ fn table(rows: &[&Value]) -> String {
             _ => "-".into(),
         };
         s += &format!(
-            "| {} | {} | {method} | {} | {} | {} | {} | {} | {} | {} | {vs} | {} | {epochs} | {:.0} | {} |\n",
+            "| {} | {} | {method} | {} | {} | {} | {} | {} | {} | {} | {} | {vs} | {} | {epochs} | {:.0} | {} |\n",
             r["model"].as_str().unwrap_or("?"),
             r["data"].as_str().unwrap_or("?"),
             ratio(&r["target_macs"]),
+            ratio(&r["training_macs"]),
             ratio(&r["macs_ratio"]),
             ratio(&r["params_ratio"]),
             pct(&r["dense_accuracy"]),

@@ -161,3 +161,146 @@ fn a_parameter_target_outside_zero_to_one_is_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--target-params 1.5"));
 }
+
+/// 640 training and 200 test images cut from the shipped subset: a run of a few seconds.
+fn small_data(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = repo().join("fixtures/data/fashion-mnist-subset");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (split, n) in [("train", 640), ("t10k", 200)] {
+        for kind in ["images-idx3", "labels-idx1"] {
+            let name = format!("{split}-{kind}-ubyte");
+            common::cut_idx(
+                &src.join(format!("{name}.gz")),
+                &data.join(&name),
+                n,
+                |_| {},
+            );
+        }
+    }
+    data
+}
+
+/// A checkpointed budget run of `method` (4 epochs of 9 steps; the target ramps over the
+/// first 11), written to `dir/out.onnx`; returns the report without timings and run paths.
+fn checkpointed(
+    method: &str,
+    data: &std::path::Path,
+    dir: &std::path::Path,
+    resume: bool,
+) -> Value {
+    let out = dir.join(if resume { "resumed.onnx" } else { "out.onnx" });
+    let mut c = compress();
+    c.arg(lenet5())
+        .args(["--method", method, "--target-macs", "0.3", "--epochs", "4"])
+        .args([
+            "--batch-size",
+            "64",
+            "--seed",
+            "7",
+            "--latency-runs",
+            "0",
+            "--quiet",
+        ])
+        .args(["--force", "--data"])
+        .arg(data)
+        .arg("--checkpoint-dir")
+        .arg(dir.join("ck"))
+        .arg("-o")
+        .arg(&out);
+    if resume {
+        c.arg("--resume");
+    }
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{method} resume {resume}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = std::fs::read_to_string(out.with_extension("report.json")).unwrap();
+    let mut r: Value = serde_json::from_str(&text).unwrap();
+    for key in ["timings", "output"] {
+        r.as_object_mut().unwrap().remove(key);
+    }
+    r["settings"].as_object_mut().unwrap().remove("resume");
+    for epoch in r["history"].as_array_mut().unwrap() {
+        epoch.as_object_mut().unwrap().remove("seconds");
+    }
+    r
+}
+
+/// A budget run resumed from the checkpoint of epoch 3 continues the target's ramp and the
+/// multipliers where they were: the same model bytes and figures as the uninterrupted run
+/// (restarting them put the target back at dense and the multipliers at zero). A checkpoint
+/// from before the budget state was stored still resumes.
+#[test]
+fn a_resumed_budget_run_continues_the_ramp_and_the_multipliers() {
+    for method in ["l0-hc", "dep-l0"] {
+        let root = tempfile::tempdir().unwrap();
+        let data = small_data(root.path());
+        let want = checkpointed(method, &data, root.path(), false);
+        let ck = root.path().join("ck");
+        let state = ck.join("epoch-3/state.json");
+        let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+        assert!(
+            saved["budget"]["macs"]["steps"].as_u64() == Some(27),
+            "{method}: {saved}"
+        );
+        std::fs::remove_dir_all(ck.join("epoch-4")).unwrap();
+        let got = checkpointed(method, &data, root.path(), true);
+        assert_eq!(got, want, "{method}: the resumed run differs");
+        assert_eq!(
+            std::fs::read(root.path().join("resumed.onnx")).unwrap(),
+            std::fs::read(root.path().join("out.onnx")).unwrap(),
+            "{method}: the resumed model differs"
+        );
+        // A checkpoint without the budget state (made before it was stored) still resumes.
+        let mut old = saved.clone();
+        old.as_object_mut().unwrap().remove("budget");
+        std::fs::write(&state, serde_json::to_vec(&old).unwrap()).unwrap();
+        std::fs::remove_dir_all(ck.join("epoch-4")).unwrap();
+        let r = checkpointed(method, &data, root.path(), true);
+        assert_eq!(r["history"].as_array().unwrap().len(), 4, "{method}");
+    }
+}
+
+/// 14 steps leave every gate about as open as at the start, so the export's completion must do
+/// all the work: ordered by P(open) alone it closed 493 of fc1's 500 units and lost 64 points
+/// (widths 17-33-7); with the weights' L1 rank breaking the near-ties it thins every group by
+/// its weakest channels and loses a few (2.2 points when measured).
+#[test]
+fn a_short_budget_run_keeps_the_important_channels() {
+    let (r, (file_macs, _)) = run(
+        "l0-hc",
+        &[
+            "--target-macs",
+            "0.5",
+            "--optimizer",
+            "sgd",
+            "--nesterov",
+            "--schedule",
+            "cosine",
+            "--distill-weight",
+            "1",
+            "--batch-size",
+            "64",
+            "--seed",
+            "3",
+        ],
+        "14",
+    );
+    assert_met("l0-hc short", file_macs, 0.5);
+    let widths: Vec<usize> = r["widths_after"]
+        .as_str()
+        .unwrap()
+        .split('-')
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert!(widths[2] >= 100, "fc1 emptied: {}", r["widths_after"]);
+    let drop = r["accuracy_drop_points"].as_f64().unwrap();
+    eprintln!(
+        "short budget run: {drop} points lost, widths {}",
+        r["widths_after"]
+    );
+    assert!(drop < 10.0, "lost {drop} points: {}", r["widths_after"]);
+}

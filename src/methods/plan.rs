@@ -85,10 +85,16 @@ pub fn decide(
     let fit = if budget.targets.any() && !groups.is_empty() {
         let cost = super::cost::CostModel::new(&trained, analysis, groups)?;
         let probs = budget_fit::open_probabilities(method, params);
+        let importance: Vec<Vec<f32>> = groups
+            .iter()
+            .map(|&g| crate::prune::plan::channel_importance(&trained, &analysis.groups[g]))
+            .collect();
+        let keys = budget_fit::order_keys(&probs, &importance);
         Some(budget_fit::complete(
             &cost,
             budget.targets,
             &probs,
+            &keys,
             &mut values,
             budget.round_to,
         ))

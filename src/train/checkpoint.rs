@@ -40,6 +40,10 @@ pub struct State {
     /// and when the run did not say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preprocessing: Option<Preprocessing>,
+    /// Budget runs: the multipliers and the target ramp where the next epoch continues (absent
+    /// in runs without a budget and in checkpoints from before it was stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<super::budget::BudgetState>,
 }
 
 /// The preprocessing as a resume error shows it: the values, not where they came from.

@@ -91,6 +91,9 @@ fn resume(
     let opt_g = opt_g.load_record(loaded.opt_g);
     t.rng = loaded.state.rng;
     t.lambda = loaded.state.lambda;
+    if cfg.target_macs.is_some() || cfg.target_params.is_some() {
+        t.budget = t.budget.resumed(loaded.state.budget, loaded.state.steps);
+    }
     progress.train_order = loaded.state.train_order;
     progress.history = loaded.state.history;
     progress.steps = loaded.state.steps;
@@ -239,6 +242,8 @@ pub fn fine_tune_from(
                 history: history.clone(),
                 tensors: Vec::new(),
                 preprocessing: cfg.preprocessing.clone(),
+                budget: (cfg.target_macs.is_some() || cfg.target_params.is_some())
+                    .then(|| t.budget.clone()),
             };
             checkpoint::save(dir, state, &t.snapshot(), &opt_w, &opt_g)?;
         }
