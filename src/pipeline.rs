@@ -257,8 +257,9 @@ fn budgets(
 /// beyond it, the completion removes channels the training never learnt to do without.
 const UNPREPARED_GAP: f64 = 0.05;
 
-/// A note when training ended well above a budget, so the export had to close channels by
-/// probability alone (accuracy then drops; the fix is more training or more pressure).
+/// A note when training ended well above a budget, so the export had to close channels the
+/// training had not closed (ranked by gate probability, near-ties by weight norm; accuracy then
+/// drops; the fix is more training or more pressure).
 fn unprepared_completion(b: &crate::report::run::Budgets) -> Option<String> {
     let missed: Vec<String> = [("MACs", &b.macs), ("params", &b.params)]
         .into_iter()
@@ -268,8 +269,8 @@ fn unprepared_completion(b: &crate::report::run::Budgets) -> Option<String> {
         .collect();
     (!missed.is_empty() && b.channels_closed > 0).then(|| {
         format!(
-            "training ended above the budget ({}), so the export closed {} channels by gate \
-             probability alone; expect an accuracy drop: train longer (--epochs, --max-steps), \
+            "training ended above the budget ({}), so the export closed {} channels that \
+             training had kept (by gate probability and weight norm); expect an accuracy drop: train longer (--epochs, --max-steps), \
              or add --finetune-epochs",
             missed.join(", "),
             b.channels_closed
