@@ -401,3 +401,35 @@ fn random_head_keep_plans_verify_in_onnxruntime() {
         assert!(d <= 1e-4, "{name}: pruned vs reference in ONNX Runtime {d}");
     }
 }
+
+/// The training cost model prices a head plan at the pruned model's MACs: the qkv columns,
+/// the projection's rows and the QK^T and AV products (heads are a batch axis there, so they
+/// scale once, not as input x output).
+#[test]
+fn cost_model_prices_head_plans_at_the_pruned_macs() {
+    for (dir, file, blocks) in timm_exports() {
+        let name = format!("{}/{file}", dir.display());
+        let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+        let analysis = compress::groups::analyse_layouts(&graph).unwrap();
+        let ids: Vec<usize> = head_groups(&graph).iter().map(|g| g.id).collect();
+        assert_eq!(ids.len(), blocks, "{name}");
+        let model = compress::methods::cost::CostModel::new(&graph, &analysis, &ids).unwrap();
+        for kept in 1..=4 {
+            let plan = compress::prune::plan::KeepPlan {
+                groups: ids
+                    .iter()
+                    .map(|&id| compress::prune::plan::GroupKeep {
+                        id,
+                        keep: (0..kept).collect(),
+                    })
+                    .collect(),
+            };
+            let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+            let macs = compress::ir::cost::graph_cost(&pruned.graph, 1)
+                .unwrap()
+                .macs;
+            let priced = model.deterministic(&vec![kept; blocks]);
+            assert_eq!(priced, macs as f64, "{name}: {kept} heads");
+        }
+    }
+}

@@ -44,10 +44,8 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
     if let Some(&split) = cx.a.heads.known.get(&n.name) {
         return produce(cx, split);
     }
-    if let Op::Reshape { .. } = n.op {
-        if find_split(cx) {
-            return true;
-        }
+    if matches!(n.op, Op::Reshape { .. }) && find_split(cx) {
+        return true;
     }
     let folded = n
         .inputs
@@ -77,11 +75,8 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
                 && cx.shape(&n.inputs[0])[..rank - 2] == cx.shape(&n.inputs[1])[..rank - 2]
         }
         Op::Binary(_) => binary_ok(cx, &carried, ax),
-        Op::Softmax { axis, legacy, .. } => {
-            // After the head axis (a legacy softmax flattens from its axis on).
-            let _ = legacy;
-            crate::ir::shape::norm_axis(*axis, rank).is_ok_and(|a| a > ax)
-        }
+        // After the head axis (a legacy softmax flattens from its axis on, so this holds too).
+        Op::Softmax { axis, .. } => crate::ir::shape::norm_axis(*axis, rank).is_ok_and(|a| a > ax),
         Op::Slice(s) => !s.axes.contains(&ax) && !s.axes.contains(&1),
         Op::Squeeze(s) if !s.axes.contains(&ax) => {
             let shift = s.axes.iter().filter(|&&a| a < ax).count();
@@ -98,10 +93,11 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
     };
     if ok {
         for (i, other) in carried.iter().skip(1) {
-            if let (Some(a), Some(b)) = (segs.first(), other.first()) {
-                if a.width == b.width && cx.axis(*i) == ax {
-                    cx.union(a.group, b.group);
-                }
+            if let (Some(a), Some(b)) = (segs.first(), other.first())
+                && a.width == b.width
+                && cx.axis(*i) == ax
+            {
+                cx.union(a.group, b.group);
             }
         }
         set(cx, segs, ax, before);

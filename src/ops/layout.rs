@@ -361,7 +361,8 @@ impl OpRules for Reshape<'_> {
         // Attention heads split or merged: output feature f lies in input feature f / ratio.
         let width_in = cx.shape(x)[cx.channel_axis(x)];
         let width_out = cx.shape(y)[cx.channel_axis(y)];
-        (width_out % width_in.max(1) == 0)
+        width_out
+            .is_multiple_of(width_in.max(1))
             .then(|| cx.state(x, f / (width_out / width_in.max(1)).max(1)))
             .flatten()
     }
