@@ -433,3 +433,31 @@ fn cost_model_prices_head_plans_at_the_pruned_macs() {
         }
     }
 }
+
+/// A chain the head rule cannot follow leaves that block's heads fixed, with the node named:
+/// a softmax across the heads (axis 1) mixes them.
+#[test]
+fn heads_mixed_by_a_softmax_stay_fixed_with_a_reason() {
+    let dir = common::repo().join("fixtures/transformers/timm");
+    for file in ["model.onnx", "model.dynamo.onnx"] {
+        let mut graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+        let softmax = graph
+            .nodes
+            .iter_mut()
+            .find(|n| matches!(n.op, compress::ir::Op::Softmax { .. }))
+            .unwrap();
+        let name = softmax.name.clone();
+        if let compress::ir::Op::Softmax { axis, .. } = &mut softmax.op {
+            *axis = 1;
+        }
+        assert_eq!(head_groups(&graph).len(), 1, "{file}");
+        let groups = compress::groups::analyse(&graph).unwrap();
+        let reason = format!("op that does not follow attention heads at node '{name}' (Softmax)");
+        let fixed: Vec<_> = groups
+            .iter()
+            .filter(|g| g.reason.as_deref() == Some(reason.as_str()))
+            .collect();
+        assert_eq!(fixed.len(), 1, "{file}: {groups:?}");
+        assert_eq!(fixed[0].width, 4, "{file}");
+    }
+}

@@ -102,11 +102,19 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
         }
         set(cx, segs, ax, before);
     } else {
-        for (_, s) in &carried {
-            cx.block(s, "op that does not follow attention heads");
-        }
+        block_all(cx, "op that does not follow attention heads");
     }
     true
+}
+
+/// Blocks every analysed input of the node (head groups and any other group it reads, since
+/// the node's ordinary rule is skipped).
+fn block_all(cx: &mut ChannelCx, what: &str) {
+    for v in &cx.node.inputs {
+        if let Some(segs) = cx.a.maps.get(v).cloned() {
+            cx.block(&segs, what);
+        }
+    }
 }
 
 /// The layout of input `i` when it carries attention heads.
@@ -296,10 +304,9 @@ fn follow_folded(cx: &mut ChannelCx, g: usize, heads: usize) {
                 width: heads,
                 block: 1,
             };
-            cx.block(
-                &[seg],
-                "op that reads attention heads folded into the batch axis",
-            );
+            let what = "op that reads attention heads folded into the batch axis";
+            cx.block(&[seg], what);
+            block_all(cx, what);
         }
     }
 }
