@@ -14,6 +14,8 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::ir::{Graph, Node, Op};
 
+mod heads;
+
 /// A run of channels along axis 1 that belongs to one group; each channel spans `block` features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
@@ -72,6 +74,8 @@ struct Analysis {
     sources: Vec<(usize, String)>,
     /// Split-in-group state (see [`Cuts`]).
     cuts: Cuts,
+    /// Attention-head state (see [`heads`]).
+    heads: heads::Heads,
 }
 
 /// A Split (or Slice) that cuts one producer's channels into pieces. The analysis runs again
@@ -443,6 +447,7 @@ fn pass(
     graph: &Graph,
     shapes: &HashMap<String, Vec<usize>>,
     known: BTreeMap<String, BTreeSet<usize>>,
+    heads_known: BTreeMap<String, heads::Split>,
 ) -> Analysis {
     let mut a = Analysis {
         parent: vec![],
@@ -458,8 +463,19 @@ fn pass(
             known,
             ..Cuts::default()
         },
+        heads: heads::Heads::with_known(heads_known),
     };
     for n in &graph.nodes {
+        let mut cx = ChannelCx {
+            a: &mut a,
+            graph,
+            shapes,
+            node: n,
+            any_axis: true,
+        };
+        if heads::follow(&mut cx) {
+            continue;
+        }
         let any_axis = crate::ops::follows_any_axis(&n.op);
         if !any_axis {
             for v in &n.inputs {
@@ -487,16 +503,27 @@ fn pass(
 
 pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
     let shapes = graph.infer_shapes(1)?;
-    let mut a = pass(graph, &shapes, BTreeMap::new());
+    let mut a = pass(graph, &shapes, BTreeMap::new(), BTreeMap::new());
     for _ in 1..MAX_PASSES {
-        if a.cuts.found.is_empty() {
+        if a.cuts.found.is_empty() && a.heads.found.is_empty() {
             break;
         }
         let mut known = std::mem::take(&mut a.cuts.known);
         for (producer, at) in std::mem::take(&mut a.cuts.found) {
             known.entry(producer).or_default().extend(at);
         }
-        a = pass(graph, &shapes, known);
+        let mut heads_known = std::mem::take(&mut a.heads.known);
+        heads_known.extend(std::mem::take(&mut a.heads.found));
+        a = pass(graph, &shapes, known, heads_known);
+    }
+    for g in a.heads.unmerged(&a.sources) {
+        let width = a.width[g];
+        let seg = Segment {
+            group: g,
+            width,
+            block: 1,
+        };
+        a.block(&[seg], "attention heads that are never merged back");
     }
     // A piece that no Split hands out whole has no gate position.
     let pieces: Vec<usize> = a.cuts.pieces.iter().copied().collect();

@@ -98,7 +98,7 @@ fn inspect_shows_mlp_groups_and_why_the_others_are_fixed() {
         .success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert!(text.contains("LayerNormalization"), "{text}");
-    assert!(text.contains("(3 prunable)"), "{text}");
+    assert!(text.contains("(6 prunable)"), "{text}"); // 3 MLP + 3 head groups
     for b in 0..3 {
         let mlp = format!(
             "from /blocks/blocks.{b}/mlp/fc1/MatMul  -> read by /blocks/blocks.{b}/mlp/fc2/MatMul  [prunable]"
@@ -106,10 +106,10 @@ fn inspect_shows_mlp_groups_and_why_the_others_are_fixed() {
         assert!(text.contains(&mlp), "{mlp}\n{text}");
     }
     let count = |what: &str| text.lines().filter(|l| l.contains(what)).count();
-    // qkv: heads are not analysed yet; proj and fc2 write the residual stream.
+    // qkv: followed as attention heads; proj and fc2 write the residual stream.
     assert_eq!(
         count("attn/Reshape' (Reshape), which does not follow them"),
-        3
+        0
     );
     assert_eq!(count("residual stream / hidden width: not analysed yet"), 6);
     assert!(text.contains("reshape that moves the channel axis at node '/Reshape'"));
@@ -121,7 +121,11 @@ fn mlp_gate_sits_after_the_bias_add() {
     for (dir, file) in exports() {
         let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
         let groups = compress::groups::analyse(&graph).unwrap();
-        let mlp: Vec<_> = groups.iter().filter(|g| g.prunable).collect();
+        // Head groups (4 heads, gated where they are merged) are checked by their own tests.
+        let mlp: Vec<_> = groups
+            .iter()
+            .filter(|g| g.prunable && g.width != 4)
+            .collect();
         assert!(!mlp.is_empty(), "{file}");
         for g in mlp {
             assert_eq!(g.width, 128, "{file}: {g:?}");
@@ -237,5 +241,223 @@ fn gelu_matches_the_normal_cdf_and_its_tanh_approximation() {
         let t = Activation::Gelu { tanh: true }.scalar(x);
         assert!((e - exact[i]).abs() < 1e-5, "gelu({x}) = {e}");
         assert!((t - tanh[i]).abs() < 1e-5, "gelu_tanh({x}) = {t}");
+    }
+}
+
+/// The timm-style exports (fixtures and models/vit, both exporters): one attention-head group
+/// per block, with the heads (not their columns) as channels.
+fn timm_exports() -> Vec<(PathBuf, &'static str, usize)> {
+    let root = common::repo();
+    let mut out = Vec::new();
+    for file in ["model.onnx", "model.dynamo.onnx", "model.opset20.onnx"] {
+        out.push((root.join("fixtures/transformers/timm"), file, 2));
+    }
+    for file in ["vit.onnx", "vit.dynamo.onnx"] {
+        out.push((root.join("models/vit"), file, 3));
+    }
+    out
+}
+
+/// The prunable head groups of a graph: the groups whose producer is a linear layer with three
+/// times as many output columns as the group has heads x head_dim (q, k and v).
+fn head_groups(graph: &compress::ir::Graph) -> Vec<compress::groups::ChannelGroup> {
+    compress::groups::analyse(graph)
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.prunable && g.width == 4 && g.gates.len() == 1)
+        .filter(|g| {
+            g.producers.iter().all(|p| {
+                graph.nodes.iter().any(|n| {
+                    n.name == *p
+                        && matches!(n.op, compress::ir::Op::MatMul)
+                        && graph.initializers[&n.inputs[1]].shape == vec![64, 192]
+                })
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn inspect_lists_one_head_group_per_block() {
+    for (dir, file, blocks) in timm_exports() {
+        let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+        let heads = head_groups(&graph);
+        assert_eq!(heads.len(), blocks, "{}/{file}: {heads:?}", dir.display());
+        for g in &heads {
+            // Read by the output projection, gated where the heads are merged back.
+            assert_eq!(g.consumers.len(), 1, "{g:?}");
+            let proj = graph
+                .nodes
+                .iter()
+                .find(|n| n.name == g.consumers[0])
+                .unwrap();
+            assert_eq!(graph.initializers[&proj.inputs[1]].shape, vec![64, 64]);
+        }
+    }
+    let out = common::compress()
+        .args(["inspect", "models/vit/vit.onnx"])
+        .current_dir(common::repo())
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    for b in 0..3 {
+        let heads = format!(
+            "width 4     from /blocks/blocks.{b}/attn/qkv/MatMul  -> read by /blocks/blocks.{b}/attn/proj/MatMul  [prunable]"
+        );
+        assert!(text.contains(&heads), "{heads}\n{text}");
+    }
+}
+
+/// A keep plan over the head groups alone, `fraction` of the heads of each.
+fn head_plan(
+    groups: &[compress::groups::ChannelGroup],
+    fraction: f64,
+    seed: u64,
+) -> compress::prune::plan::KeepPlan {
+    let mut plan = compress::prune::plan::random(groups, fraction, seed);
+    plan.groups.retain(|k| groups[k.id].width == 4);
+    plan
+}
+
+/// Random head plans at 25/50/75%: the pruned export computes the masked reference in tract at
+/// two batch sizes, the MACs go down, and every Reshape that splits or merges heads carries
+/// the new head count.
+#[test]
+fn random_head_keep_plans_verify_in_tract() {
+    for (dir, file, blocks) in timm_exports() {
+        let name = format!("{}/{file}", dir.display());
+        let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+        let heads = head_groups(&graph);
+        let groups: Vec<_> = compress::groups::analyse(&graph)
+            .unwrap()
+            .into_iter()
+            .map(|g| compress::groups::ChannelGroup {
+                prunable: g.prunable && heads.iter().any(|h| h.id == g.id),
+                ..g
+            })
+            .collect();
+        let before = compress::ir::cost::graph_cost(&graph, 1).unwrap().macs;
+        for (k, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
+            let plan = head_plan(&groups, fraction, 90 + k as u64);
+            assert_eq!(plan.groups.len(), blocks, "{name}");
+            let kept = (4.0 * fraction) as i64;
+            let pruned = compress::prune::prune(&graph, &plan, None)
+                .unwrap_or_else(|e| panic!("{name}@{fraction}: {e}"));
+            let after = compress::ir::cost::graph_cost(&pruned.graph, 1)
+                .unwrap()
+                .macs;
+            assert!(
+                after < before,
+                "{name}@{fraction}: MACs {before} -> {after}"
+            );
+            // Split [b, 17, 3, H, 16], merge [b, 17, H * 16] (and dynamo's [b, H, 16, 17]).
+            let targets: Vec<Vec<i64>> = pruned
+                .graph
+                .nodes
+                .iter()
+                .filter_map(|n| match &n.op {
+                    compress::ir::Op::Reshape { shape } if shape.len() > 2 => Some(shape.clone()),
+                    _ => None,
+                })
+                .collect();
+            // (At one head the merge [b, 17, 16] reads like dynamo's fold of K: count at least.)
+            let splits = targets.iter().filter(|t| t[2..] == [3, kept, 16]).count();
+            let merges = targets.iter().filter(|t| t[1..] == [17, kept * 16]).count();
+            assert_eq!(splits, blocks, "{name}: {targets:?}");
+            assert!(merges >= blocks, "{name}: {targets:?}");
+            let stale = |t: &Vec<i64>| t[1..] == [17, 64] || t[1..] == [4, 16, 17];
+            assert!(!targets.iter().any(stale), "{name}: {targets:?}");
+            let ours = compress::onnx::export(&pruned.graph);
+            let reference = compress::onnx::export(&pruned.reference);
+            for batch in [1, 5] {
+                let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], 17 + k as u64);
+                let a = run_tract(&ours, std::slice::from_ref(&x)).unwrap();
+                let b = run_tract(&reference, std::slice::from_ref(&x)).unwrap();
+                let d = common::max_diff(&a[0], &b[0]);
+                assert!(
+                    d <= 1e-4,
+                    "{name}@{fraction} batch {batch}: pruned vs reference {d}"
+                );
+            }
+        }
+    }
+}
+
+/// ONNX Runtime runs the head-pruned exports like tract: pruned vs masked reference at batch 4.
+#[cfg(feature = "ort")]
+#[test]
+fn random_head_keep_plans_verify_in_onnxruntime() {
+    use compress::verify::onnxruntime::run_ort;
+    for (dir, file, _) in timm_exports() {
+        let name = format!("{}/{file}", dir.display());
+        let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+        let groups = compress::groups::analyse(&graph).unwrap();
+        let plan = head_plan(&groups, 0.5, 81);
+        let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+        let x = vec![compress::verify::pseudo_random(&[4, 1, 28, 28], 5)];
+        let a = run_ort(&compress::onnx::export(&pruned.graph), &x).unwrap();
+        let b = run_ort(&compress::onnx::export(&pruned.reference), &x).unwrap();
+        let d = common::max_diff(&a[0], &b[0]);
+        assert!(d <= 1e-4, "{name}: pruned vs reference in ONNX Runtime {d}");
+    }
+}
+
+/// The training cost model prices a head plan at the pruned model's MACs: the qkv columns,
+/// the projection's rows and the QK^T and AV products (heads are a batch axis there, so they
+/// scale once, not as input x output).
+#[test]
+fn cost_model_prices_head_plans_at_the_pruned_macs() {
+    for (dir, file, blocks) in timm_exports() {
+        let name = format!("{}/{file}", dir.display());
+        let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+        let analysis = compress::groups::analyse_layouts(&graph).unwrap();
+        let ids: Vec<usize> = head_groups(&graph).iter().map(|g| g.id).collect();
+        assert_eq!(ids.len(), blocks, "{name}");
+        let model = compress::methods::cost::CostModel::new(&graph, &analysis, &ids).unwrap();
+        for kept in 1..=4 {
+            let plan = compress::prune::plan::KeepPlan {
+                groups: ids
+                    .iter()
+                    .map(|&id| compress::prune::plan::GroupKeep {
+                        id,
+                        keep: (0..kept).collect(),
+                    })
+                    .collect(),
+            };
+            let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+            let macs = compress::ir::cost::graph_cost(&pruned.graph, 1)
+                .unwrap()
+                .macs;
+            let priced = model.deterministic(&vec![kept; blocks]);
+            assert_eq!(priced, macs as f64, "{name}: {kept} heads");
+        }
+    }
+}
+
+/// A chain the head rule cannot follow leaves that block's heads fixed, with the node named:
+/// a softmax across the heads (axis 1) mixes them.
+#[test]
+fn heads_mixed_by_a_softmax_stay_fixed_with_a_reason() {
+    let dir = common::repo().join("fixtures/transformers/timm");
+    for file in ["model.onnx", "model.dynamo.onnx"] {
+        let mut graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+        let softmax = graph
+            .nodes
+            .iter_mut()
+            .find(|n| matches!(n.op, compress::ir::Op::Softmax { .. }))
+            .unwrap();
+        let name = softmax.name.clone();
+        if let compress::ir::Op::Softmax { axis, .. } = &mut softmax.op {
+            *axis = 1;
+        }
+        assert_eq!(head_groups(&graph).len(), 1, "{file}");
+        let groups = compress::groups::analyse(&graph).unwrap();
+        let reason = format!("op that does not follow attention heads at node '{name}' (Softmax)");
+        let fixed: Vec<_> = groups
+            .iter()
+            .filter(|g| g.reason.as_deref() == Some(reason.as_str()))
+            .collect();
+        assert_eq!(fixed.len(), 1, "{file}: {groups:?}");
+        assert_eq!(fixed[0].width, 4, "{file}");
     }
 }

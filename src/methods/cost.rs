@@ -90,6 +90,11 @@ impl CostModel {
                         )
                     }
                 }
+                // A product of two activations (attention's QK^T and AV): its channels (heads)
+                // are a batch axis of both inputs and the output, so they scale it once.
+                Op::MatMul if !graph.initializers.contains_key(&n.inputs[1]) => {
+                    (side(layout(&n.inputs[0]), &index), None)
+                }
                 op if crate::ops::output_kernel(op).is_some() => (
                     side(layout(&n.inputs[0]), &index),
                     side(layout(&n.outputs[0]), &index),

@@ -361,10 +361,34 @@ impl OpRules for Reshape<'_> {
     }
 
     fn removed_value(&self, cx: &SurgeryCx, n: &Node, f: usize, _: Option<f32>) -> Option<f32> {
-        flattened_value(cx, n, f)
+        let (x, y) = (&n.inputs[0], &n.outputs[0]);
+        if cx.shape(y).len() == 2 {
+            return flattened_value(cx, n, f);
+        }
+        // Attention heads split or merged: output feature f lies in input feature f / ratio.
+        let width_in = cx.shape(x)[cx.channel_axis(x)];
+        let width_out = cx.shape(y)[cx.channel_axis(y)];
+        width_out
+            .is_multiple_of(width_in.max(1))
+            .then(|| cx.state(x, f / (width_out / width_in.max(1)).max(1)))
+            .flatten()
     }
 
     fn slice(&self, cx: &mut SurgeryCx, n: &mut Node) -> Result<()> {
+        let out = &n.outputs[0];
+        if cx.shape(out).len() != 2 {
+            // Attention heads: the head count (or merged head width) at the output's channel
+            // axis becomes what survives; the fold of heads into the batch axis keeps its -1.
+            if let Some(kept) = cx.kept(out) {
+                let axis = cx.channel_axis(out);
+                let mut shape = self.shape.to_vec();
+                if shape.get(axis).is_some_and(|&d| d > 0) {
+                    shape[axis] = kept.len() as i64;
+                }
+                n.op = Op::Reshape { shape };
+            }
+            return Ok(());
+        }
         // The analysis only admits the flatten form [N, C*...]: recompute it.
         if cx.kept(&n.inputs[0]).is_some() {
             n.op = Op::Reshape {
