@@ -98,7 +98,21 @@ pub fn accuracy(
         let classes = logits.shape[1];
         let values = logits.to_f32_vec();
         for (i, row) in values.chunks(classes).enumerate() {
-            if argmax(row) == data.labels[start + i] as usize {
+            let label = data.labels[start + i] as usize;
+            // A label the model has no output for is a data error, not a miss: counting it as
+            // wrong would report an accuracy for a dataset that does not fit the model.
+            if label >= classes {
+                return Err(Error::Data {
+                    path: data_name.to_string(),
+                    reason: format!(
+                        "sample {} has label {label}, but the model has {classes} outputs \
+                         (labels 0..{})",
+                        start + i,
+                        classes - 1
+                    ),
+                });
+            }
+            if argmax(row) == label {
                 correct += 1;
             }
         }

@@ -195,6 +195,25 @@ fn bad_data_files_name_the_file() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+
+    // `eval` on a test split with such a label: an error, not a miss counted into the accuracy.
+    let test_labels = data.join("t10k-labels-idx1-ubyte");
+    let src = common::repo().join("fixtures/data/fashion-mnist-subset/t10k-labels-idx1-ubyte.gz");
+    common::cut_idx(&src, &test_labels, 100, |labels| labels[40] = 11);
+    let o = Command::cargo_bin("compress")
+        .unwrap()
+        .arg("eval")
+        .arg(model("lenet5"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_clean_error(&o, "idx-label", "IDX test label out of range in eval");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("sample 40 has label 11"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
