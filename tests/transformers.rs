@@ -145,6 +145,35 @@ fn mlp_gate_sits_after_the_bias_add() {
     }
 }
 
+/// The pruned export computes the masked reference in tract at batch 1 and 5 (inputs drawn
+/// from `seed`).
+fn assert_matches_reference_in_tract(pruned: &compress::prune::Pruned, name: &str, seed: u64) {
+    let ours = compress::onnx::export(&pruned.graph);
+    let reference = compress::onnx::export(&pruned.reference);
+    for batch in [1, 5] {
+        let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], seed);
+        let a = run_tract(&ours, std::slice::from_ref(&x)).unwrap();
+        let b = run_tract(&reference, std::slice::from_ref(&x)).unwrap();
+        let d = common::max_diff(&a[0], &b[0]);
+        assert!(d <= 1e-4, "{name} batch {batch}: pruned vs reference {d}");
+    }
+}
+
+/// The same in ONNX Runtime, at batch 4.
+#[cfg(feature = "ort")]
+fn assert_matches_reference_in_onnxruntime(
+    pruned: &compress::prune::Pruned,
+    name: &str,
+    seed: u64,
+) {
+    use compress::verify::onnxruntime::run_ort;
+    let x = vec![compress::verify::pseudo_random(&[4, 1, 28, 28], seed)];
+    let a = run_ort(&compress::onnx::export(&pruned.graph), &x).unwrap();
+    let b = run_ort(&compress::onnx::export(&pruned.reference), &x).unwrap();
+    let d = common::max_diff(&a[0], &b[0]);
+    assert!(d <= 1e-4, "{name}: pruned vs reference in ONNX Runtime {d}");
+}
+
 /// Random keep plans at 25/50/75% of every MLP group: the pruned export computes the masked
 /// reference in tract at two batch sizes, and the MACs go down.
 #[test]
@@ -165,18 +194,7 @@ fn random_mlp_keep_plans_verify_in_tract() {
                 after < before,
                 "{name}@{fraction}: MACs {before} -> {after}"
             );
-            let ours = compress::onnx::export(&pruned.graph);
-            let reference = compress::onnx::export(&pruned.reference);
-            for batch in [1, 5] {
-                let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], 7 + k as u64);
-                let a = run_tract(&ours, std::slice::from_ref(&x)).unwrap();
-                let b = run_tract(&reference, std::slice::from_ref(&x)).unwrap();
-                let d = common::max_diff(&a[0], &b[0]);
-                assert!(
-                    d <= 1e-4,
-                    "{name}@{fraction} batch {batch}: pruned vs reference {d}"
-                );
-            }
+            assert_matches_reference_in_tract(&pruned, &format!("{name}@{fraction}"), 7 + k as u64);
         }
     }
 }
@@ -185,18 +203,13 @@ fn random_mlp_keep_plans_verify_in_tract() {
 #[cfg(feature = "ort")]
 #[test]
 fn random_mlp_keep_plans_verify_in_onnxruntime() {
-    use compress::verify::onnxruntime::run_ort;
     for (dir, file) in exports() {
         let name = format!("{}/{file}", dir.display());
         let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
         let groups = compress::groups::analyse(&graph).unwrap();
         let plan = compress::prune::plan::random(&groups, 0.5, 80);
         let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
-        let x = vec![compress::verify::pseudo_random(&[4, 1, 28, 28], 3)];
-        let a = run_ort(&compress::onnx::export(&pruned.graph), &x).unwrap();
-        let b = run_ort(&compress::onnx::export(&pruned.reference), &x).unwrap();
-        let d = common::max_diff(&a[0], &b[0]);
-        assert!(d <= 1e-4, "{name}: pruned vs reference in ONNX Runtime {d}");
+        assert_matches_reference_in_onnxruntime(&pruned, &name, 3);
     }
 }
 
@@ -367,18 +380,11 @@ fn random_head_keep_plans_verify_in_tract() {
             assert!(merges >= blocks, "{name}: {targets:?}");
             let stale = |t: &Vec<i64>| t[1..] == [17, 64] || t[1..] == [4, 16, 17];
             assert!(!targets.iter().any(stale), "{name}: {targets:?}");
-            let ours = compress::onnx::export(&pruned.graph);
-            let reference = compress::onnx::export(&pruned.reference);
-            for batch in [1, 5] {
-                let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], 17 + k as u64);
-                let a = run_tract(&ours, std::slice::from_ref(&x)).unwrap();
-                let b = run_tract(&reference, std::slice::from_ref(&x)).unwrap();
-                let d = common::max_diff(&a[0], &b[0]);
-                assert!(
-                    d <= 1e-4,
-                    "{name}@{fraction} batch {batch}: pruned vs reference {d}"
-                );
-            }
+            assert_matches_reference_in_tract(
+                &pruned,
+                &format!("{name}@{fraction}"),
+                17 + k as u64,
+            );
         }
     }
 }
@@ -387,18 +393,13 @@ fn random_head_keep_plans_verify_in_tract() {
 #[cfg(feature = "ort")]
 #[test]
 fn random_head_keep_plans_verify_in_onnxruntime() {
-    use compress::verify::onnxruntime::run_ort;
     for (dir, file, _) in timm_exports() {
         let name = format!("{}/{file}", dir.display());
         let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
         let groups = compress::groups::analyse(&graph).unwrap();
         let plan = head_plan(&groups, 0.5, 81);
         let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
-        let x = vec![compress::verify::pseudo_random(&[4, 1, 28, 28], 5)];
-        let a = run_ort(&compress::onnx::export(&pruned.graph), &x).unwrap();
-        let b = run_ort(&compress::onnx::export(&pruned.reference), &x).unwrap();
-        let d = common::max_diff(&a[0], &b[0]);
-        assert!(d <= 1e-4, "{name}: pruned vs reference in ONNX Runtime {d}");
+        assert_matches_reference_in_onnxruntime(&pruned, &name, 5);
     }
 }
 
