@@ -1,9 +1,9 @@
-//! Top-1 accuracy of a graph on a labelled image dataset.
+//! Top-1 accuracy of a graph on a labelled image dataset or on token data.
 
 use serde::Serialize;
 
-use crate::data::Dataset;
 use crate::data::loader::{Loader, Prefetch};
+use crate::data::{Dataset, Examples, TokenData};
 use crate::error::{Error, Result};
 use crate::exec::{Network, Val};
 use crate::ir::Dim;
@@ -127,4 +127,90 @@ pub fn accuracy(
         correct,
         samples,
     })
+}
+
+/// Checks that `data` feeds `net`: one token field per graph input, each input
+/// `[batch, data.seq_len]`.
+pub fn check_token_inputs(net: &Network, data: &TokenData) -> Result<()> {
+    let g = net.graph();
+    if g.inputs.len() != data.fields.len() {
+        return Err(Error::Usage(format!(
+            "the model has {} inputs; the token data feeds {}",
+            g.inputs.len(),
+            data.fields.len()
+        )));
+    }
+    for input in &g.inputs {
+        let fits = matches!(input.dims.first(), Some(Dim::Batch(_)))
+            && input.dims.len() == 2
+            && input.shape(1)[1] == data.seq_len;
+        if !fits {
+            return Err(Error::Usage(format!(
+                "input '{}' has shape {}; token data of {} tokens feeds [batch, {}] inputs",
+                input.name,
+                crate::ir::Dims(&input.dims),
+                data.seq_len,
+                data.seq_len
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Top-1 accuracy of `net` on every example of token data, in batches of `batch_size`; a
+/// label without an output names its `FILE:LINE`.
+pub fn token_accuracy(net: &Network, data: &TokenData, batch_size: usize) -> Result<Accuracy> {
+    check_token_inputs(net, data)?;
+    let mut correct = 0;
+    let all: Vec<usize> = (0..data.len()).collect();
+    for chunk in all.chunks(batch_size.max(1)) {
+        let (values, labels) = data.read(chunk);
+        let inputs = values
+            .into_iter()
+            .map(|v| Val::from_f32(v, &[chunk.len(), data.seq_len], net.device()))
+            .collect();
+        let logits = net.forward(inputs)?.remove(0).to_host();
+        let [_, classes] = logits.shape[..] else {
+            return Err(Error::Usage(format!(
+                "eval needs a (batch, classes) output; output '{}' has shape {:?}",
+                net.graph().outputs[0].name,
+                logits.shape
+            )));
+        };
+        if let Some((&i, l)) = chunk
+            .iter()
+            .zip(&labels)
+            .find(|&(_, &l)| l as usize >= classes)
+        {
+            return Err(Error::Data {
+                path: data.place(i),
+                reason: format!("label {l} but the model has {classes} outputs"),
+            });
+        }
+        let values = logits.to_f32_vec();
+        correct += values
+            .chunks(classes)
+            .zip(&labels)
+            .filter(|&(row, &label)| argmax(row) == label as usize)
+            .count();
+    }
+    let samples = data.len();
+    Ok(Accuracy {
+        accuracy: correct as f64 / samples.max(1) as f64,
+        correct,
+        samples,
+    })
+}
+
+/// Top-1 accuracy on images or token data.
+pub fn accuracy_on(
+    net: &Network,
+    data: Examples<'_>,
+    data_name: &str,
+    batch_size: usize,
+) -> Result<Accuracy> {
+    match data {
+        Examples::Images(d) => accuracy(net, d, data_name, batch_size),
+        Examples::Tokens(t) => token_accuracy(net, t, batch_size),
+    }
 }

@@ -23,9 +23,9 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::data::preprocess::{ModelInput, Preprocessing, Request};
-use crate::data::{self, Dataset, Split};
+use crate::data::{self, Dataset, Examples, Split};
 use crate::error::{Error, Result};
-use crate::eval::{Accuracy, accuracy};
+use crate::eval::{Accuracy, accuracy, accuracy_on};
 use crate::exec::Network;
 use crate::ir::Graph;
 use crate::methods;
@@ -284,10 +284,22 @@ pub fn evaluate(graph: &Graph, data: &Dataset, name: &str, device: &Device) -> R
     accuracy(&net, data, name, 256)
 }
 
-/// Fine-tunes; `epochs = 0` skips training (the gates stay at their initial, open values).
-pub fn train(
+/// Top-1 accuracy of a graph on images or token data, on `device`.
+pub fn evaluate_on(
     graph: &Graph,
-    train: &Dataset,
+    data: Examples<'_>,
+    name: &str,
+    device: &Device,
+) -> Result<Accuracy> {
+    let net = Network::new(graph, device)?;
+    accuracy_on(&net, data, name, 256)
+}
+
+/// Fine-tunes on images or token data; `epochs = 0` skips training (the gates stay at their
+/// initial, open values).
+pub fn train<'a>(
+    graph: &Graph,
+    train: impl Into<Examples<'a>>,
     val_fraction: f64,
     cfg: &TrainConfig,
     device: &Device,

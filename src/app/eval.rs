@@ -85,8 +85,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 /// `eval` on token data (a JSONL file) for a model with token inputs.
 fn eval_tokens(a: EvalArgs) -> Result<()> {
     let path = a.data.clone().unwrap_or_default();
-    let set = data::jsonl::read(&path)?;
-    let model = super::tokens::import(&a.model, &a.shapes, &set, a.seq_len)?;
+    let set = super::tokens::read_split(&path, Split::from(a.split))?;
+    let model = super::tokens::import(&a.model, &a.shapes, &[&set], a.seq_len)?;
     let net = exec::Network::new(&model.graph, &burn_device(a.device)?)?;
     let acc = super::tokens::accuracy(&net, &model, &set, a.batch_size)?;
     if a.json {

@@ -1,29 +1,105 @@
 //! Models with token inputs (BERT-style: `input_ids`, `attention_mask`, `token_type_ids`) fed
 //! from a JSONL token file (`crate::data::jsonl`): the import at the data's sequence length,
-//! the checks that the data fits the model, and top-1 accuracy.
+//! the checks that the data fits the model, top-1 accuracy, and a run's train and test splits.
 
 use std::path::Path;
 
 use prost::Message;
 
 use super::input_shape::InputShapeArgs;
-use crate::data::jsonl::{TokenField, TokenSet};
+use crate::data::TokenData;
+use crate::data::jsonl::{self, TokenField, TokenSet};
 use crate::error::{Error, Result};
-use crate::eval::{Accuracy, argmax};
-use crate::exec::{Network, Val};
+use crate::eval::Accuracy;
+use crate::exec::Network;
 use crate::ir::{Dim, Graph, Op};
 use crate::onnx::{self, InputShapes, pb};
+use crate::verify::sizes::ExportDims;
 
 /// A model imported at one sequence length, with the token field each input is fed from.
 pub struct TokenModel {
     pub graph: Graph,
     pub seq_len: usize,
     pub fields: Vec<TokenField>,
+    /// The model file's bytes and what its import resolved for this length only (for
+    /// [`ExportDims::decide`]).
+    pub bytes: Vec<u8>,
+    pub size_dependent: Vec<String>,
 }
 
-/// Whether `data` names token data (a `.jsonl` file) rather than an image dataset.
+impl TokenModel {
+    /// `set` as this model's inputs read it.
+    pub fn data(&self, set: TokenSet) -> TokenData {
+        TokenData {
+            set,
+            fields: self.fields.clone(),
+            seq_len: self.seq_len,
+        }
+    }
+}
+
+/// Whether `data` names token data (a `.jsonl` file, or a directory holding `train.jsonl`)
+/// rather than an image dataset.
 pub fn is_token_data(data: Option<&Path>) -> bool {
-    data.is_some_and(|d| d.extension().is_some_and(|e| e == "jsonl"))
+    data.is_some_and(|d| d.extension().is_some_and(|e| e == "jsonl") || split_dir(d))
+}
+
+/// Whether `dir` is a directory of token splits (`train.jsonl` beside `test.jsonl`).
+fn split_dir(dir: &Path) -> bool {
+    dir.join("train.jsonl").is_file()
+}
+
+/// The test split's file in a directory of token splits: `test.jsonl`, else `validation.jsonl`
+/// or `val.jsonl` (the names data sets ship their held-out split under).
+fn test_file(dir: &Path) -> Result<std::path::PathBuf> {
+    ["test.jsonl", "validation.jsonl", "val.jsonl"]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::Data {
+            path: dir.display().to_string(),
+            reason: "train.jsonl has no test split beside it (test.jsonl, validation.jsonl or \
+                     val.jsonl)"
+                .into(),
+        })
+}
+
+/// Every fifth example of a single token file is its test split (see
+/// [`TokenSet::split_every`]).
+pub const TEST_EVERY: usize = 5;
+
+/// A run's (train, test) token sets: a directory's `train.jsonl` and `test.jsonl`, or one file
+/// split, every [`TEST_EVERY`]-th example held out for testing.
+pub fn read_splits(data: &Path) -> Result<(TokenSet, TokenSet)> {
+    if data.is_dir() {
+        let train = jsonl::read(&data.join("train.jsonl"))?;
+        let test = jsonl::read(&test_file(data)?)?;
+        return Ok((train, test));
+    }
+    let all = jsonl::read(data)?;
+    if all.len() < TEST_EVERY {
+        return Err(Error::Data {
+            path: all.path.clone(),
+            reason: format!(
+                "{} examples; a run holds every {TEST_EVERY}th out for testing, so it needs at \
+                 least {TEST_EVERY}",
+                all.len()
+            ),
+        });
+    }
+    Ok(all.split_every(TEST_EVERY))
+}
+
+/// One split of token data for `eval`: a file is read whole, a directory of splits gives
+/// `train.jsonl` or its test file.
+pub fn read_split(data: &Path, split: crate::data::Split) -> Result<TokenSet> {
+    if !data.is_dir() {
+        return jsonl::read(data);
+    }
+    match split {
+        crate::data::Split::Train => jsonl::read(&data.join("train.jsonl")),
+        crate::data::Split::Test => jsonl::read(&test_file(data)?),
+    }
 }
 
 /// The model's data inputs (graph inputs that are not initializers), by name.
@@ -55,25 +131,26 @@ fn fields_of(names: &[String], model: &Path) -> Result<Vec<TokenField>> {
         .collect()
 }
 
-/// Imports `model` at the sequence length of `set` (`seq_len`, else the longest sequence),
+/// Imports `model` at the sequence length of `sets` (`seq_len`, else the longest sequence),
 /// unless `--input-shape` sizes the inputs itself, and checks that the data fits it.
 pub fn import(
     model: &Path,
     shapes: &InputShapeArgs,
-    set: &TokenSet,
+    sets: &[&TokenSet],
     seq_len: Option<usize>,
 ) -> Result<TokenModel> {
     let bytes = onnx::read_model(model)?;
     let source = model.display().to_string();
     let names = input_names(&bytes);
-    let want = seq_len.unwrap_or_else(|| set.longest());
+    let want = seq_len.unwrap_or_else(|| sets.iter().map(|s| s.longest()).max().unwrap_or(1));
     let sizes = if shapes.input_shape.is_empty() {
         let given: Vec<String> = names.iter().map(|n| format!("{n}=1x{want}")).collect();
         InputShapes::parse(&given)?
     } else {
         shapes.shapes()?
     };
-    let graph = onnx::import_sized(&bytes, &source, &sizes)?.graph;
+    let imported = onnx::import_sized(&bytes, &source, &sizes)?;
+    let graph = imported.graph;
     let names: Vec<String> = graph.inputs.iter().map(|i| i.name.clone()).collect();
     let fields = fields_of(&names, model)?;
     let mut lengths = graph.inputs.iter().map(|i| match i.dims.as_slice() {
@@ -96,14 +173,19 @@ pub fn import(
             "--seq-len {want}: the model's sequence length is fixed at {len}"
         )));
     }
-    set.check_fits(len)?;
-    for (field, rows) in embedding_rows(&graph, &fields) {
-        set.check_ids_below(field, rows)?;
+    let rows = embedding_rows(&graph, &fields);
+    for set in sets {
+        set.check_fits(len)?;
+        for &(field, rows) in &rows {
+            set.check_ids_below(field, rows)?;
+        }
     }
     Ok(TokenModel {
         graph,
         seq_len: len,
         fields,
+        bytes,
+        size_dependent: imported.size_dependent,
     })
 }
 
@@ -131,75 +213,63 @@ pub fn accuracy(
     set: &TokenSet,
     batch_size: usize,
 ) -> Result<Accuracy> {
-    let mut correct = 0;
-    let all: Vec<usize> = (0..set.len()).collect();
-    for chunk in all.chunks(batch_size.max(1)) {
-        let b = set.batch(chunk, model.seq_len);
-        let inputs = model
-            .fields
-            .iter()
-            .map(|&f| {
-                let v = b.field(f).iter().map(|&x| x as f32).collect();
-                Val::from_f32(v, &[b.batch, b.seq_len], net.device())
-            })
-            .collect();
-        let logits = net.forward(inputs)?.remove(0).to_host();
-        let [rows, classes] = logits.shape[..] else {
-            return Err(Error::Usage(format!(
-                "eval needs a (batch, classes) output; output '{}' has shape {:?}",
-                net.graph().outputs[0].name,
-                logits.shape
-            )));
-        };
-        if let Some((&i, _)) = chunk
-            .iter()
-            .zip(&b.labels)
-            .find(|&(_, &l)| l as usize >= classes)
-        {
-            let e = &set.examples[i];
-            return Err(Error::Data {
-                path: format!("{}:{}", set.path, e.line),
-                reason: format!("label {} but the model has {classes} outputs", e.label),
-            });
-        }
-        let values = logits.to_f32_vec();
-        for (row, &label) in values.chunks(classes).zip(&b.labels).take(rows) {
-            if argmax(row) == label as usize {
-                correct += 1;
-            }
-        }
+    crate::eval::token_accuracy(net, &model.data(set.clone()), batch_size)
+}
+
+/// What a pruning run on token data reads: the model at the data's sequence length, how its
+/// exports write dims, and the train and test splits.
+pub struct TokenRun {
+    pub graph: Graph,
+    pub original: Vec<u8>,
+    pub dims: ExportDims,
+    pub train: TokenData,
+    pub test: TokenData,
+}
+
+/// Reads the splits of `data` and the model at their length, and checks that the data fits
+/// it (ids inside the embedding tables, labels inside the outputs), naming `FILE:LINE`.
+pub fn prepare_run(
+    model: &Path,
+    shapes: &InputShapeArgs,
+    data: &Path,
+    seq_len: Option<usize>,
+) -> Result<TokenRun> {
+    let (train, test) = read_splits(data)?;
+    let m = import(model, shapes, &[&train, &test], seq_len)?;
+    for set in [&train, &test] {
+        check_labels(&m.graph, set)?;
     }
-    let samples = set.len();
-    Ok(Accuracy {
-        accuracy: correct as f64 / samples.max(1) as f64,
-        correct,
-        samples,
+    let dims = ExportDims::decide(&m.graph, &m.bytes, &m.size_dependent);
+    Ok(TokenRun {
+        train: m.data(train),
+        test: m.data(test),
+        dims,
+        graph: m.graph,
+        original: m.bytes,
     })
 }
 
-/// `compress MODEL --data FILE.jsonl`: the training run does not read token data yet (its
-/// pipeline feeds one image input). Reads the data and the model as `eval` does, so that bad
-/// data is named first, then says in one line why the run stops: no prunable channel group
-/// (with the first group's reason), or training on token data missing.
-pub fn refuse_run(model: &Path, shapes: &InputShapeArgs, data: &Path) -> Result<()> {
-    let set = crate::data::jsonl::read(data)?;
-    let imported = import(model, shapes, &set, None)?;
-    let groups = crate::groups::analyse(&imported.graph)?;
-    if !groups.iter().any(|g| g.prunable) {
-        let why = groups
-            .iter()
-            .find_map(|g| g.reason.clone())
-            .map(|r| format!(" (e.g. {r})"))
-            .unwrap_or_default();
-        return Err(Error::Usage(format!(
-            "{}: no prunable channel group among {}{why}; nothing for --method to prune",
-            model.display(),
-            groups.len()
-        )));
+/// Refuses a label the model has no output for (the loss would index past the logits).
+fn check_labels(graph: &Graph, set: &TokenSet) -> Result<()> {
+    let Some(classes) = graph
+        .outputs
+        .first()
+        .map(|o| o.shape(1))
+        .filter(|s| s.len() == 2)
+        .map(|s| s[1])
+        .filter(|&c| c > 0)
+    else {
+        return Ok(());
+    };
+    match set.examples.iter().find(|e| e.label as usize >= classes) {
+        Some(e) => Err(Error::Data {
+            path: format!("{}:{}", set.path, e.line),
+            reason: format!(
+                "label {}, but the model has {classes} outputs (labels 0..{})",
+                e.label,
+                classes - 1
+            ),
+        }),
+        None => Ok(()),
     }
-    Err(Error::Usage(format!(
-        "{}: training on token data ({}) is not supported yet; `compress eval` reads it",
-        model.display(),
-        data.display()
-    )))
 }

@@ -153,6 +153,24 @@ impl TokenSet {
         self.examples.iter().map(|e| e.label).collect()
     }
 
+    /// Splits one file into (train, test): every `every`-th example (the `every`-th, the
+    /// `2 * every`-th, ...) is a test example. Fixed, not seeded, so that every run on a file
+    /// is tested on the same examples; interleaved, so that a file sorted by label still gives
+    /// a test split with every label.
+    pub fn split_every(&self, every: usize) -> (TokenSet, TokenSet) {
+        let every = every.max(2);
+        let (test, train): (Vec<_>, Vec<_>) = self
+            .examples
+            .iter()
+            .enumerate()
+            .partition(|(i, _)| (i + 1) % every == 0);
+        let keep = |part: Vec<(usize, &TokenExample)>| TokenSet {
+            path: self.path.clone(),
+            examples: part.into_iter().map(|(_, e)| e.clone()).collect(),
+        };
+        (keep(train), keep(test))
+    }
+
     /// Checks that every sequence fits `seq_len` tokens, naming the first line that does not.
     pub fn check_fits(&self, seq_len: usize) -> Result<()> {
         match self.examples.iter().find(|e| e.input_ids.len() > seq_len) {
@@ -295,6 +313,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(rows.starts_with("t.jsonl:3: input_ids holds 8"), "{rows}");
+    }
+
+    #[test]
+    fn one_file_splits_every_fifth_example_into_the_test_split() {
+        let text: String = (0..12)
+            .map(|i| format!("{{\"input_ids\": [{}], \"label\": {}}}\n", i + 1, i % 3))
+            .collect();
+        let set = parse(&text, "t.jsonl").unwrap();
+        let (train, test) = set.split_every(5);
+        let ids =
+            |s: &TokenSet| -> Vec<i64> { s.examples.iter().map(|e| e.input_ids[0]).collect() };
+        assert_eq!(ids(&test), vec![5, 10]);
+        assert_eq!(ids(&train), vec![1, 2, 3, 4, 6, 7, 8, 9, 11, 12]);
+        assert_eq!(test.examples[1].line, 10, "lines are kept for messages");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod cifar;
 mod dataset;
+pub mod examples;
 pub mod folder;
 pub mod idx;
 pub mod jsonl;
@@ -13,6 +14,7 @@ pub mod preprocess;
 pub mod transform;
 
 pub use dataset::Dataset;
+pub use examples::{ExampleSet, Examples, TokenData};
 
 use std::path::Path;
 

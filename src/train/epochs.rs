@@ -6,7 +6,7 @@ use burn::prelude::*;
 use super::checkpoint;
 use super::trainer::Trainer;
 use super::{EpochRecord, TrainConfig, TrainOutcome};
-use crate::data::Dataset;
+use crate::data::Examples;
 use crate::error::{Error, Result};
 use crate::ir::Graph;
 use crate::rng::SliceRandom;
@@ -125,9 +125,9 @@ fn with_checkpoint_hint(e: Error, cfg: &TrainConfig, epoch: usize) -> Error {
 }
 
 /// Fine-tunes `graph` on `train` (minus a validation share), returning the trained gated net.
-pub fn fine_tune(
+pub fn fine_tune<'a>(
     graph: &Graph,
-    train: &Dataset,
+    train: impl Into<Examples<'a>>,
     val_fraction: f64,
     cfg: &TrainConfig,
     device: &Device,
@@ -136,14 +136,15 @@ pub fn fine_tune(
 }
 
 /// [`fine_tune`] distilling from `teacher` (when `cfg.distill_weight` > 0) instead of `graph`.
-pub fn fine_tune_from(
+pub fn fine_tune_from<'a>(
     graph: &Graph,
     teacher: &Graph,
-    train: &Dataset,
+    train: impl Into<Examples<'a>>,
     val_fraction: f64,
     cfg: &TrainConfig,
     device: &Device,
 ) -> Result<TrainOutcome> {
+    let train = train.into();
     let (mut t, split) = Trainer::new(graph, teacher, train, val_fraction, cfg, device)?;
     let mut opt_w = weight_optimizer(cfg);
     let mut opt_g = AdamConfig::new().init();

@@ -14,11 +14,11 @@ use std::time::Instant;
 use burn::prelude::*;
 
 use super::{EpochRecord, Method, Penalty, TrainConfig, checkpoint, fine_tune_from};
-use crate::data::Dataset;
+use crate::data::Examples;
 use crate::error::{Error, Result};
 use crate::ir::Graph;
 use crate::verify::sizes::{ExportDims, Reference};
-use crate::verify::{Comparison, Verification, max_abs_diff, pseudo_random};
+use crate::verify::{Comparison, Verification, max_abs_diff, probe_tensor};
 
 /// Largest difference allowed between the export in a runtime and burn on the same graph.
 const TOLERANCE: f32 = 1e-4;
@@ -97,10 +97,10 @@ fn phase_config(cfg: &TrainConfig) -> Result<TrainConfig> {
 /// Trains `pruned` (no gates) for `cfg.finetune_epochs` epochs on `train` minus the validation
 /// share, distilling from `dense` when `cfg.distill_weight` > 0; exports it with `dims` and
 /// verifies the export against burn.
-pub fn finetune(
+pub fn finetune<'a>(
     pruned: &Graph,
     dense: &Graph,
-    train: &Dataset,
+    train: impl Into<Examples<'a>>,
     val_fraction: f64,
     cfg: &TrainConfig,
     dims: &ExportDims,
@@ -136,13 +136,14 @@ pub fn finetune(
 }
 
 /// Runs the export in tract (and ONNX Runtime with the `ort` feature) and burn on `graph` on
-/// the same pseudo-random inputs; fails (exit code 3) beyond the tolerance.
+/// the same pseudo-random inputs (token ids inside the embedding tables for integer inputs);
+/// fails (exit code 3) beyond the tolerance.
 fn against_burn(graph: &Graph, bytes: &[u8], device: &Device) -> Result<Verification> {
     let inputs: Vec<_> = graph
         .inputs
         .iter()
         .enumerate()
-        .map(|(i, v)| pseudo_random(&v.shape(2), 17 + i as u64))
+        .map(|(i, v)| probe_tensor(graph, i, &v.shape(2), 17 + i as u64))
         .collect();
     let want = crate::exec::Network::new(graph, device)?.run(&inputs)?;
     let compare = |runtime: &str, got: Vec<crate::ir::Tensor>| -> Result<Comparison> {

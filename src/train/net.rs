@@ -221,14 +221,14 @@ impl GatedNet {
     }
 
     /// Training-mode forward: batch statistics in BatchNorm (running statistics updated).
-    pub fn forward_train(&mut self, x: Val, gates: &[Tensor<2>]) -> Result<Tensor<2>> {
+    pub fn forward_train(&mut self, x: Vec<Val>, gates: &[Tensor<2>]) -> Result<Tensor<2>> {
         let mut stats: HashMap<usize, BatchStats> = HashMap::new();
         let frame = Frame {
             overrides: self.overrides(false),
             scales: self.scales(gates),
             bn_stats: Some(&mut stats),
         };
-        let out = self.net.forward_frame(vec![x], frame)?.remove(0);
+        let out = self.net.forward_frame(x, frame)?.remove(0);
         let m = self.bn_momentum;
         for (index, s) in stats {
             let node = &self.bn[&index];
@@ -243,24 +243,24 @@ impl GatedNet {
     }
 
     /// Batch-statistics forward that leaves the running statistics alone (ARM's second pass).
-    pub fn forward_eval_train_bn(&self, x: Val, gates: &[Tensor<2>]) -> Result<Tensor<2>> {
+    pub fn forward_eval_train_bn(&self, x: Vec<Val>, gates: &[Tensor<2>]) -> Result<Tensor<2>> {
         let mut stats: HashMap<usize, BatchStats> = HashMap::new();
         let frame = Frame {
             overrides: self.overrides(true),
             scales: self.scales(gates),
             bn_stats: Some(&mut stats),
         };
-        Ok(self.net.forward_frame(vec![x], frame)?.remove(0).to2())
+        Ok(self.net.forward_frame(x, frame)?.remove(0).to2())
     }
 
     /// Evaluation-mode forward (running statistics, no gradient tracking needed).
-    pub fn forward_eval(&self, x: Val, gates: &[Tensor<2>]) -> Result<Tensor<2>> {
+    pub fn forward_eval(&self, x: Vec<Val>, gates: &[Tensor<2>]) -> Result<Tensor<2>> {
         let frame = Frame {
             overrides: self.overrides(true),
             scales: self.scales(gates),
             bn_stats: None,
         };
-        Ok(self.net.forward_frame(vec![x], frame)?.remove(0).to2())
+        Ok(self.net.forward_frame(x, frame)?.remove(0).to2())
     }
 
     /// The graph with the current weights and running statistics written back.

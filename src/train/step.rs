@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use super::net;
 use super::trainer::{GateParams, Trainer};
-use crate::data::Dataset;
+use crate::data::Examples;
 use crate::error::{Error, Result};
 use crate::exec::Val;
 use crate::exec::value::host_f32;
@@ -28,7 +28,7 @@ impl Trainer<'_> {
     /// One optimiser step on the examples `idx` of `data`.
     pub fn step(
         &mut self,
-        data: &Dataset,
+        data: Examples<'_>,
         idx: &[usize],
         opt_w: &mut ModuleOptimizer,
         opt_g: &mut ModuleOptimizer,
@@ -102,13 +102,13 @@ impl Trainer<'_> {
 
     /// Adds Hinton et al.'s soft-target term when distilling:
     /// `T^2 * KL(softmax(t/T) || softmax(s/T))`, batch mean.
-    fn distilled(&self, data_loss: Tensor<1>, x: &Val, out: Tensor<2>) -> Result<Tensor<1>> {
+    fn distilled(&self, data_loss: Tensor<1>, x: &[Val], out: Tensor<2>) -> Result<Tensor<1>> {
         let weight = self.cfg.distill_weight;
         let Some(teacher) = self.teacher.as_ref().filter(|_| weight > 0.0) else {
             return Ok(data_loss);
         };
         let t = self.cfg.distill_temperature as f32;
-        let logits_t = teacher.forward(vec![x.clone()])?.remove(0).to2().detach();
+        let logits_t = teacher.forward(x.to_vec())?.remove(0).to2().detach();
         let p_t = burn::tensor::activation::softmax(logits_t.clone() / t, 1);
         let log_p_t = burn::tensor::activation::log_softmax(logits_t / t, 1);
         let log_p_s = burn::tensor::activation::log_softmax(out / t, 1);

@@ -7,8 +7,8 @@ use burn::tensor::TensorData;
 
 use super::TrainConfig;
 use super::net::{self, GatedNet};
-use crate::data::Dataset;
 use crate::data::loader::{Loader, Prefetch};
+use crate::data::{Dataset, Examples, TokenData};
 use crate::error::Result;
 use crate::exec::Val;
 use crate::exec::value::host_f32;
@@ -35,7 +35,7 @@ pub(super) struct Trainer<'a> {
     pub cost: CostModel,
     pub rng: Rng,
     pub lambda: f64,
-    /// Shape of one example.
+    /// Shape of one image example (empty for token data).
     pub sample: Vec<usize>,
     /// The dense network, for distillation.
     pub teacher: Option<crate::exec::Network>,
@@ -63,7 +63,7 @@ impl<'a> Trainer<'a> {
     pub fn new(
         graph: &Graph,
         teacher: &Graph,
-        train: &Dataset,
+        train: Examples<'_>,
         val_fraction: f64,
         cfg: &'a TrainConfig,
         device: &Device,
@@ -73,7 +73,13 @@ impl<'a> Trainer<'a> {
         let gate_groups = super::gated_groups(graph, &analysis, cfg);
         let cost = CostModel::new(graph, &analysis, &gate_groups)?;
         let net = GatedNet::new(graph, analysis, &gate_groups, device)?;
-        let sample = crate::eval::sample_shape(&net.net, train, "training data")?;
+        let sample = match train {
+            Examples::Images(d) => crate::eval::sample_shape(&net.net, d, "training data")?,
+            Examples::Tokens(t) => {
+                crate::eval::check_token_inputs(&net.net, t)?;
+                Vec::new()
+            }
+        };
         let mut rng = crate::rng::seeded(cfg.seed);
         let widths: Vec<usize> = net.gated.iter().map(|g| g.width).collect();
         let (logits, generator) = match method.init(&widths, &mut rng, device) {
@@ -133,8 +139,12 @@ impl<'a> Trainer<'a> {
         Val::from_f32(pixels, &shape, &self.device())
     }
 
-    /// Starts reading the training batches of `order` ahead (the epoch's shuffled examples).
-    pub fn start_feed(&mut self, data: &Dataset, order: &[usize]) {
+    /// Starts reading the training batches of `order` ahead (the epoch's shuffled examples);
+    /// token batches are cut from memory when asked for.
+    pub fn start_feed(&mut self, data: Examples<'_>, order: &[usize]) {
+        let Examples::Images(data) = data else {
+            return;
+        };
         let prefetch = Prefetch::for_data(data);
         self.feed = Some(Loader::new(
             data,
@@ -147,7 +157,24 @@ impl<'a> Trainer<'a> {
     /// A training batch, augmented when configured: the feed's next batch when it holds `idx`,
     /// else read here. The augmentation draws come from the run's random source at this point,
     /// between the previous step's draws and this step's gate sample, so they stay here.
-    pub fn train_input(&mut self, data: &Dataset, idx: &[usize]) -> Result<Val> {
+    pub fn train_input(&mut self, data: Examples<'_>, idx: &[usize]) -> Result<Vec<Val>> {
+        match data {
+            Examples::Images(d) => Ok(vec![self.image_input(d, idx)?]),
+            Examples::Tokens(t) => Ok(self.token_inputs(t, idx)),
+        }
+    }
+
+    /// The token examples `idx`: one `[batch, seq_len]` value per graph input.
+    fn token_inputs(&self, data: &TokenData, idx: &[usize]) -> Vec<Val> {
+        let device = self.device();
+        data.read(idx)
+            .0
+            .into_iter()
+            .map(|v| Val::from_f32(v, &[idx.len(), data.seq_len], &device))
+            .collect()
+    }
+
+    fn image_input(&mut self, data: &Dataset, idx: &[usize]) -> Result<Val> {
         let ahead = self
             .feed
             .as_mut()
@@ -170,8 +197,8 @@ impl<'a> Trainer<'a> {
         Ok(self.input(pixels, idx))
     }
 
-    pub fn labels(&self, data: &Dataset, idx: &[usize]) -> Tensor<1, Int> {
-        let v: Vec<i64> = idx.iter().map(|&i| data.labels[i] as i64).collect();
+    pub fn labels(&self, data: Examples<'_>, idx: &[usize]) -> Tensor<1, Int> {
+        let v: Vec<i64> = idx.iter().map(|&i| data.label(i) as i64).collect();
         Tensor::<1, Int>::from_data(TensorData::new(v, [idx.len()]), &self.device())
     }
 
@@ -223,19 +250,32 @@ impl<'a> Trainer<'a> {
     }
 
     /// Accuracy on `indices` of `data` with the deterministic gates, in eval mode.
-    pub fn accuracy(&self, data: &Dataset, indices: &[usize]) -> Result<f64> {
+    pub fn accuracy(&self, data: Examples<'_>, indices: &[usize]) -> Result<f64> {
         let gates = self.eval_gates();
         let mut correct = 0usize;
-        let batches = Loader::new(data, indices.to_vec(), 256, Prefetch::for_data(data));
-        for (chunk, pixels) in indices.chunks(256).zip(batches) {
-            let logits = self.net.forward_eval(self.input(pixels?, chunk), &gates)?;
+        let mut count = |chunk: &[usize], inputs: Vec<Val>| -> Result<()> {
+            let logits = self.net.forward_eval(inputs, &gates)?;
             let pred = host_f32(logits.argmax(1).float().reshape([chunk.len()]));
             correct += chunk
                 .iter()
                 .zip(pred)
-                .filter(|&(&i, p)| data.labels[i] as f32 == p)
+                .filter(|&(&i, p)| data.label(i) as f32 == p)
                 .count();
             self.release_forward_graphs();
+            Ok(())
+        };
+        match data {
+            Examples::Images(d) => {
+                let batches = Loader::new(d, indices.to_vec(), 256, Prefetch::for_data(d));
+                for (chunk, pixels) in indices.chunks(256).zip(batches) {
+                    count(chunk, vec![self.input(pixels?, chunk)])?;
+                }
+            }
+            Examples::Tokens(t) => {
+                for chunk in indices.chunks(256) {
+                    count(chunk, self.token_inputs(t, chunk))?;
+                }
+            }
         }
         Ok(if indices.is_empty() {
             0.0

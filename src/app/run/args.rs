@@ -12,11 +12,16 @@ pub struct RunArgs {
     /// Gate method.
     #[arg(long, value_parser = named::<Method>(), default_value = "dep-l0")]
     pub method: Method,
-    /// Dataset directory (IDX, CIFAR binary or image folder); default: the shipped subset.
+    /// Dataset directory (IDX, CIFAR binary or image folder), or token data (a `.jsonl` file,
+    /// or a directory of `train.jsonl` and `test.jsonl`) for a model with token inputs;
+    /// default: the shipped subset.
     #[arg(long)]
     pub data: Option<PathBuf>,
     #[command(flatten)]
     pub shapes: crate::app::input_shape::InputShapeArgs,
+    /// Token data: pad every sequence to this length (default: the longest in the data).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
     /// Output model; default MODEL.pruned.onnx beside the input.
     #[arg(short, long)]
     pub output: Option<PathBuf>,

@@ -8,9 +8,9 @@ use super::args::RunArgs;
 use crate::app::options::burn_device;
 use crate::app::sibling;
 use crate::app::tokens::is_token_data;
-use crate::data::Dataset;
-use crate::data::preprocess::{Preprocessing, Request};
-use crate::error::Result;
+use crate::data::preprocess::{Preprocessing, Request, Source};
+use crate::data::{Dataset, ExampleSet};
+use crate::error::{Error, Result};
 use crate::eval::Accuracy;
 use crate::ir::Graph;
 use crate::pipeline::{self, Timings};
@@ -25,8 +25,8 @@ use crate::{fsutil, report, verify};
 pub struct Job {
     pub graph: Graph,
     pub original: Vec<u8>,
-    pub train: Dataset,
-    pub test: Dataset,
+    pub train: ExampleSet,
+    pub test: ExampleSet,
     pub data_name: String,
     pub dense: Accuracy,
     pub dense_eval_s: f64,
@@ -41,7 +41,7 @@ pub struct Job {
 /// Reads the model and the data (prepared as `request` asks) and evaluates the dense model.
 pub fn prepare(a: &RunArgs, request: &Request) -> Result<Job> {
     if let Some(tokens) = a.data.as_deref().filter(|d| is_token_data(Some(d))) {
-        crate::app::tokens::refuse_run(&a.model, &a.shapes, tokens)?;
+        return prepare_tokens(a, request, tokens);
     }
     let device = burn_device(a.device)?;
     let original = crate::onnx::read_model(&a.model)?;
@@ -85,14 +85,66 @@ pub fn prepare(a: &RunArgs, request: &Request) -> Result<Job> {
     Ok(Job {
         graph,
         original,
-        train,
-        test,
+        train: ExampleSet::Images(train),
+        test: ExampleSet::Images(test),
         data_name,
         dense,
         dense_eval_s,
         device,
         preprocessing,
         dims,
+    })
+}
+
+/// [`prepare`] for token data (`--data FILE.jsonl` or a directory of `.jsonl` splits): the model
+/// imported at the data's sequence length, its labels and ids checked against the model.
+fn prepare_tokens(a: &RunArgs, request: &Request, data: &Path) -> Result<Job> {
+    if *request != Request::default() {
+        return Err(Error::Usage(format!(
+            "{}: token data is not images; --normalize, --mean, --std and --resize do not apply",
+            data.display()
+        )));
+    }
+    if a.augment {
+        return Err(Error::Usage(format!(
+            "{}: token data is not images; --augment does not apply",
+            data.display()
+        )));
+    }
+    let device = burn_device(a.device)?;
+    let run = crate::app::tokens::prepare_run(&a.model, &a.shapes, data, a.seq_len)?;
+    let data_name = data.display().to_string();
+    let test = ExampleSet::Tokens(run.test);
+    let t0 = Instant::now();
+    let dense = pipeline::evaluate_on(&run.graph, test.examples(), &data_name, &device)?;
+    let dense_eval_s = t0.elapsed().as_secs_f64();
+    if a.chatty() {
+        eprintln!(
+            "dense: accuracy {:.4} on {} test sequences of {} tokens",
+            dense.accuracy, dense.samples, run.train.seq_len
+        );
+    }
+    Ok(Job {
+        graph: run.graph,
+        original: run.original,
+        train: ExampleSet::Tokens(run.train),
+        test,
+        data_name,
+        dense,
+        dense_eval_s,
+        device,
+        // Token data has no preprocessing: record nothing.
+        preprocessing: Preprocessing {
+            mean: vec![0.0],
+            std: vec![1.0],
+            source: Source::FormatDefault,
+            resize: None,
+        },
+        dims: if a.dry_run {
+            ExportDims::AsImported
+        } else {
+            run.dims
+        },
     })
 }
 
@@ -140,7 +192,12 @@ pub fn run_once(
     }
     let prune_verify_s = t2.elapsed().as_secs_f64();
     let t3 = Instant::now();
-    let pruned_acc = pipeline::evaluate(&compressed.graph, &job.test, &job.data_name, &job.device)?;
+    let pruned_acc = pipeline::evaluate_on(
+        &compressed.graph,
+        job.test.examples(),
+        &job.data_name,
+        &job.device,
+    )?;
     let pruned_eval_s = t3.elapsed().as_secs_f64();
     let (compressed, pruned_acc, finetune) = finetune_phase(a, job, cfg, compressed, pruned_acc)?;
     let t4 = Instant::now();
@@ -221,7 +278,12 @@ fn finetune_phase(
         &job.dims,
         &job.device,
     )?;
-    let after = pipeline::evaluate(&done.graph, &job.test, &job.data_name, &job.device)?;
+    let after = pipeline::evaluate_on(
+        &done.graph,
+        job.test.examples(),
+        &job.data_name,
+        &job.device,
+    )?;
     if a.chatty() {
         eprintln!(
             "fine-tune phase: accuracy {:.4} -> {:.4}",
