@@ -242,22 +242,33 @@ fn random_keep_prune_verifies_on_token_inputs_and_exports_int64_inputs() {
     }
 }
 
-/// A pruning run on token data stops with one clear line (exit 2), never a panic: training
-/// reads image data only so far.
+/// A pruning run on the token fixture trains (runs on token data: tests/bert_train.rs); one
+/// whose data has too few lines for a test split stops with one clear line (exit 2).
 #[test]
-fn a_pruning_run_on_token_data_stops_with_a_clear_message() {
+fn a_pruning_run_on_too_little_token_data_stops_with_a_clear_message() {
     let model = dirs()[0].join("model.onnx");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("four.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(jsonl())
+        .unwrap()
+        .lines()
+        .take(4)
+        .map(String::from)
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
     let out = common::compress()
         .arg(&model)
         .args(["--method", "l0-hc", "--epochs", "1", "--data"])
-        .arg(jsonl())
+        .arg(&data)
+        .arg("-o")
+        .arg(tmp.path().join("out.onnx"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("training on token data") || err.contains("no prunable channel group"),
+        err.contains("4 examples; a run holds every 5th out"),
         "{err}"
     );
 }
