@@ -260,6 +260,25 @@ fn the_fine_tune_phase_trains_the_pruned_token_model() {
         .unwrap()
         .graph;
     assert_eq!(graph.input_type("attention_mask"), ElemType::Bool);
+    // `check` reads a token run's report like any other.
+    let check = common::compress()
+        .arg("check")
+        .arg(out.with_extension("report.json"))
+        .args(["--min-macs-reduction", "0.25"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let fail = common::compress()
+        .arg("check")
+        .arg(out.with_extension("report.json"))
+        .args(["--min-macs-reduction", "0.5"])
+        .output()
+        .unwrap();
+    assert_eq!(fail.status.code(), Some(1));
 }
 
 /// Bad token data in a run is one line naming `FILE:LINE` (or the option), exit 2, and nothing
