@@ -110,3 +110,32 @@ impl<'a> From<&'a ExampleSet> for Examples<'a> {
         s.examples()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::jsonl::parse;
+
+    #[test]
+    fn token_batches_feed_each_input_its_field_in_graph_order() {
+        let text = "{\"input_ids\": [5, 6], \"token_type_ids\": [0, 1], \"label\": 2}\n\
+                    {\"input_ids\": [7], \"label\": 1}\n";
+        let data = TokenData {
+            set: parse(text, "t.jsonl").unwrap(),
+            fields: vec![
+                TokenField::TokenTypeIds,
+                TokenField::InputIds,
+                TokenField::AttentionMask,
+            ],
+            seq_len: 3,
+        };
+        let (inputs, labels) = data.read(&[1, 0]);
+        assert_eq!(inputs[0], vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+        assert_eq!(inputs[1], vec![7.0, 0.0, 0.0, 5.0, 6.0, 0.0]);
+        assert_eq!(inputs[2], vec![1.0, 0.0, 0.0, 1.0, 1.0, 0.0]);
+        assert_eq!(labels, vec![1, 2]);
+        let examples = Examples::from(&data);
+        assert_eq!((examples.len(), examples.label(0)), (2, 2));
+        assert_eq!(data.place(1), "t.jsonl:2");
+    }
+}
