@@ -15,8 +15,8 @@ use compress::ir::cost::graph_cost;
 use compress::verify::{pseudo_random, tract_latencies_ms};
 
 /// Runs per median at batch 1 and batch 64.
-const RUNS_1: usize = 201;
-const RUNS_64: usize = 41;
+const RUNS_1: usize = 2001;
+const RUNS_64: usize = 401;
 
 /// The 1-minute load average (Linux), or None where it cannot be read.
 fn load_average() -> Option<f64> {
