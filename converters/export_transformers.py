@@ -123,7 +123,7 @@ class ViT(nn.Module):
 # ---------------------------------------------------------------- export
 
 
-def export_torchscript(model, path):
+def export_torchscript(model, path, channels=1):
     kwargs = dict(
         input_names=["input"],
         output_names=["logits"],
@@ -133,13 +133,13 @@ def export_torchscript(model, path):
     )
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False
-    torch.onnx.export(model, (torch.zeros(2, 1, 28, 28),), path, **kwargs)
+    torch.onnx.export(model, (torch.zeros(2, channels, 28, 28),), path, **kwargs)
 
 
-def export_dynamo(model, path):
+def export_dynamo(model, path, channels=1):
     batch = torch.export.Dim("batch", min=1, max=1024)
     prog = torch.onnx.export(
-        model, (torch.zeros(2, 1, 28, 28),), dynamo=True, opset_version=18,
+        model, (torch.zeros(2, channels, 28, 28),), dynamo=True, opset_version=18,
         input_names=["input"], output_names=["logits"],
         dynamic_shapes={"x": {0: batch}}, external_data=False)
     prog.save(path, external_data=False)
@@ -150,14 +150,14 @@ def write_tensor(path, arr, name):
         f.write(numpy_helper.from_array(np.ascontiguousarray(arr), name).SerializeToString())
 
 
-def export_all(model, d, gen, stem="model"):
+def export_all(model, d, gen, stem="model", channels=1):
     """Both exports plus the reference sets; returns a summary per file."""
     model.eval()
     os.makedirs(d, exist_ok=True)
     files = {f"{stem}.onnx": export_torchscript, f"{stem}.dynamo.onnx": export_dynamo}
     refs = []
     for k, b in enumerate(BATCHES):
-        x = torch.rand(b, 1, 28, 28, generator=gen)
+        x = torch.rand(b, channels, 28, 28, generator=gen)
         with torch.no_grad():
             y = model(x).numpy()
         sd = os.path.join(d, f"test_data_set_{k}")
@@ -168,7 +168,7 @@ def export_all(model, d, gen, stem="model"):
     summary = {}
     for name, fn in files.items():
         path = os.path.join(d, name)
-        fn(model, path)
+        fn(model, path, channels)
         onnx.checker.check_model(onnx.load(path), full_check=True)
         sess = ort_session(path)
         worst = max(float(np.abs(sess.run(None, {"input": x})[0] - y).max()) for x, y in refs)

@@ -83,6 +83,9 @@ struct Importer {
     size_dependent: RefCell<Vec<String>>,
     /// Graph inputs that are not float32.
     input_types: BTreeMap<String, ElemType>,
+    /// For a folded value that depends on the batch size: the computed value whose Shape its
+    /// chain starts at (an op that needs the batch size at run time reads it from there).
+    batch_sources: HashMap<String, String>,
 }
 
 fn meta_of(m: &pb::ModelProto) -> ModelMeta {
@@ -171,6 +174,7 @@ impl Importer {
             sized: false,
             size_dependent: RefCell::new(Vec::new()),
             input_types: BTreeMap::new(),
+            batch_sources: HashMap::new(),
         })
     }
 
@@ -390,6 +394,8 @@ impl Importer {
                     | "Div"
                     | "Mod"
                     | "Sqrt"
+                    | "Equal"
+                    | "Where"
                     | "Concat"
                     | "Identity"
                     | "Reshape"
@@ -412,11 +418,18 @@ impl Importer {
                 }
                 *slot = fold(n, &name, &ins)?;
             }
-            if let [Some(a), Some(b)] = folded {
+            // A result whose shape follows the batch size is data (a class token expanded to
+            // the batch): the op computes it at run time when it can.
+            let batch_shaped = matches!(&folded, [Some(a), Some(b)] if a.shape != b.shape)
+                && crate::ops::importer(op_type).is_some();
+            if let ([Some(a), Some(b)], false) = (folded, batch_shaped) {
                 let out = n
                     .output
                     .first()
                     .ok_or_else(|| Error::node(&name, op_type, "no output"))?;
+                if a != b {
+                    self.note_batch_source(n, out);
+                }
                 for (p, t) in [a, b].into_iter().enumerate() {
                     self.shapes[p].insert(out.clone(), t.shape.clone());
                     self.consts[p].insert(out.clone(), t);
@@ -440,6 +453,7 @@ impl Importer {
                 attrs: Attrs::new(n, &name),
                 importer: self,
                 rewrites: RefCell::new(Vec::new()),
+                extra_inputs: RefCell::new(Vec::new()),
             })?;
             for (k, (op, data_inputs)) in parts.into_iter().enumerate() {
                 let Some(out_name) = n.output.get(k).filter(|s| !s.is_empty()) else {
@@ -472,13 +486,16 @@ impl Importer {
             attrs: Attrs::new(n, &name),
             importer: self,
             rewrites: RefCell::new(Vec::new()),
+            extra_inputs: RefCell::new(Vec::new()),
         };
         let (op, data_inputs) = import(&cx)?;
         let rewrites = cx.rewrites.into_inner();
+        let extra_inputs = cx.extra_inputs.into_inner();
         let mut inputs: Vec<String> = data_inputs
             .iter()
             .map(|&i| input_name(n, &name, i))
             .collect::<Result<_>>()?;
+        inputs.extend(extra_inputs);
         for Rewrite {
             input,
             op,
@@ -506,6 +523,23 @@ impl Importer {
             self.shapes[1].remove(extra);
         }
         self.push_node(name, op, inputs, out_name.clone())
+    }
+
+    /// Records where the batch-dependent value `out` of folded node `n` gets the batch size:
+    /// the computed input of a Shape, else the source of an input that has one.
+    fn note_batch_source(&mut self, n: &NodeProto, out: &str) {
+        let computed =
+            |i: &String| !self.consts[0].contains_key(i) && self.shapes[0].contains_key(i);
+        let source = match n.input.first() {
+            Some(x) if n.op_type == "Shape" && computed(x) => Some(x.clone()),
+            _ => n
+                .input
+                .iter()
+                .find_map(|i| self.batch_sources.get(i).cloned()),
+        };
+        if let Some(s) = source {
+            self.batch_sources.insert(out.to_string(), s);
+        }
     }
 
     /// `base`, or `base_k` with the first k that is not used yet.
@@ -571,6 +605,8 @@ pub struct ImportCx<'a> {
     pub attrs: Attrs<'a>,
     importer: &'a Importer,
     rewrites: RefCell<Vec<Rewrite>>,
+    /// Values read after the data inputs (an Expand's batch source).
+    extra_inputs: RefCell<Vec<String>>,
 }
 
 /// An input fed through an inserted single-input node before this node reads it.
@@ -621,6 +657,20 @@ impl ImportCx<'_> {
         let input = self.node.input.get(i)?;
         let c = &self.importer.consts;
         Some((c[0].get(input)?, c[1].get(input)?))
+    }
+
+    /// For a constant input `i` that depends on the batch size: the computed value whose Shape
+    /// it was derived from, with that value's shape at both probe batch sizes.
+    pub fn batch_source(&self, i: usize) -> Option<(&str, &Vec<usize>, &Vec<usize>)> {
+        let input = self.node.input.get(i)?;
+        let source = self.importer.batch_sources.get(input)?;
+        let s = &self.importer.shapes;
+        Some((source.as_str(), s[0].get(source)?, s[1].get(source)?))
+    }
+
+    /// Appends `value` to the node's inputs, after the data inputs the importer returns.
+    pub fn read_extra_input(&self, value: &str) {
+        self.extra_inputs.borrow_mut().push(value.to_string());
     }
 
     /// Input `i`'s static shape at both probe batch sizes.

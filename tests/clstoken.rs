@@ -1,0 +1,184 @@
+//! ViTs whose class token is expanded to the batch size (`converters/export_clstoken.py`):
+//! torchvision's own `VisionTransformer` (`class_token.expand(n, -1, -1)`, then `torch.cat` on
+//! the token axis; `nn.MultiheadAttention` blocks) and timm's `cat(cls_token.expand(B, -1, -1),
+//! x)`, each through the TorchScript exporter (opset 17: the target is a Shape -> Gather ->
+//! Concat -> Where(Equal) chain) and the dynamo exporter (opset 18: Shape(input)[0:1] -> Concat).
+//! The Expand reads the batch size at run time from the value its Shape chain starts at.
+
+mod common;
+
+use std::path::PathBuf;
+
+use compress::exec::{Network, default_device};
+use compress::ir::{Graph, Op};
+use compress::verify::run_tract;
+
+/// (name, path, transformer blocks) of every class-token export.
+fn exports() -> Vec<(String, PathBuf, usize)> {
+    let root = common::repo().join("fixtures/transformers");
+    let mut out = Vec::new();
+    for (model, blocks) in [("tv_vit", 3), ("timm_cls", 2)] {
+        for file in ["model.onnx", "model.dynamo.onnx"] {
+            out.push((
+                format!("{model}/{file}"),
+                root.join(model).join(file),
+                blocks,
+            ));
+        }
+    }
+    out
+}
+
+fn import(path: &PathBuf) -> Graph {
+    compress::onnx::import_file(path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A deterministic input batch of the model's input shape.
+fn input(graph: &Graph, batch: usize, seed: u64) -> compress::ir::Tensor {
+    compress::verify::pseudo_random(&graph.inputs[0].shape(batch), seed)
+}
+
+#[test]
+fn burn_matches_pytorch_and_tract_at_two_batch_sizes() {
+    for (name, path, _) in exports() {
+        let dir = path.parent().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let graph = import(&path);
+        let net = Network::new(&graph, &default_device()).unwrap();
+        let exported = compress::onnx::export(&graph);
+        for set in ["test_data_set_0", "test_data_set_1"] {
+            let (inputs, expected) = common::load_data_set(&dir.join(set));
+            let batch = inputs[0].shape[0];
+            let burn = net.run(&inputs).unwrap();
+            let tract = run_tract(&bytes, &inputs).unwrap();
+            let again = run_tract(&exported, &inputs).unwrap();
+            let d_torch = common::max_diff(&burn[0], &expected[0]);
+            let d_tract = common::max_diff(&burn[0], &tract[0]);
+            let d_export = common::max_diff(&again[0], &tract[0]);
+            println!(
+                "{name} batch {batch}: burn-pytorch {d_torch:.2e}, burn-tract {d_tract:.2e}, \
+                 re-export {d_export:.2e}"
+            );
+            assert_eq!(burn[0].shape, expected[0].shape, "{name} batch {batch}");
+            assert!(
+                d_torch <= 1e-4,
+                "{name} batch {batch}: vs PyTorch {d_torch}"
+            );
+            assert!(d_tract <= 1e-4, "{name} batch {batch}: vs tract {d_tract}");
+            assert!(
+                d_export <= 1e-5,
+                "{name} batch {batch}: re-export {d_export}"
+            );
+        }
+        // A batch size neither the reference sets nor the import's probes used.
+        let x = vec![input(&graph, 7, 11)];
+        let burn = net.run(&x).unwrap();
+        let again = run_tract(&exported, &x).unwrap();
+        assert_eq!(burn[0].shape, vec![7, 10], "{name}");
+        let d = common::max_diff(&burn[0], &again[0]);
+        assert!(d <= 1e-4, "{name} batch 7: burn vs re-export in tract {d}");
+    }
+}
+
+/// The class token stays one [1, 1, 64] weight broadcast to the batch of the value the Shape
+/// chain starts at (not folded to a constant of one batch size), and the export computes the
+/// target from that value's Shape again.
+#[test]
+fn the_class_token_is_broadcast_per_batch() {
+    for (name, path, _) in exports() {
+        let graph = import(&path);
+        let expands: Vec<_> = graph
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.op {
+                Op::Expand(e) => Some((n, e)),
+                _ => None,
+            })
+            .collect();
+        let [(node, expand)] = expands[..] else {
+            panic!("{name}: {} Expand nodes", expands.len())
+        };
+        assert_eq!(expand.from_input, vec![(0, 0)], "{name}");
+        assert_eq!(node.inputs.len(), 2, "{name}");
+        assert_eq!(graph.initializers[&node.inputs[0]].shape, vec![1, 1, 64]);
+        for batch in [1, 6] {
+            let shapes = graph.infer_shapes(batch).unwrap();
+            assert_eq!(shapes[&node.outputs[0]], vec![batch, 1, 64], "{name}");
+        }
+        let again = compress::onnx::export(&graph);
+        let reimported = compress::onnx::import_bytes(&again, &name).unwrap();
+        let same = reimported
+            .nodes
+            .iter()
+            .any(|n| matches!(&n.op, Op::Expand(e) if e.from_input == vec![(0, 0)]));
+        assert!(same, "{name}: the re-export's Expand is not per batch");
+    }
+}
+
+/// `inspect` lists each block's MLP group as prunable (and timm's head groups); the class
+/// token's Expand does not fix a group.
+#[test]
+fn inspect_lists_the_mlp_groups() {
+    for (name, path, blocks) in exports() {
+        let out = common::compress()
+            .arg("inspect")
+            .arg(&path)
+            .assert()
+            .success();
+        let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+        let count = |what: &str| {
+            text.lines()
+                .filter(|l| l.contains(what) && l.contains("[prunable]"))
+                .count()
+        };
+        assert_eq!(count("width 128 "), blocks, "{name}\n{text}");
+        let heads = if name.starts_with("timm") { blocks } else { 0 };
+        assert_eq!(count("width 4 "), heads, "{name}\n{text}");
+        assert!(!text.contains("Expand)"), "{name}: {text}");
+    }
+}
+
+/// `compress prune --random-keep 0.5` verifies and writes each file; the written file computes
+/// the masked reference of the same plan in tract (and ONNX Runtime) at batch 1 and 4.
+#[test]
+fn random_keep_half_verifies_at_two_batch_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (k, (name, path, _)) in exports().into_iter().enumerate() {
+        let seed = 20 + k as u64;
+        let out = dir.path().join(format!("{k}.onnx"));
+        common::compress()
+            .arg("prune")
+            .arg(&path)
+            .args(["--random-keep", "0.5", "--seed", &seed.to_string()])
+            .args(["--latency-runs", "0", "-o"])
+            .arg(&out)
+            .assert()
+            .success();
+        let graph = import(&path);
+        let groups = compress::groups::analyse(&graph).unwrap();
+        let plan = compress::prune::plan::random(&groups, 0.5, seed);
+        let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+        let written = std::fs::read(&out).unwrap();
+        let reference = compress::onnx::export(&pruned.reference);
+        let before = compress::ir::cost::graph_cost(&graph, 1).unwrap().macs;
+        let after = compress::ir::cost::graph_cost(&import(&out), 1)
+            .unwrap()
+            .macs;
+        assert!(after < before, "{name}: MACs {before} -> {after}");
+        for batch in [1, 4] {
+            let x = vec![input(&graph, batch, seed)];
+            let a = run_tract(&written, &x).unwrap();
+            let b = run_tract(&reference, &x).unwrap();
+            let d = common::max_diff(&a[0], &b[0]);
+            assert!(d <= 1e-4, "{name} batch {batch}: tract {d}");
+            #[cfg(feature = "ort")]
+            {
+                use compress::verify::onnxruntime::run_ort;
+                let a = run_ort(&written, &x).unwrap();
+                let b = run_ort(&reference, &x).unwrap();
+                let d = common::max_diff(&a[0], &b[0]);
+                assert!(d <= 1e-4, "{name} batch {batch}: ONNX Runtime {d}");
+            }
+        }
+    }
+}
