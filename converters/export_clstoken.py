@@ -13,7 +13,14 @@ Each is exported by the TorchScript exporter (opset 17, `model.onnx`) and the dy
 with reference sets `test_data_set_0` (batch 1) and `test_data_set_1` (batch 3) holding
 PyTorch's outputs; ONNX Runtime must reproduce them to 1e-4 (checked here).
 
-Usage (from the repository root): /work/torch-venv/bin/python converters/export_clstoken.py
+`reexport OLD.onnx DATA_DIR` rebuilds the trained models/vit ViT from the weights of its first
+export (TorchScript file, written with the padded class-token form) and writes it again in
+timm's cat form as models/vit/model.onnx and model.dynamo.onnx (`export_transformers.finish`),
+checking that the function is unchanged: same test-set predictions, logits within 1e-5.
+
+Usage (from the repository root), with /work/torch-venv/bin/python:
+  converters/export_clstoken.py                       # the fixtures
+  converters/export_clstoken.py reexport models/vit/vit.onnx /usr/share/datasets/fashion-mnist
 """
 import json
 import os
@@ -25,18 +32,13 @@ import torch.nn.functional as F
 from torchvision.models import VisionTransformer
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import setup_threads  # noqa: E402
-from export_transformers import FIXTURE_DEPTH, ViT, export_all  # noqa: E402
+import numpy as np
+import onnx
+from onnx import numpy_helper
 
-
-class TimmClsViT(ViT):
-    """timm's `_pos_embed`: the class token expanded to the batch, concatenated, then pos."""
-
-    def forward(self, x):
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
-        x = self.blocks(x)
-        return self.head(self.norm(x)[:, 0])
+from common import ort_session, setup_threads  # noqa: E402
+from export_transformers import DEPTH, FIXTURE_DEPTH, ViT, evaluate, export_all, finish  # noqa: E402
+from train_fashion import load_split  # noqa: E402
 
 
 def perturb(model, gen):
@@ -65,13 +67,55 @@ def tv_vit():
 
 def timm_cls():
     torch.manual_seed(510)
-    model = TimmClsViT("timm", FIXTURE_DEPTH)
+    model = ViT("timm", FIXTURE_DEPTH, cls="cat")
     perturb(model, torch.Generator().manual_seed(511))
     return model
 
 
+def trained_weights(path):
+    """The state dict of a ViT export: named initializers as they are, and each MatMul's
+    weight (written as `onnx::MatMul_N`, [in, out]) named after the bias its output is added to."""
+    g = onnx.load(path).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    state = {k: v for k, v in inits.items() if not k.startswith("onnx::")}
+    for mm in (n for n in g.node if n.op_type == "MatMul" and n.input[1] in inits):
+        add = next(n for n in g.node if n.op_type == "Add" and mm.output[0] in n.input)
+        bias = next(i for i in add.input if i in state)
+        state[bias[:-len("bias")] + "weight"] = inits[mm.input[1]].T.copy()
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+
+
+def reexport(old, data):
+    card_path = os.path.join("models", "vit", "card.json")
+    with open(card_path) as f:
+        card = json.load(f)
+    model = ViT("timm", DEPTH, cls="cat")
+    model.load_state_dict(trained_weights(old), strict=True)
+    model.eval()
+    xte, yte = load_split(data, "t10k")
+    sess = ort_session(old)
+    worst = 0.0
+    with torch.no_grad():
+        for i in range(0, len(xte), 1000):
+            xb = xte[i:i + 1000]
+            before = sess.run(None, {"input": xb.numpy()})[0]
+            worst = max(worst, float(np.abs(model(xb).numpy() - before).max()))
+    correct = evaluate(model, xte, yte)
+    print(f"rebuilt: {correct} correct, logits vs {old} within {worst:.2e}")
+    assert correct == round(card["test_accuracy_pytorch"] * len(xte)), correct
+    assert worst < 1e-5, worst
+    finish(model, xte, yte, card["epochs"], card["train_seconds"],
+           card["per_epoch_test_accuracy"],
+           reexported=f"weights of the first export ({os.path.basename(old)}, class token padded "
+                      "in front and added with the positional embedding) written again in "
+                      f"timm's cat form; logits within {worst:.1e} of it on the test set")
+
+
 def main():
     setup_threads()
+    if sys.argv[1:2] == ["reexport"]:
+        reexport(sys.argv[2], sys.argv[3])
+        return
     out = os.path.join("fixtures", "transformers")
     summary = {}
     for name, make, channels in [("tv_vit", tv_vit, 3), ("timm_cls", timm_cls, 1)]:
