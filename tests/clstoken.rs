@@ -182,3 +182,86 @@ fn random_keep_half_verifies_at_two_batch_sizes() {
         }
     }
 }
+
+/// The cost model counts PyTorch's parameters (`sum(p.numel())`, printed by the converter):
+/// MatMul biases written as Adds, the positional embedding and the class token are weights.
+#[test]
+fn parameter_counts_match_pytorch() {
+    for (name, path, _) in exports() {
+        let want = if name.starts_with("tv_vit") {
+            111_818
+        } else {
+            72_074
+        };
+        let cost = compress::ir::cost::graph_cost(&import(&path), 1).unwrap();
+        assert_eq!(cost.params, want, "{name}");
+    }
+}
+
+/// Which constants of models/vit are learned though their op alone does not say so: per block
+/// the biases of qkv, proj, fc1 and fc2 (Adds after MatMuls), the positional embedding and the
+/// class token; no other Add constant (the attention scale is a Mul, LayerNorm has its own).
+#[test]
+fn learned_constants_of_the_vit_are_its_biases_and_embeddings() {
+    let graph = import(&common::repo().join("models/vit/model.onnx"));
+    let weights = compress::ir::learned::trainable_inputs(&graph);
+    let mut learned: Vec<(String, Vec<usize>)> = Vec::new();
+    for (n, ws) in graph.nodes.iter().zip(&weights) {
+        if matches!(n.op, Op::Binary(_) | Op::Expand(_)) {
+            for &i in ws {
+                let t = &graph.initializers[&n.inputs[i]];
+                learned.push((n.inputs[i].clone(), t.shape.clone()));
+            }
+        }
+    }
+    let count = |shape: &[usize]| learned.iter().filter(|(_, s)| s == shape).count();
+    assert_eq!(count(&[192]), 3, "{learned:?}"); // qkv
+    assert_eq!(count(&[128]), 3, "{learned:?}"); // fc1
+    assert_eq!(count(&[64]), 6, "{learned:?}"); // proj, fc2
+    assert_eq!(count(&[1, 17, 64]), 1, "{learned:?}"); // positional embedding
+    assert_eq!(count(&[1, 1, 64]), 1, "{learned:?}"); // class token
+    assert_eq!(learned.len(), 14, "{learned:?}");
+    // A CNN's constants are unchanged: LeNet-5 has Conv/Gemm weights only.
+    let lenet = import(&common::repo().join("models/lenet5/model.onnx"));
+    let extra: usize = compress::ir::learned::trainable_inputs(&lenet)
+        .iter()
+        .zip(&lenet.nodes)
+        .map(|(ws, n)| ws.len() - compress::ops::trainable_inputs(&n.op).len())
+        .sum();
+    assert_eq!(extra, 0);
+}
+
+/// A short gated run trains the learned constants: the written model's positional embedding,
+/// class token and a kept MatMul bias differ from the dense model's.
+#[test]
+fn a_short_run_trains_the_class_token_position_table_and_matmul_biases() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("vit.onnx");
+    common::compress()
+        .arg("models/vit/model.onnx")
+        .current_dir(common::repo())
+        .args([
+            "--method",
+            "l0-hc",
+            "--data",
+            "fixtures/data/fashion-mnist-subset",
+        ])
+        .args(["--epochs", "1", "--max-steps", "3", "--batch-size", "32"])
+        .args(["--latency-runs", "0", "--quiet", "--force", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    let before = import(&common::repo().join("models/vit/model.onnx"));
+    let after = import(&out);
+    for name in ["cls_token", "pos_embed", "blocks.0.attn.proj.bias"] {
+        let (a, b) = (&before.initializers[name], &after.initializers[name]);
+        assert_eq!(a.shape, b.shape, "{name}");
+        let moved = a
+            .to_f32_vec()
+            .iter()
+            .zip(b.to_f32_vec())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(moved > 1e-6, "{name} did not train ({moved})");
+    }
+}
