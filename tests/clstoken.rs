@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use compress::exec::{Network, default_device};
 use compress::ir::{Graph, Op};
@@ -29,7 +29,7 @@ fn exports() -> Vec<(String, PathBuf, usize)> {
     out
 }
 
-fn import(path: &PathBuf) -> Graph {
+fn import(path: &Path) -> Graph {
     compress::onnx::import_file(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
