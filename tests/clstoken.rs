@@ -265,3 +265,39 @@ fn a_short_run_trains_the_class_token_position_table_and_matmul_biases() {
         assert!(moved > 1e-6, "{name} did not train ({moved})");
     }
 }
+
+/// The main job on torchvision's ViT (3-channel input) with a MACs budget: gates on its MLP
+/// groups train, the export meets the budget, and the written file runs at batch 1 and 4.
+#[test]
+fn a_gated_run_on_torchvisions_vit_meets_its_budget_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images");
+    common::rgb_folder(&data, 6);
+    for (k, file) in ["model.onnx", "model.dynamo.onnx"].into_iter().enumerate() {
+        let path = common::repo()
+            .join("fixtures/transformers/tv_vit")
+            .join(file);
+        let out = dir.path().join(format!("tv{k}.onnx"));
+        let report = dir.path().join(format!("tv{k}.report.json"));
+        common::compress()
+            .arg(&path)
+            .args(["--method", "l0-hc", "--target-macs", "0.8", "--data"])
+            .arg(&data)
+            .args(["--epochs", "1", "--max-steps", "4", "--batch-size", "6"])
+            .args(["--latency-runs", "0", "--quiet", "--force", "-o"])
+            .arg(&out)
+            .assert()
+            .success();
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let ratio = r["macs_ratio"].as_f64().unwrap();
+        assert!(ratio <= 0.8 && ratio > 0.7, "{file}: MACs ratio {ratio}");
+        assert!(r["verification"]["max_abs_diff"].as_f64().unwrap() <= 1e-4);
+        let written = std::fs::read(&out).unwrap();
+        let graph = import(&out);
+        for batch in [1, 4] {
+            let y = run_tract(&written, &[input(&graph, batch, 5)]).unwrap();
+            assert_eq!(y[0].shape, vec![batch, 10], "{file}");
+        }
+    }
+}
