@@ -111,6 +111,24 @@ def reexport(old, data):
                       f"timm's cat form; logits within {worst:.1e} of it on the test set")
 
 
+def expand_twice_the_batch(path):
+    """A hand-made graph whose Expand target is twice the batch size: compress refuses it."""
+    h, tp = onnx.helper, onnx.TensorProto
+    nodes = [
+        h.make_node("Shape", ["x"], ["s"], start=0, end=1),
+        h.make_node("Mul", ["s", "two"], ["s2"]),
+        h.make_node("Concat", ["s2", "ones"], ["t"], axis=0),
+        h.make_node("Expand", ["c", "t"], ["e"]),
+        h.make_node("Add", ["e", "x"], ["y"]),
+    ]
+    consts = [numpy_helper.from_array(np.array([2], np.int64), "two"),
+              numpy_helper.from_array(np.array([1, 1], np.int64), "ones"),
+              numpy_helper.from_array(np.ones((1, 1, 4), np.float32), "c")]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", tp.FLOAT, ["batch", 1, 4])],
+                     [h.make_tensor_value_info("y", tp.FLOAT, None)], consts)
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), path)
+
+
 def main():
     setup_threads()
     if sys.argv[1:2] == ["reexport"]:
@@ -123,6 +141,7 @@ def main():
         gen = torch.Generator().manual_seed(520)
         summary[name] = export_all(model, os.path.join(out, name), gen, channels=channels)
         summary[name]["params"] = int(sum(p.numel() for p in model.parameters()))
+    expand_twice_the_batch(os.path.join(out, "expand_twice_the_batch.onnx"))
     print(json.dumps(summary, indent=1))
 
 

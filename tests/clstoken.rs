@@ -301,3 +301,20 @@ fn a_gated_run_on_torchvisions_vit_meets_its_budget_and_verifies() {
         }
     }
 }
+
+/// An Expand target that depends on the batch size in another way (twice the batch, made by
+/// hand with onnx.helper) is refused in one line naming the node, exit 2.
+#[test]
+fn an_expand_to_twice_the_batch_is_refused_in_one_line() {
+    let out = common::compress()
+        .arg("inspect")
+        .arg(common::repo().join("fixtures/transformers/expand_twice_the_batch.onnx"))
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("node 'Expand_3' (Expand): target entry 0 depends on the batch size"),
+        "{err}"
+    );
+}
