@@ -43,7 +43,8 @@ from train_fashion import load_split  # noqa: E402
 
 def perturb(model, gen):
     """Trained-looking weights: LayerNorm affine terms away from 1 / 0, a visible class token
-    and positional embedding (torchvision initialises the class token to zeros)."""
+    and positional embedding, and no all-zero matrix (torchvision initialises the class token
+    and the classifier's weight to zeros, which would make the logits independent of the input)."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.LayerNorm):
@@ -52,6 +53,8 @@ def perturb(model, gen):
         for name, p in model.named_parameters():
             if "class_token" in name or "cls_token" in name or "pos_embed" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+            elif p.dim() >= 2 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
             elif name.endswith("bias") and "ln" not in name and "norm" not in name:
                 p.add_(torch.randn(p.shape, generator=gen) * 0.05)
 

@@ -60,6 +60,14 @@ fn burn_matches_pytorch_and_tract_at_two_batch_sizes() {
                  re-export {d_export:.2e}"
             );
             assert_eq!(burn[0].shape, expected[0].shape, "{name} batch {batch}");
+            if batch > 1 {
+                // The logits depend on the input (a zero classifier would make every test pass).
+                let v = expected[0].to_f32_vec();
+                let spread = (0..10)
+                    .map(|c| (v[c] - v[10 + c]).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(spread > 1e-2, "{name}: logits do not depend on the input");
+            }
             assert!(
                 d_torch <= 1e-4,
                 "{name} batch {batch}: vs PyTorch {d_torch}"
