@@ -1,4 +1,4 @@
-//! Benchmark: latency of the tiny ViT (models/vit/vit.onnx) before and after pruning, at batch 1
+//! Benchmark: latency of the tiny ViT (models/vit/model.onnx) before and after pruning, at batch 1
 //! and batch 64, in tract and (with `--features ort`) ONNX Runtime, both on one thread.
 //!
 //! The pruned files come from `compress run` (e.g. `--target-macs 0.5`) and are named on the
@@ -46,7 +46,7 @@ fn medians(
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dense_path = root.join("models/vit/vit.onnx");
+    let dense_path = root.join("models/vit/model.onnx");
     // cargo passes `--bench` (and possibly other flags) through: files are the other arguments.
     let pruned: Vec<PathBuf> = std::env::args()
         .skip(1)
@@ -56,7 +56,7 @@ fn main() {
     if pruned.is_empty() {
         println!(
             "no pruned files named: timing the dense model only (name the files of \
-             `compress run models/vit/vit.onnx ...` after `--`)"
+             `compress run models/vit/model.onnx ...` after `--`)"
         );
     }
     let graph = compress::onnx::import_file(&dense_path).expect("models/vit imports");

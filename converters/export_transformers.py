@@ -22,13 +22,13 @@ constant to the batch size that the cat form exports (Expand is the token-input 
 
 Each is exported twice (three times for the fixtures: also `model.opset20.onnx`, the dynamo
 exporter at opset 20, which writes GELU as one Gelu node): TorchScript exporter (dynamo=False, opset 17) as `model.onnx` and the
-dynamo exporter (opset 18) as `model.dynamo.onnx` (`vit.onnx`, `vit.dynamo.onnx` in models/vit), with a symbolic batch dim. Reference sets
+dynamo exporter (opset 18) as `model.dynamo.onnx` (also in models/vit), with a symbolic batch dim. Reference sets
 `test_data_set_0` (batch 1) and `test_data_set_1` (batch 3) hold PyTorch's outputs; ONNX Runtime
 must reproduce them to 1e-4 for both files (checked here).
 
 Usage (from the repository root), with /work/torch-venv/bin/python:
   converters/export_transformers.py fixtures          # fixtures/transformers/{timm,torch}
-  converters/export_transformers.py train DATA_DIR    # models/vit/vit.onnx (timm style, trained)
+  converters/export_transformers.py train DATA_DIR    # models/vit/model.onnx (timm style, trained)
 """
 import inspect
 import json
@@ -96,8 +96,12 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, style="timm", depth=DEPTH):
+    """`cls="cat"`: timm's own class-token form, `cat(cls_token.expand(b, -1, -1), x) +
+    pos_embed` (models/vit); `"pad"`: the same function without the Expand (the fixtures)."""
+
+    def __init__(self, style="timm", depth=DEPTH, cls="pad"):
         super().__init__()
+        self.cls = cls
         tokens = (28 // PATCH) ** 2
         self.patch_embed = nn.Conv2d(1, DIM, PATCH, PATCH)
         self.cls_token = nn.Parameter(torch.randn(1, 1, DIM) * 0.02)
@@ -114,8 +118,11 @@ class ViT(nn.Module):
 
     def forward(self, x):
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        cls_at_0 = F.pad(self.cls_token, (0, 0, 0, self.pos_embed.shape[1] - 1))
-        x = F.pad(x, (0, 0, 1, 0)) + (self.pos_embed + cls_at_0)
+        if self.cls == "cat":
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1) + self.pos_embed
+        else:
+            cls_at_0 = F.pad(self.cls_token, (0, 0, 0, self.pos_embed.shape[1] - 1))
+            x = F.pad(x, (0, 0, 1, 0)) + (self.pos_embed + cls_at_0)
         x = self.blocks(x)
         return self.head(self.norm(x)[:, 0])
 
@@ -123,7 +130,7 @@ class ViT(nn.Module):
 # ---------------------------------------------------------------- export
 
 
-def export_torchscript(model, path):
+def export_torchscript(model, path, channels=1):
     kwargs = dict(
         input_names=["input"],
         output_names=["logits"],
@@ -133,13 +140,13 @@ def export_torchscript(model, path):
     )
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         kwargs["dynamo"] = False
-    torch.onnx.export(model, (torch.zeros(2, 1, 28, 28),), path, **kwargs)
+    torch.onnx.export(model, (torch.zeros(2, channels, 28, 28),), path, **kwargs)
 
 
-def export_dynamo(model, path):
+def export_dynamo(model, path, channels=1):
     batch = torch.export.Dim("batch", min=1, max=1024)
     prog = torch.onnx.export(
-        model, (torch.zeros(2, 1, 28, 28),), dynamo=True, opset_version=18,
+        model, (torch.zeros(2, channels, 28, 28),), dynamo=True, opset_version=18,
         input_names=["input"], output_names=["logits"],
         dynamic_shapes={"x": {0: batch}}, external_data=False)
     prog.save(path, external_data=False)
@@ -150,14 +157,14 @@ def write_tensor(path, arr, name):
         f.write(numpy_helper.from_array(np.ascontiguousarray(arr), name).SerializeToString())
 
 
-def export_all(model, d, gen, stem="model"):
+def export_all(model, d, gen, stem="model", channels=1):
     """Both exports plus the reference sets; returns a summary per file."""
     model.eval()
     os.makedirs(d, exist_ok=True)
     files = {f"{stem}.onnx": export_torchscript, f"{stem}.dynamo.onnx": export_dynamo}
     refs = []
     for k, b in enumerate(BATCHES):
-        x = torch.rand(b, 1, 28, 28, generator=gen)
+        x = torch.rand(b, channels, 28, 28, generator=gen)
         with torch.no_grad():
             y = model(x).numpy()
         sd = os.path.join(d, f"test_data_set_{k}")
@@ -168,7 +175,7 @@ def export_all(model, d, gen, stem="model"):
     summary = {}
     for name, fn in files.items():
         path = os.path.join(d, name)
-        fn(model, path)
+        fn(model, path, channels)
         onnx.checker.check_model(onnx.load(path), full_check=True)
         sess = ort_session(path)
         worst = max(float(np.abs(sess.run(None, {"input": x})[0] - y).max()) for x, y in refs)
@@ -244,7 +251,7 @@ def train(data, epochs=6):
     torch.use_deterministic_algorithms(True)
     xtr, ytr = load_split(data, "train")
     xte, yte = load_split(data, "t10k")
-    model = ViT("timm", DEPTH)
+    model = ViT("timm", DEPTH, cls="cat")
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     steps = epochs * ((len(xtr) + 127) // 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps, pct_start=0.1)
@@ -263,11 +270,23 @@ def train(data, epochs=6):
         acc = evaluate(model, xte, yte) / len(xte)
         log.append(round(acc, 4))
         print(f"epoch {ep + 1}: test accuracy {acc:.4f} ({time.time() - t0:.0f} s)", flush=True)
-    train_s = time.time() - t0
+    finish(model, xte, yte, epochs, time.time() - t0, log)
+
+
+def vit_macs(tokens=(28 // PATCH) ** 2 + 1):
+    """MACs at batch 1 as compress counts them: the patch Conv, every Linear per token, and
+    attention's QK^T and AV (heads x tokens^2 x head_dim each)."""
+    linear = tokens * (DIM * 3 * DIM + DIM * DIM + 2 * DIM * MLP)
+    attention = 2 * HEADS * tokens * tokens * (DIM // HEADS)
+    patches = (28 // PATCH) ** 2 * DIM * PATCH * PATCH
+    return patches + DEPTH * (linear + attention) + DIM * CLASSES
+
+
+def finish(model, xte, yte, epochs, train_s, log, **extra):
+    """Exports the trained model to models/vit (model.onnx, model.dynamo.onnx), checks both in
+    ONNX Runtime on the test set and writes the card."""
     d = os.path.join("models", "vit")
-    # Not model.onnx: the tests over every models/*/model.onnx assume a card whose parameter
-    # count matches the cost model and a prunable group, which this model does not have yet.
-    summary = export_all(model, d, torch.Generator().manual_seed(1), stem="vit")
+    summary = export_all(model, d, torch.Generator().manual_seed(1))
     correct = evaluate(model, xte, yte)
     ort_correct, worst = {}, {}
     for name in summary:
@@ -285,6 +304,7 @@ def train(data, epochs=6):
         "architecture": f"ViT: patch {PATCH}, dim {DIM}, {HEADS} heads, MLP {MLP}, depth {DEPTH}, "
                         "class token, learned positional embedding, timm-style attention",
         "params": int(sum(p.numel() for p in model.parameters())),
+        "macs": vit_macs(),
         "epochs": epochs,
         "train_seconds": round(train_s),
         "per_epoch_test_accuracy": log,
@@ -294,6 +314,7 @@ def train(data, epochs=6):
         "exports": summary,
         "torch": torch.__version__,
         "onnx": onnx.__version__,
+        **extra,
     }
     with open(os.path.join(d, "card.json"), "w") as f:
         json.dump(card, f, indent=2)

@@ -478,7 +478,12 @@ fn pass(
         }
         let any_axis = crate::ops::follows_any_axis(&n.op);
         if !any_axis {
-            for v in &n.inputs {
+            let read = n
+                .inputs
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| crate::ops::reads_values(&n.op, i));
+            for (_, v) in read {
                 if let (true, Some(segs)) = (a.axes.contains_key(v), a.maps.get(v).cloned()) {
                     let reason = format!(
                         "channels on the last axis of a token sequence read at node '{}' ({}), which does not follow them (transformer channel groups: not analysed yet)",

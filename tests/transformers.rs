@@ -22,7 +22,7 @@ fn exports() -> Vec<(PathBuf, &'static str)> {
             out.push((root.join("fixtures/transformers").join(style), file));
         }
     }
-    for file in ["vit.onnx", "vit.dynamo.onnx"] {
+    for file in ["model.onnx", "model.dynamo.onnx"] {
         out.push((root.join("models/vit"), file));
     }
     out
@@ -92,7 +92,7 @@ fn both_exports_import_to_the_same_cost_with_attention_matmuls_counted() {
 #[test]
 fn inspect_shows_mlp_groups_and_why_the_others_are_fixed() {
     let out = common::compress()
-        .args(["inspect", "models/vit/vit.onnx"])
+        .args(["inspect", "models/vit/model.onnx"])
         .current_dir(common::repo())
         .assert()
         .success();
@@ -220,7 +220,7 @@ fn eval_of_the_trained_vit_matches_its_card() {
     let dir = common::repo().join("models/vit");
     let card = common::card(&dir);
     let want = card["test_accuracy_pytorch"].as_f64().unwrap();
-    for file in ["vit.onnx", "vit.dynamo.onnx"] {
+    for file in ["model.onnx", "model.dynamo.onnx"] {
         let out = common::compress()
             .arg("eval")
             .arg(dir.join(file))
@@ -265,7 +265,7 @@ fn timm_exports() -> Vec<(PathBuf, &'static str, usize)> {
     for file in ["model.onnx", "model.dynamo.onnx", "model.opset20.onnx"] {
         out.push((root.join("fixtures/transformers/timm"), file, 2));
     }
-    for file in ["vit.onnx", "vit.dynamo.onnx"] {
+    for file in ["model.onnx", "model.dynamo.onnx"] {
         out.push((root.join("models/vit"), file, 3));
     }
     out
@@ -308,7 +308,7 @@ fn inspect_lists_one_head_group_per_block() {
         }
     }
     let out = common::compress()
-        .args(["inspect", "models/vit/vit.onnx"])
+        .args(["inspect", "models/vit/model.onnx"])
         .current_dir(common::repo())
         .assert()
         .success();

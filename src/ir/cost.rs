@@ -1,8 +1,9 @@
 //! Cost model: learnable parameters and multiply-accumulates per node.
 //!
 //! MACs count the multiplications of Conv, Gemm and MatMul only (FLOPs = 2 x MACs where quoted).
-//! Parameters follow PyTorch's `sum(p.numel())`: conv and linear weights and biases, BN scale and
-//! bias; BN running statistics are buffers, not parameters. A tensor shared by several nodes is
+//! Parameters follow PyTorch's `sum(p.numel())`: conv and linear weights and biases (also a bias
+//! written as an Add after a MatMul), BN scale and bias, learned positional embeddings and class
+//! tokens ([`super::learned`]); BN running statistics are buffers, not parameters. A tensor shared by several nodes is
 //! counted once in the totals.
 
 use std::collections::HashSet;
@@ -32,10 +33,11 @@ pub fn graph_cost(graph: &Graph, batch: usize) -> Result<GraphCost> {
     let mut counted: HashSet<&str> = HashSet::new();
     let mut total = NodeCost::default();
     let shape = |name: &str| -> &[usize] { shapes.get(name).map(|s| s.as_slice()).unwrap_or(&[]) };
-    for n in &graph.nodes {
+    let trainable = super::learned::trainable_inputs(graph);
+    for (n, trainable) in graph.nodes.iter().zip(trainable) {
         let out = shape(&n.outputs[0]);
         let mut cost = NodeCost::default();
-        for i in crate::ops::trainable_inputs(&n.op) {
+        for i in trainable {
             if let Some(name) = n.inputs.get(i)
                 && let Some(t) = graph.initializers.get(name)
             {

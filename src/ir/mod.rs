@@ -3,6 +3,7 @@
 pub mod cost;
 pub mod fold;
 pub mod graph;
+pub mod learned;
 pub mod op;
 pub mod shape;
 pub mod tensor;

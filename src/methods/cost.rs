@@ -155,11 +155,12 @@ fn param_terms(
 ) -> Vec<Term> {
     let mut seen = std::collections::HashSet::new();
     let mut terms = Vec::new();
-    for n in &graph.nodes {
-        for w in crate::ops::weight_inputs(&n.op)
-            .into_iter()
-            .filter(|w| w.trainable())
-        {
+    for (n, weights) in graph
+        .nodes
+        .iter()
+        .zip(crate::ir::learned::node_weights(graph))
+    {
+        for w in weights.into_iter().filter(|w| w.trainable()) {
             let Some(name) = n.inputs.get(w.input) else {
                 continue;
             };

@@ -53,6 +53,8 @@ pub struct ExportCx<'a> {
     node: &'a str,
     attrs: Vec<AttributeProto>,
     consts: &'a mut Vec<(String, Tensor)>,
+    /// Helper nodes written before the node (a target shape computed at run time).
+    before: Vec<NodeProto>,
 }
 
 impl ExportCx<'_> {
@@ -88,26 +90,64 @@ impl ExportCx<'_> {
         self.consts.push((name.clone(), t));
         name
     }
+
+    /// Adds a helper node (named after the node) that runs before it, with integer
+    /// attributes; returns its output's name.
+    pub fn add_node(
+        &mut self,
+        what: &str,
+        op_type: &str,
+        inputs: Vec<String>,
+        ints: &[(&str, i64)],
+    ) -> String {
+        let name = format!("{}__{what}", self.node);
+        let attribute = ints
+            .iter()
+            .map(|&(a, i)| AttributeProto {
+                name: a.into(),
+                r#type: AttributeType::Int as i32,
+                i,
+                ..Default::default()
+            })
+            .collect();
+        self.before.push(NodeProto {
+            input: inputs,
+            output: vec![name.clone()],
+            name: name.clone(),
+            op_type: op_type.into(),
+            attribute,
+            ..Default::default()
+        });
+        name
+    }
 }
 
-/// Builds the NodeProto for one IR node, adding constant inputs where the opset wants them.
-fn node_proto(n: &crate::ir::Node, opset: i64, consts: &mut Vec<(String, Tensor)>) -> NodeProto {
+/// Builds the NodeProto for one IR node, adding constant inputs where the opset wants them,
+/// after the helper nodes its rule asks for.
+fn node_protos(
+    n: &crate::ir::Node,
+    opset: i64,
+    consts: &mut Vec<(String, Tensor)>,
+    out: &mut Vec<NodeProto>,
+) {
     let mut cx = ExportCx {
         opset,
         inputs: n.inputs.clone(),
         node: &n.name,
         attrs: Vec::new(),
         consts,
+        before: Vec::new(),
     };
     crate::ops::with_rules(&n.op, |r| r.export(&mut cx));
-    NodeProto {
+    out.append(&mut cx.before);
+    out.push(NodeProto {
         input: cx.inputs,
         output: n.outputs.clone(),
         name: n.name.clone(),
         op_type: n.op.onnx_type().into(),
         attribute: cx.attrs,
         ..Default::default()
-    }
+    });
 }
 
 /// Builds the ModelProto. Metadata and opset are kept; the producer becomes compress.
@@ -116,7 +156,7 @@ pub fn to_model_proto(g: &Graph) -> pb::ModelProto {
     let mut nodes = Vec::with_capacity(g.nodes.len());
     let mut extra = Vec::new();
     for n in &g.nodes {
-        nodes.push(node_proto(n, opset, &mut extra));
+        node_protos(n, opset, &mut extra, &mut nodes);
     }
     let initializer = g
         .initializers

@@ -405,6 +405,68 @@ pub fn fold(node: &NodeProto, name: &str, ins: &[Known]) -> Result<Option<Tensor
             });
             pick(x, shape.clone(), src)
         }
+        // TorchScript writes `expand(n, -1, -1)`'s target as Where(target == -1, 1, target).
+        "Equal" => {
+            let (Some(x), Some(y)) = (konst(0), konst(1)) else {
+                return Ok(None);
+            };
+            let shape = broadcast(&x.shape, &y.shape).map_err(|e| a.err(e))?;
+            let n: usize = shape.iter().product();
+            let at = |t: &Tensor, k| source_index(&t.shape, &shape, k);
+            let eq: Vec<i64> = match (&x.data, &y.data) {
+                (Data::I64(u), Data::I64(v)) => (0..n)
+                    .map(|k| i64::from(u[at(x, k)] == v[at(y, k)]))
+                    .collect(),
+                _ => {
+                    let (u, v) = (x.to_f32_vec(), y.to_f32_vec());
+                    (0..n)
+                        .map(|k| i64::from(u[at(x, k)] == v[at(y, k)]))
+                        .collect()
+                }
+            };
+            Tensor::i64(shape.clone(), eq)
+        }
+        "Where" => {
+            let (Some(c), Some(x), Some(y)) = (konst(0), konst(1), konst(2)) else {
+                return Ok(None);
+            };
+            let shape = broadcast(&x.shape, &y.shape)
+                .and_then(|s| broadcast(&c.shape, &s))
+                .map_err(|e| a.err(e))?;
+            let n: usize = shape.iter().product();
+            let cond = c.to_f32_vec();
+            let at = |t: &Tensor, k| source_index(&t.shape, &shape, k);
+            let pick_from = |k: usize| cond[at(c, k)] != 0.0;
+            match (&x.data, &y.data) {
+                (Data::I64(u), Data::I64(v)) => Tensor::i64(
+                    shape.clone(),
+                    (0..n)
+                        .map(|k| {
+                            if pick_from(k) {
+                                u[at(x, k)]
+                            } else {
+                                v[at(y, k)]
+                            }
+                        })
+                        .collect(),
+                ),
+                _ => {
+                    let (u, v) = (x.to_f32_vec(), y.to_f32_vec());
+                    Tensor::f32(
+                        shape.clone(),
+                        (0..n)
+                            .map(|k| {
+                                if pick_from(k) {
+                                    u[at(x, k)]
+                                } else {
+                                    v[at(y, k)]
+                                }
+                            })
+                            .collect(),
+                    )
+                }
+            }
+        }
         "Sqrt" => {
             let Some(x) = konst(0) else { return Ok(None) };
             let v = x.to_f32_vec().iter().map(|f| f.sqrt()).collect();

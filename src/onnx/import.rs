@@ -13,10 +13,14 @@ use prost::Message;
 use super::attrs::Attrs;
 use super::fold::{Known, fold};
 use super::input_shape::InputShapes;
+
+mod cx;
 use super::pb::{self, NodeProto, ValueInfoProto, tensor_shape_proto::dimension, type_proto};
 use crate::error::{Error, Result};
 use crate::ir::{Dim, ElemType, Graph, ModelMeta, Node, Op, Tensor, ValueInfo};
 use crate::ops::FOLDED_OPS;
+pub use cx::ImportCx;
+use cx::Rewrite;
 
 /// Batch sizes used to tell batch-dependent shape values from constants.
 const PROBES: [usize; 2] = [3, 5];
@@ -83,6 +87,9 @@ struct Importer {
     size_dependent: RefCell<Vec<String>>,
     /// Graph inputs that are not float32.
     input_types: BTreeMap<String, ElemType>,
+    /// For a folded value that depends on the batch size: the computed value whose Shape its
+    /// chain starts at (an op that needs the batch size at run time reads it from there).
+    batch_sources: HashMap<String, String>,
 }
 
 fn meta_of(m: &pb::ModelProto) -> ModelMeta {
@@ -171,6 +178,7 @@ impl Importer {
             sized: false,
             size_dependent: RefCell::new(Vec::new()),
             input_types: BTreeMap::new(),
+            batch_sources: HashMap::new(),
         })
     }
 
@@ -390,6 +398,8 @@ impl Importer {
                     | "Div"
                     | "Mod"
                     | "Sqrt"
+                    | "Equal"
+                    | "Where"
                     | "Concat"
                     | "Identity"
                     | "Reshape"
@@ -412,11 +422,18 @@ impl Importer {
                 }
                 *slot = fold(n, &name, &ins)?;
             }
-            if let [Some(a), Some(b)] = folded {
+            // A result whose shape follows the batch size is data (a class token expanded to
+            // the batch): the op computes it at run time when it can.
+            let batch_shaped = matches!(&folded, [Some(a), Some(b)] if a.shape != b.shape)
+                && crate::ops::importer(op_type).is_some();
+            if let ([Some(a), Some(b)], false) = (folded, batch_shaped) {
                 let out = n
                     .output
                     .first()
                     .ok_or_else(|| Error::node(&name, op_type, "no output"))?;
+                if a != b {
+                    self.note_batch_source(n, out);
+                }
                 for (p, t) in [a, b].into_iter().enumerate() {
                     self.shapes[p].insert(out.clone(), t.shape.clone());
                     self.consts[p].insert(out.clone(), t);
@@ -440,6 +457,7 @@ impl Importer {
                 attrs: Attrs::new(n, &name),
                 importer: self,
                 rewrites: RefCell::new(Vec::new()),
+                extra_inputs: RefCell::new(Vec::new()),
             })?;
             for (k, (op, data_inputs)) in parts.into_iter().enumerate() {
                 let Some(out_name) = n.output.get(k).filter(|s| !s.is_empty()) else {
@@ -472,13 +490,16 @@ impl Importer {
             attrs: Attrs::new(n, &name),
             importer: self,
             rewrites: RefCell::new(Vec::new()),
+            extra_inputs: RefCell::new(Vec::new()),
         };
         let (op, data_inputs) = import(&cx)?;
         let rewrites = cx.rewrites.into_inner();
+        let extra_inputs = cx.extra_inputs.into_inner();
         let mut inputs: Vec<String> = data_inputs
             .iter()
             .map(|&i| input_name(n, &name, i))
             .collect::<Result<_>>()?;
+        inputs.extend(extra_inputs);
         for Rewrite {
             input,
             op,
@@ -506,6 +527,23 @@ impl Importer {
             self.shapes[1].remove(extra);
         }
         self.push_node(name, op, inputs, out_name.clone())
+    }
+
+    /// Records where the batch-dependent value `out` of folded node `n` gets the batch size:
+    /// the computed input of a Shape, else the source of an input that has one.
+    fn note_batch_source(&mut self, n: &NodeProto, out: &str) {
+        let computed =
+            |i: &String| !self.consts[0].contains_key(i) && self.shapes[0].contains_key(i);
+        let source = match n.input.first() {
+            Some(x) if n.op_type == "Shape" && computed(x) => Some(x.clone()),
+            _ => n
+                .input
+                .iter()
+                .find_map(|i| self.batch_sources.get(i).cloned()),
+        };
+        if let Some(s) = source {
+            self.batch_sources.insert(out.to_string(), s);
+        }
     }
 
     /// `base`, or `base_k` with the first k that is not used yet.
@@ -559,110 +597,4 @@ fn input_name(n: &NodeProto, name: &str, i: usize) -> Result<String> {
             format!("input {i} is missing (the node has {})", n.input.len()),
         )
     })
-}
-
-/// What an op's importer (in `crate::ops`) sees: the node, its attributes, the opset, constant
-/// inputs and static input shapes.
-pub struct ImportCx<'a> {
-    pub node: &'a NodeProto,
-    /// The node's (unique) name, for error messages.
-    pub name: &'a str,
-    pub opset: i64,
-    pub attrs: Attrs<'a>,
-    importer: &'a Importer,
-    rewrites: RefCell<Vec<Rewrite>>,
-}
-
-/// An input fed through an inserted single-input node before this node reads it.
-struct Rewrite {
-    input: usize,
-    op: Op,
-    suffix: String,
-    value: String,
-}
-
-impl ImportCx<'_> {
-    /// Is input `i` given (not absent nor the empty name)?
-    pub fn present(&self, i: usize) -> bool {
-        self.node.input.get(i).is_some_and(|s| !s.is_empty())
-    }
-
-    /// The name of input `i`; an error naming the node when it has no such input.
-    pub fn input_name(&self, i: usize) -> Result<String> {
-        input_name(self.node, self.name, i)
-    }
-
-    /// A constant input's value, required to be batch independent; `None` when absent.
-    pub fn const_input(&self, i: usize) -> Result<Option<Tensor>> {
-        self.importer.const_input(self.node, self.name, i)
-    }
-
-    /// Static shape of input `i` (at the first probe batch size).
-    pub fn input_shape(&self, i: usize) -> Option<&Vec<usize>> {
-        self.importer.input_shape(self.node, i)
-    }
-
-    /// Static shape of input `i`, which must have at least `min_rank` axes (a crafted model
-    /// may feed a vector where a kernel goes); `None` when unknown.
-    pub fn input_shape_of_rank(&self, i: usize, min_rank: usize) -> Result<Option<&Vec<usize>>> {
-        match self.input_shape(i) {
-            Some(s) if s.len() < min_rank => Err(Error::node(
-                self.name,
-                &self.node.op_type,
-                format!("input {i} has shape {s:?}, the op needs at least {min_rank} axes"),
-            )),
-            shape => Ok(shape),
-        }
-    }
-
-    /// Input `i`'s constant value at both probe batch sizes (they differ where it depends on
-    /// the batch size).
-    pub fn probe_consts(&self, i: usize) -> Option<(&Tensor, &Tensor)> {
-        let input = self.node.input.get(i)?;
-        let c = &self.importer.consts;
-        Some((c[0].get(input)?, c[1].get(input)?))
-    }
-
-    /// Input `i`'s static shape at both probe batch sizes.
-    pub fn probe_shapes(&self, i: usize) -> Option<(&Vec<usize>, &Vec<usize>)> {
-        let input = self.node.input.get(i)?;
-        let s = &self.importer.shapes;
-        Some((s[0].get(input)?, s[1].get(input)?))
-    }
-
-    /// Feeds input `i` through `op` in a node inserted before this one (named
-    /// `<node>__<suffix>`), writing `value`, which this node then reads instead of input `i`.
-    pub fn feed_input_through(&self, i: usize, op: Op, suffix: &str, value: String) {
-        self.rewrites.borrow_mut().push(Rewrite {
-            input: i,
-            op,
-            suffix: suffix.into(),
-            value,
-        });
-    }
-
-    /// Whether an input has a symbolic dim sized by `--input-shape`: resolutions that use static
-    /// shapes then hold at that size only.
-    pub fn has_sized_inputs(&self) -> bool {
-        self.importer.sized
-    }
-
-    /// Records that this node was resolved for the given input sizes only (`what` in words),
-    /// so an export must not claim other sizes.
-    pub fn note_size_dependent(&self, what: impl Into<String>) {
-        let what = what.into();
-        self.importer.size_dependent.borrow_mut().push(format!(
-            "node '{}' ({}): {what}",
-            self.name, self.node.op_type
-        ));
-    }
-
-    /// The error for an op type the importer does not handle.
-    pub fn unsupported(&self, op_type: &str) -> Error {
-        Error::UnsupportedOp {
-            node: self.name.into(),
-            op_type: op_type.into(),
-            opset: self.opset,
-        }
-    }
 }

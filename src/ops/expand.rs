@@ -2,8 +2,10 @@
 //! attention mask, a position-id row) to a target shape, numpy's two-way rule.
 //!
 //! The target is an attribute-like constant input. A target entry that follows the batch size
-//! (computed from a Shape) must equal the input's own dim there: it is stored as 1, which
-//! broadcasting turns into that dim at any batch size.
+//! (computed from a Shape) and equals the input's own dim there is stored as 1, which
+//! broadcasting turns into that dim at any batch size. Any other batch-following entry (a
+//! class token `cls.expand(x.shape[0], -1, -1)`) is read at run time from the dims of the value
+//! the Shape chain starts at, which the node reads as a second input.
 
 use super::{OpRules, ShapeResult, WeightInput};
 use crate::error::Result;
@@ -19,6 +21,9 @@ use crate::prune::surgery::SurgeryCx;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Expand {
     pub shape: Vec<usize>,
+    /// Target entries taken at run time from the second input's dims: (entry, axis there).
+    /// Empty: the node reads one input.
+    pub from_input: Vec<(usize, usize)>,
 }
 
 pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
@@ -28,22 +33,50 @@ pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
             .err("the target shape (input 1) must be a constant"));
     };
     let (a, b) = (a.to_i64_vec(), b.to_i64_vec());
+    let source = cx.batch_source(1);
     let mut shape = Vec::with_capacity(a.len());
+    let mut from_input = Vec::new();
     for (i, (&p, &q)) in a.iter().zip(&b).enumerate() {
         // The input dim aligned (from the right) with target entry i, in each probe.
         let at = |x: &[usize]| (x.len() + i).checked_sub(a.len()).map(|k| x[k] as i64);
         let follows_input = at(xa) == Some(p) && at(xb) == Some(q);
+        // The axis of the batch source with this entry's value in both probes.
+        let source_axis = source.and_then(|(_, sa, sb)| {
+            (0..sa.len().min(sb.len())).find(|&j| sa[j] as i64 == p && sb[j] as i64 == q)
+        });
         if p == q && p >= 0 {
             shape.push(p as usize);
         } else if follows_input {
             shape.push(1);
+        } else if let Some(axis) = source_axis {
+            shape.push(1);
+            from_input.push((i, axis));
         } else {
             return Err(cx.attrs.err(format!(
-                "target entry {i} depends on the batch size but not as the input's dim"
+                "target entry {i} depends on the batch size, but neither as the input's dim nor as a dim of the value its Shape is taken of"
             )));
         }
     }
-    Ok((Op::Expand(Expand { shape }), vec![0]))
+    if let (false, Some((value, _, _))) = (from_input.is_empty(), source) {
+        cx.read_extra_input(value);
+    }
+    Ok((Op::Expand(Expand { shape, from_input }), vec![0]))
+}
+
+impl Expand {
+    /// The target for the dims of the second input (`None`: the node reads one input).
+    fn target(&self, source: Option<&[usize]>) -> std::result::Result<Vec<usize>, String> {
+        let mut shape = self.shape.clone();
+        for &(entry, axis) in &self.from_input {
+            let dim = source
+                .and_then(|s| s.get(axis))
+                .ok_or_else(|| format!("target entry {entry} reads axis {axis} of input 1"))?;
+            if let Some(slot) = shape.get_mut(entry) {
+                *slot = *dim;
+            }
+        }
+        Ok(shape)
+    }
 }
 
 impl OpRules for Expand {
@@ -53,12 +86,37 @@ impl OpRules for Expand {
 
     fn export(&self, cx: &mut ExportCx) {
         let shape: Vec<i64> = self.shape.iter().map(|&d| d as i64).collect();
-        let name = cx.add_const("shape", IrTensor::i64(vec![shape.len()], shape));
-        cx.inputs.push(name);
+        if self.from_input.is_empty() {
+            let name = cx.add_const("shape", IrTensor::i64(vec![shape.len()], shape));
+            cx.inputs.push(name);
+            return;
+        }
+        // Target = Concat(one piece per entry): a constant, or Gather(Shape(input 1), axis).
+        let source = cx.inputs.pop().unwrap_or_default();
+        let dims = cx.add_node("dims", "Shape", vec![source], &[]);
+        let pieces: Vec<String> = (0..shape.len())
+            .map(
+                |e| match self.from_input.iter().find(|(entry, _)| *entry == e) {
+                    Some(&(_, axis)) => {
+                        let index = cx.add_const(
+                            &format!("axis{e}"),
+                            IrTensor::i64(vec![1], vec![axis as i64]),
+                        );
+                        cx.add_node(&format!("dim{e}"), "Gather", vec![dims.clone(), index], &[])
+                    }
+                    None => {
+                        cx.add_const(&format!("dim{e}"), IrTensor::i64(vec![1], vec![shape[e]]))
+                    }
+                },
+            )
+            .collect();
+        let target = cx.add_node("target", "Concat", pieces, &[("axis", 0)]);
+        cx.inputs.push(target);
     }
 
     fn shape(&self, ins: &[&[usize]]) -> ShapeResult {
-        let out = broadcast(ins.first().copied().unwrap_or(&[]), &self.shape)?;
+        let target = self.target(ins.get(1).copied())?;
+        let out = broadcast(ins.first().copied().unwrap_or(&[]), &target)?;
         if out.len() > MAX_RANK {
             return Err(format!("output rank {} exceeds {MAX_RANK}", out.len()));
         }
@@ -73,19 +131,21 @@ impl OpRules for Expand {
         Vec::new()
     }
 
-    fn eval(&self, x: Val, _ins: Vec<Val>) -> Val {
+    fn eval(&self, x: Val, ins: Vec<Val>) -> Val {
+        let source = ins.first().map(|v| v.dims());
         let out = self
-            .shape(&[&x.dims()])
+            .shape(&[&x.dims(), source.as_deref().unwrap_or(&[])])
             .unwrap_or_else(|e| unreachable!("checked at plan time: {e}"));
         Val::new(x.t.expand(padded(&out)), out.len())
     }
 
-    /// Axis 1 keeps its channels only when the target leaves the leading axes alone.
+    /// Axis 1 keeps its channels only when the target leaves the leading axes alone. The
+    /// second input is read for its dims only: its channels are not touched.
     fn channels(&self, cx: &mut ChannelCx) {
         if cx.rank() >= 2 && self.shape.len() + 2 <= cx.rank() {
             cx.pass_through();
-        } else {
-            cx.block_inputs("expand that may move the channel axis");
+        } else if let Some(segs) = cx.input(0) {
+            cx.block(&segs, "expand that may move the channel axis");
         }
     }
 

@@ -208,6 +208,11 @@ pub fn follows_any_axis(op: &Op) -> bool {
     }
 }
 
+/// Whether the op reads input `i`'s values (not only its dims: an Expand's batch source).
+pub fn reads_values(op: &Op, i: usize) -> bool {
+    !matches!(op, Op::Expand(e) if i == 1 && !e.from_input.is_empty())
+}
+
 /// Maps one ONNX node to a typed op and the positions of the inputs it keeps as data.
 pub type ImportFn = fn(&ImportCx) -> Result<(Op, Vec<usize>)>;
 

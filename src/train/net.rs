@@ -26,7 +26,8 @@ pub fn param_with_id<const D: usize>(id: u64, t: Tensor<D>) -> Param<Tensor<D>> 
     p
 }
 
-/// Trainable weights: conv and linear weights and biases, BatchNorm scale and shift.
+/// Trainable weights: conv and linear weights and biases, BatchNorm scale and shift, learned
+/// constants (`ir::learned`: MatMul bias Adds, positional embeddings, class tokens).
 #[derive(Module, Debug)]
 pub struct Weights {
     pub params: Vec<Param<T6>>,
@@ -90,8 +91,9 @@ impl GatedNet {
         let mut seen = std::collections::HashSet::new();
         let mut bn = HashMap::new();
         let mut running = HashMap::new();
-        for (index, n) in graph.nodes.iter().enumerate() {
-            for i in crate::ops::trainable_inputs(&n.op) {
+        let trainable = crate::ir::learned::trainable_inputs(graph);
+        for ((index, n), trainable) in graph.nodes.iter().enumerate().zip(trainable) {
+            for i in trainable {
                 if let Some(name) = n.inputs.get(i)
                     && graph.initializers.contains_key(name)
                     && seen.insert(name.clone())
