@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::ir::{Graph, Node, Op};
 
 mod heads;
+mod hidden;
 
 /// A run of channels along axis 1 that belongs to one group; each channel spans `block` features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub struct ChannelAnalysis {
     /// The channel axis of each value whose channels are not on axis 1 (a token sequence's
     /// last axis after a transformer's linear layer).
     pub axes: HashMap<String, usize>,
+    /// LayerNorm outputs that normalise over a group's channels (a transformer's hidden
+    /// width) -> that group: the gated network normalises them over the open channels only.
+    pub norms: HashMap<String, usize>,
 }
 
 impl ChannelAnalysis {
@@ -76,6 +80,8 @@ struct Analysis {
     cuts: Cuts,
     /// Attention-head state (see [`heads`]).
     heads: heads::Heads,
+    /// Hidden-width state (see [`hidden`]).
+    hidden: hidden::Hidden,
 }
 
 /// A Split (or Slice) that cuts one producer's channels into pieces. The analysis runs again
@@ -464,6 +470,7 @@ fn pass(
             ..Cuts::default()
         },
         heads: heads::Heads::with_known(heads_known),
+        hidden: hidden::Hidden::new(graph, shapes),
     };
     for n in &graph.nodes {
         let mut cx = ChannelCx {
@@ -473,7 +480,7 @@ fn pass(
             node: n,
             any_axis: true,
         };
-        if heads::follow(&mut cx) {
+        if heads::follow(&mut cx) || hidden::follow(&mut cx) {
             continue;
         }
         let any_axis = crate::ops::follows_any_axis(&n.op);
@@ -584,9 +591,14 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
             .collect();
         layouts.insert(value, segs);
     }
+    let norms = std::mem::take(&mut a.hidden.norms)
+        .into_iter()
+        .map(|(g, value)| (value, root_index[&a.find(g)]))
+        .collect();
     Ok(ChannelAnalysis {
         groups: out,
         layouts,
         axes: std::mem::take(&mut a.axes),
+        norms,
     })
 }

@@ -42,6 +42,8 @@ pub struct GatedGroup {
     pub name: String,
     /// (slot, rank, channel axis) of each value the gate multiplies.
     pub positions: Vec<(usize, usize, usize)>,
+    /// (slot, rank) of each LayerNorm normalised over this group's channels (a hidden width).
+    pub norms: Vec<(usize, usize)>,
 }
 
 /// A parameter: which slot it replaces, its rank, its initializer name.
@@ -149,6 +151,17 @@ impl GatedNet {
                             )
                         })
                         .collect(),
+                    norms: analysis
+                        .norms
+                        .iter()
+                        .filter(|(_, grp)| **grp == g)
+                        .map(|(v, _)| {
+                            (
+                                net.slot_of(v).expect("norm outputs have slots"),
+                                shapes[v].len(),
+                            )
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -201,6 +214,22 @@ impl GatedNet {
         scales
     }
 
+    /// Gate values for the LayerNorms over a gated hidden width, shaped to broadcast along
+    /// their last axis.
+    fn norm_masks(&self, values: &[Tensor<2>]) -> HashMap<usize, Val> {
+        let mut masks = HashMap::new();
+        for (g, z) in self.gated.iter().zip(values) {
+            let [n, c] = z.dims();
+            for &(slot, rank) in &g.norms {
+                let mut shape = vec![1; rank];
+                shape[0] = n;
+                shape[rank - 1] = c;
+                masks.insert(slot, Val::new(z.clone().reshape(padded(&shape)), rank));
+            }
+        }
+        masks
+    }
+
     fn overrides(&self, detach: bool) -> HashMap<usize, Val> {
         let mut out: HashMap<usize, Val> = self
             .params
@@ -226,6 +255,7 @@ impl GatedNet {
         let frame = Frame {
             overrides: self.overrides(false),
             scales: self.scales(gates),
+            norm_masks: self.norm_masks(gates),
             bn_stats: Some(&mut stats),
         };
         let out = self.net.forward_frame(vec![x], frame)?.remove(0);
@@ -248,6 +278,7 @@ impl GatedNet {
         let frame = Frame {
             overrides: self.overrides(true),
             scales: self.scales(gates),
+            norm_masks: self.norm_masks(gates),
             bn_stats: Some(&mut stats),
         };
         Ok(self.net.forward_frame(vec![x], frame)?.remove(0).to2())
@@ -258,6 +289,7 @@ impl GatedNet {
         let frame = Frame {
             overrides: self.overrides(true),
             scales: self.scales(gates),
+            norm_masks: self.norm_masks(gates),
             bn_stats: None,
         };
         Ok(self.net.forward_frame(vec![x], frame)?.remove(0).to2())
