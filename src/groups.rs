@@ -62,6 +62,10 @@ pub struct ChannelGroup {
     /// Values where a gate (or a pruning mask) multiplies this group's channels: each
     /// producer's output, or the output of a BatchNormalization that is its only reader.
     pub gates: Vec<String>,
+    /// LayerNorm nodes that normalise over this group's channels (a transformer's hidden
+    /// width): their scale and bias are sliced with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub normalised_by: Vec<String>,
 }
 
 struct Analysis {
@@ -566,6 +570,7 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
                 prunable: a.blocked[r].is_none(),
                 reason: a.blocked[r].clone(),
                 gates: Vec::new(),
+                normalised_by: Vec::new(),
             });
             out.len() - 1
         });
@@ -591,10 +596,15 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
             .collect();
         layouts.insert(value, segs);
     }
-    let norms = std::mem::take(&mut a.hidden.norms)
+    let norms: HashMap<String, usize> = std::mem::take(&mut a.hidden.norms)
         .into_iter()
         .map(|(g, value)| (value, root_index[&a.find(g)]))
         .collect();
+    for n in &graph.nodes {
+        if let Some(&g) = norms.get(&n.outputs[0]) {
+            out[g].normalised_by.push(n.name.clone());
+        }
+    }
     Ok(ChannelAnalysis {
         groups: out,
         layouts,

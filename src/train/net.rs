@@ -44,6 +44,10 @@ pub struct GatedGroup {
     pub positions: Vec<(usize, usize, usize)>,
     /// (slot, rank) of each LayerNorm normalised over this group's channels (a hidden width).
     pub norms: Vec<(usize, usize)>,
+    /// Does axis 0 of every gated value hold the examples? Not where a linear layer reads a
+    /// token sequence folded into rows (`[tokens x batch, C]`); such a gate takes one draw
+    /// for the batch.
+    pub rows_are_examples: bool,
 }
 
 /// A parameter: which slot it replaces, its rank, its initializer name.
@@ -132,6 +136,8 @@ impl GatedNet {
                 .collect(),
         };
         let shapes = graph.infer_shapes(1)?;
+        // At batch 1, axis 0 of a value whose rows are the examples is 1.
+        let rows_are_examples = |v: &str| shapes[v].first().is_none_or(|&d| d == 1);
         let gated = gate_groups
             .iter()
             .map(|&g| {
@@ -162,6 +168,7 @@ impl GatedNet {
                             )
                         })
                         .collect(),
+                    rows_are_examples: grp.gates.iter().all(|v| rows_are_examples(v)),
                 }
             })
             .collect();
