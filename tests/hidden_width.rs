@@ -289,3 +289,53 @@ fn cost_model_prices_hidden_plans_at_the_pruned_macs() {
         }
     }
 }
+
+/// Token models (tests/bert.rs fixtures): the word, position and token-type embedding tables'
+/// columns start the hidden group; random hidden-width plans, alone and with the MLP groups,
+/// verify in tract (and ONNX Runtime with `ort`) at batch 1 and 5 on ids inside the tables.
+#[test]
+fn token_models_prune_their_hidden_width_through_the_embedding_tables() {
+    use compress::onnx::{InputShapes, import_sized};
+    let root = common::repo().join("fixtures/transformers");
+    let given: Vec<String> = ["input_ids", "attention_mask", "token_type_ids"]
+        .iter()
+        .map(|n| format!("{n}=1x8"))
+        .collect();
+    let sized = InputShapes::parse(&given).unwrap();
+    for dir in ["bert_ts", "bert_dynamo", "bert_bool_dynamo"] {
+        let bytes = std::fs::read(root.join(dir).join("model.onnx")).unwrap();
+        let graph = import_sized(&bytes, dir, &sized).unwrap().graph;
+        let groups = compress::groups::analyse(&graph).unwrap();
+        let tables: Vec<&str> = graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, compress::ir::Op::Gather(_)))
+            .map(|n| n.name.as_str())
+            .collect();
+        let hidden = groups
+            .iter()
+            .find(|g| g.producers.iter().any(|p| tables.contains(&p.as_str())))
+            .unwrap_or_else(|| panic!("{dir}: {groups:#?}"));
+        assert!(hidden.prunable, "{dir}: {hidden:?}");
+        assert_eq!(hidden.width, 32, "{dir}");
+        assert!(!hidden.normalised_by.is_empty(), "{dir}");
+        for (k, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
+            for hidden_only in [true, false] {
+                let what = format!("{dir}@{fraction} hidden_only={hidden_only}");
+                let mut plan = compress::prune::plan::random(&groups, fraction, 20 + k as u64);
+                if hidden_only {
+                    plan.groups.retain(|g| g.id == hidden.id);
+                }
+                let pruned = compress::prune::prune(&graph, &plan, None)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let ours = compress::onnx::export(&pruned.graph);
+                let reference = compress::onnx::export(&pruned.reference);
+                for batch in [1, 5] {
+                    let v = compress::verify::verify_export(&graph, &reference, &ours, batch, 1e-4)
+                        .unwrap_or_else(|e| panic!("{what} batch {batch}: {e}"));
+                    assert!(v.tract.max_abs_diff <= 1e-4, "{what}: {}", v.summary());
+                }
+            }
+        }
+    }
+}

@@ -8,7 +8,8 @@
 //! 1; here they are followed through the ops that carry the stream on its last axis: the
 //! patch embedding's `[B, C, H, W] -> [B, C, HW]` reshape and transpose, padding of the token
 //! axis, Adds of constants, LayerNormalization over the channel axis, and the slice that takes
-//! the class token out.
+//! the class token out. A token model's embedding tables (`Gather` of ids) start the group:
+//! their columns are its channels.
 //!
 //! LayerNormalization mixes the channels it normalises: removing dims changes its mean and
 //! variance. The gated network therefore normalises over the open channels only (those whose
@@ -53,6 +54,9 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
         return false;
     }
     let n = cx.node;
+    if let Op::Gather(g) = &n.op {
+        return embedding(cx, g.axis);
+    }
     let Some((first, segs)) =
         (0..n.inputs.len()).find_map(|i| cx.a.maps.get(&n.inputs[i]).map(|s| (i, s.clone())))
     else {
@@ -100,6 +104,29 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
         }
         _ => false,
     }
+}
+
+/// A token embedding `table[V, C]` gathered by ids `[B, N]`: the table's columns start a
+/// group on the output's last axis (gated there), sliced with it.
+fn embedding(cx: &mut ChannelCx, axis: usize) -> bool {
+    let n = cx.node;
+    let table = &n.inputs[0];
+    let (t, y) = (cx.shape(table).to_vec(), cx.shape(&n.outputs[0]).to_vec());
+    if !cx.is_const(table) || axis != 0 || t.len() != 2 || y.len() != 3 {
+        return false;
+    }
+    if n.inputs.iter().any(|v| cx.a.maps.contains_key(v)) {
+        return false;
+    }
+    let g = cx.new_group(t[1]);
+    let out = n.outputs[0].clone();
+    cx.add_source(g, &out);
+    let seg = Segment {
+        group: g,
+        width: t[1],
+        block: 1,
+    };
+    set(cx, vec![seg], 2)
 }
 
 /// The output carries `segs` on `axis`.
