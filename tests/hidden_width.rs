@@ -339,3 +339,34 @@ fn token_models_prune_their_hidden_width_through_the_embedding_tables() {
         }
     }
 }
+
+/// A LayerNorm written out in plain ops (as exporters before opset 17 write it: reductions
+/// over the channel axis) is not followed: the hidden group stays fixed and says why.
+#[test]
+fn a_written_out_layer_norm_fixes_the_group_with_a_reason() {
+    let (name, mut graph) = load(
+        &common::repo().join("fixtures/transformers/timm"),
+        "model.onnx",
+    );
+    let norms: Vec<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, compress::ir::Op::LayerNorm(_)))
+        .map(|n| n.outputs[0].clone())
+        .collect();
+    for v in &norms {
+        // An all-open mask: the same LayerNorm, written out with ReduceSum, Sub, Sqrt, Div.
+        compress::prune::reference::mask_layer_norm(&mut graph, v, &[1.0; 64]);
+    }
+    assert!(
+        !graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, compress::ir::Op::LayerNorm(_)))
+    );
+    let g = hidden_group(&graph);
+    assert!(!g.prunable, "{name}: {g:?}");
+    let reason = g.reason.unwrap();
+    assert!(reason.contains("written out"), "{reason}");
+    assert!(reason.contains("masked_sum"), "{reason}");
+}

@@ -34,11 +34,21 @@ pub struct Hidden {
 
 impl Hidden {
     pub fn new(graph: &Graph, shapes: &std::collections::HashMap<String, Vec<usize>>) -> Self {
-        let active = graph.nodes.iter().any(|n| match &n.op {
-            Op::LayerNorm(ln) => shapes
-                .get(&n.inputs[0])
-                .is_some_and(|s| s.len() >= 3 && ln.first_axis(s.len()) == Ok(s.len() - 1)),
-            _ => false,
+        // A LayerNorm over a token sequence's last axis, or its written-out form (a mean over
+        // the last axis of a [B, N, C] value), which is then refused with its reason.
+        let active = graph.nodes.iter().any(|n| {
+            let Some(s) = shapes.get(&n.inputs[0]) else {
+                return false;
+            };
+            let last = |axes: &[i64]| {
+                s.len() == 3 && axes.len() == 1 && reduces(axes, s.len() - 1, s.len())
+            };
+            match &n.op {
+                Op::LayerNorm(ln) => s.len() >= 3 && ln.first_axis(s.len()) == Ok(s.len() - 1),
+                Op::ReduceMean { axes, .. } => last(axes),
+                Op::Reduce(r) => last(&r.axes),
+                _ => false,
+            }
         });
         Hidden {
             active,
@@ -102,8 +112,25 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
             }
             set(cx, segs, ax)
         }
+        Op::ReduceMean { axes, .. } | Op::Reduce(crate::ops::reduce::Reduce { axes, .. })
+            if reduces(axes, ax, x.len()) =>
+        {
+            cx.block(
+                &segs,
+                "reduction over the hidden width (a LayerNorm written out as ReduceMean/Sub/Pow/Sqrt/Div is not followed; export it as LayerNormalization, opset 17 or later)",
+            );
+            true
+        }
         _ => false,
     }
+}
+
+/// Do reduction `axes` (empty: all) include `ax` of a rank-`rank` input?
+fn reduces(axes: &[i64], ax: usize, rank: usize) -> bool {
+    axes.is_empty()
+        || axes
+            .iter()
+            .any(|&a| crate::ir::shape::norm_axis(a, rank) == Ok(ax))
 }
 
 /// A token embedding `table[V, C]` gathered by ids `[B, N]`: the table's columns start a
