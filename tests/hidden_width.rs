@@ -265,7 +265,7 @@ fn the_gated_network_normalises_over_the_open_channels_only() {
     }
 }
 
-/// The cost model prices a hidden-width plan at the pruned graph's MACs.
+/// The cost model prices a hidden-width plan at the pruned graph's MACs and parameters.
 #[test]
 fn cost_model_prices_hidden_plans_at_the_pruned_macs() {
     for (dir, file, _) in exports() {
@@ -286,6 +286,13 @@ fn cost_model_prices_hidden_plans_at_the_pruned_macs() {
                 .macs;
             let priced = model.deterministic(&[kept]);
             assert_eq!(priced, macs as f64, "{name}: {kept} channels");
+            // Parameters too: the projections' rows and columns, the conv, every LayerNorm's
+            // scale and bias, the classifier.
+            let params = compress::ir::cost::graph_cost(&pruned.graph, 1)
+                .unwrap()
+                .params;
+            let priced = model.deterministic_params(&[kept]);
+            assert_eq!(priced, params as f64, "{name}: params at {kept} channels");
         }
     }
 }

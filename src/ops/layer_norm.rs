@@ -145,7 +145,8 @@ impl OpRules for LayerNorm {
             return Ok(());
         };
         let width = cx.shape(&out)[cx.channel_axis(&out)];
-        for name in n.inputs[1..].to_vec() {
+        let params: Vec<String> = n.inputs.iter().skip(1).cloned().collect();
+        for name in params {
             if let Some(t) = cx.init(&name).cloned()
                 && t.shape.last() == Some(&width)
             {
