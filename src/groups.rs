@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::ir::{Graph, Node, Op};
 
 mod heads;
+mod hidden;
 
 /// A run of channels along axis 1 that belongs to one group; each channel spans `block` features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub struct ChannelAnalysis {
     /// The channel axis of each value whose channels are not on axis 1 (a token sequence's
     /// last axis after a transformer's linear layer).
     pub axes: HashMap<String, usize>,
+    /// LayerNorm outputs that normalise over a group's channels (a transformer's hidden
+    /// width) -> that group: the gated network normalises them over the open channels only.
+    pub norms: HashMap<String, usize>,
 }
 
 impl ChannelAnalysis {
@@ -58,6 +62,10 @@ pub struct ChannelGroup {
     /// Values where a gate (or a pruning mask) multiplies this group's channels: each
     /// producer's output, or the output of a BatchNormalization that is its only reader.
     pub gates: Vec<String>,
+    /// LayerNorm nodes that normalise over this group's channels (a transformer's hidden
+    /// width): their scale and bias are sliced with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub normalised_by: Vec<String>,
 }
 
 struct Analysis {
@@ -76,6 +84,8 @@ struct Analysis {
     cuts: Cuts,
     /// Attention-head state (see [`heads`]).
     heads: heads::Heads,
+    /// Hidden-width state (see [`hidden`]).
+    hidden: hidden::Hidden,
 }
 
 /// A Split (or Slice) that cuts one producer's channels into pieces. The analysis runs again
@@ -464,6 +474,7 @@ fn pass(
             ..Cuts::default()
         },
         heads: heads::Heads::with_known(heads_known),
+        hidden: hidden::Hidden::new(graph, shapes),
     };
     for n in &graph.nodes {
         let mut cx = ChannelCx {
@@ -473,7 +484,7 @@ fn pass(
             node: n,
             any_axis: true,
         };
-        if heads::follow(&mut cx) {
+        if heads::follow(&mut cx) || hidden::follow(&mut cx) {
             continue;
         }
         let any_axis = crate::ops::follows_any_axis(&n.op);
@@ -564,6 +575,7 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
                 prunable: a.blocked[r].is_none(),
                 reason: a.blocked[r].clone(),
                 gates: Vec::new(),
+                normalised_by: Vec::new(),
             });
             out.len() - 1
         });
@@ -589,9 +601,19 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
             .collect();
         layouts.insert(value, segs);
     }
+    let norms: HashMap<String, usize> = std::mem::take(&mut a.hidden.norms)
+        .into_iter()
+        .map(|(g, value)| (value, root_index[&a.find(g)]))
+        .collect();
+    for n in &graph.nodes {
+        if let Some(&g) = norms.get(&n.outputs[0]) {
+            out[g].normalised_by.push(n.name.clone());
+        }
+    }
     Ok(ChannelAnalysis {
         groups: out,
         layouts,
         axes: std::mem::take(&mut a.axes),
+        norms,
     })
 }

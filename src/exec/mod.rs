@@ -49,6 +49,9 @@ pub struct Frame<'a> {
     pub overrides: HashMap<usize, Val>,
     /// Multipliers applied to a slot right after it is computed (gates); must broadcast.
     pub scales: HashMap<usize, Val>,
+    /// LayerNorm outputs (by slot) normalised over a gated hidden width, with the gate values
+    /// (see [`crate::ops::layer_norm::LayerNorm::eval_masked`]).
+    pub norm_masks: HashMap<usize, Val>,
     /// When set, BatchNormalization uses batch statistics and reports them here, per node index.
     pub bn_stats: Option<&'a mut HashMap<usize, BatchStats>>,
 }
@@ -221,6 +224,11 @@ impl Network {
                     let (y, batch) = crate::ops::norm::batch_norm_train(ins, *epsilon);
                     stats.insert(index, batch);
                     y
+                }
+                (Op::LayerNorm(ln), _) if frame.norm_masks.contains_key(&step.output) => {
+                    let mut ins = ins.into_iter();
+                    let x = ins.next().expect("validated: LayerNorm has an input");
+                    ln.eval_masked(x, ins.collect(), &frame.norm_masks[&step.output])
                 }
                 _ => crate::ops::eval(&step.op, ins),
             };

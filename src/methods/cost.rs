@@ -175,7 +175,16 @@ fn param_terms(
                 let len = *t.shape.get(axis?)? as f64;
                 (len == s.total).then_some(s)
             };
-            let output = along(w.out_axis, n.outputs.first());
+            // A LayerNorm over a hidden width and an embedding table hold one value (column)
+            // per channel of their output's last axis.
+            let out_axis = match &n.op {
+                Op::LayerNorm(_) if analysis.norms.contains_key(&n.outputs[0]) => {
+                    t.shape.len().checked_sub(1)
+                }
+                Op::Gather(_) if w.input == 0 && t.shape.len() == 2 => Some(1),
+                _ => w.out_axis,
+            };
+            let output = along(out_axis, n.outputs.first());
             // A per-channel tensor (BN) names one axis for both sides: count it once.
             let input = if w.in_axis == w.out_axis {
                 None

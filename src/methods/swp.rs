@@ -101,7 +101,12 @@ pub fn zero_small(p: Param<T6>, kappa: f32, rng: &mut Rng) -> Param<T6> {
 pub fn dead_channel_plan(graph: &Graph) -> Result<KeepPlan> {
     let groups = crate::groups::analyse(graph)?;
     let mut plan = KeepPlan::default();
-    for g in groups.iter().filter(|g| g.prunable) {
+    // A dead channel of a hidden width still carries constants (biases, positional
+    // embeddings) into the LayerNorms, which normalise over it: it cannot go exactly.
+    for g in groups
+        .iter()
+        .filter(|g| g.prunable && g.normalised_by.is_empty())
+    {
         let mut alive = vec![false; g.width];
         for p in &g.producers {
             let Some(node) = graph.nodes.iter().find(|n| &n.name == p) else {

@@ -114,7 +114,15 @@ impl OpRules for Gather {
         None
     }
 
-    fn slice(&self, _cx: &mut SurgeryCx, _n: &mut Node) -> Result<()> {
+    fn slice(&self, cx: &mut SurgeryCx, n: &mut Node) -> Result<()> {
+        // An embedding table whose columns are a transformer's hidden width (groups::hidden).
+        let out = n.outputs[0].clone();
+        if let (Some(kept), Some(t)) = (cx.kept(&out), cx.init(&n.inputs[0]).cloned())
+            && t.shape.len() == 2
+        {
+            let name = n.inputs[0].clone();
+            cx.set_init(n, &name, crate::prune::surgery::slice_axis(&t, 1, &kept))?;
+        }
         Ok(())
     }
 }

@@ -38,8 +38,28 @@ pub(crate) fn import(cx: &ImportCx) -> Result<(Op, Vec<usize>)> {
 
 impl LayerNorm {
     /// The first normalised axis of a rank-`rank` input.
-    fn first_axis(&self, rank: usize) -> std::result::Result<usize, String> {
+    pub(crate) fn first_axis(&self, rank: usize) -> std::result::Result<usize, String> {
         norm_axis(self.axis, rank)
+    }
+
+    /// The gated network's LayerNorm over a hidden width (normalised over the last axis only):
+    /// mean and variance over the channels whose gate value `z` is not 0, and 0 at the others,
+    /// so that it equals the pruned network's LayerNorm over the kept channels. `z` broadcasts
+    /// to `x` (one row per example or one for the batch). The open set carries no gradient;
+    /// the gate's gradient reaches it through the gated producers of the residual stream.
+    pub fn eval_masked(&self, x: Val, ins: Vec<Val>, z: &Val) -> Val {
+        let r = x.rank;
+        let last = crate::exec::value::MAX_RANK - 1;
+        let open = z.t.clone().not_equal_elem(0.0).float();
+        let count = open.clone().sum_dim(last).clamp_min(1.0);
+        let mean = (x.t.clone() * open.clone()).sum_dim(last) / count.clone();
+        let d = (x.t - mean) * open.clone();
+        let var = (d.clone() * d.clone()).sum_dim(last) / count;
+        let mut y = d * (var + self.epsilon).sqrt().recip() * ins[0].t.clone();
+        if let Some(b) = ins.get(1) {
+            y = y + b.t.clone() * open;
+        }
+        Val::new(y, r)
     }
 }
 
@@ -112,12 +132,28 @@ impl OpRules for LayerNorm {
         }
     }
 
-    fn removed_value(&self, _: &SurgeryCx, _: &Node, _: usize, _: Option<f32>) -> Option<f32> {
-        None
+    fn removed_value(&self, cx: &SurgeryCx, n: &Node, _: usize, _: Option<f32>) -> Option<f32> {
+        // Over the hidden width the gated network writes 0 at closed channels.
+        cx.normalised(&n.outputs[0]).then_some(0.0)
     }
 
-    fn slice(&self, _cx: &mut SurgeryCx, _n: &mut Node) -> Result<()> {
-        // Channels never cross a LayerNorm whose normalised axes include them (blocked above).
+    fn slice(&self, cx: &mut SurgeryCx, n: &mut Node) -> Result<()> {
+        // Channels cross a LayerNorm whose normalised axis holds them only as a transformer's
+        // hidden width (groups::hidden): its scale and bias lose the removed channels.
+        let out = n.outputs[0].clone();
+        let (true, Some(kept)) = (cx.normalised(&out), cx.kept(&out)) else {
+            return Ok(());
+        };
+        let width = cx.shape(&out)[cx.channel_axis(&out)];
+        let params: Vec<String> = n.inputs.iter().skip(1).cloned().collect();
+        for name in params {
+            if let Some(t) = cx.init(&name).cloned()
+                && t.shape.last() == Some(&width)
+            {
+                let axis = t.shape.len() - 1;
+                cx.set_init(n, &name, crate::prune::surgery::slice_axis(&t, axis, &kept))?;
+            }
+        }
         Ok(())
     }
 }

@@ -445,8 +445,9 @@ impl OpRules for Transpose<'_> {
         cx.block_inputs("op without a channel pruning rule");
     }
 
-    fn removed_value(&self, _: &SurgeryCx, _: &Node, _: usize, _: Option<f32>) -> Option<f32> {
-        None
+    fn removed_value(&self, _: &SurgeryCx, _: &Node, _: usize, k: Option<f32>) -> Option<f32> {
+        // Channels are followed through a transpose only where their axis moves as a whole.
+        k
     }
 
     fn slice(&self, _cx: &mut SurgeryCx, _n: &mut Node) -> Result<()> {
@@ -616,7 +617,14 @@ impl OpRules for Pad<'_> {
         }
     }
 
-    fn slice(&self, _cx: &mut SurgeryCx, _n: &mut Node) -> Result<()> {
+    fn slice(&self, cx: &mut SurgeryCx, n: &mut Node) -> Result<()> {
+        // A constant padded into a token sequence (a class token) loses the removed channels.
+        let out = n.outputs[0].clone();
+        if let (Some(kept), Some(t)) = (cx.kept(&out), cx.init(&n.inputs[0]).cloned()) {
+            let axis = cx.channel_axis(&out);
+            let name = n.inputs[0].clone();
+            cx.set_init(n, &name, crate::prune::surgery::slice_axis(&t, axis, &kept))?;
+        }
         Ok(())
     }
 }

@@ -302,6 +302,10 @@ impl OpRules for Slice {
 
     fn removed_value(&self, cx: &SurgeryCx, n: &Node, f: usize, k: Option<f32>) -> Option<f32> {
         let x = &n.inputs[0];
+        if cx.channel_axis(x) != 1 {
+            // Channels on another axis (a token sequence): this slice does not cut them.
+            return k;
+        }
         match self.channel_range(cx.shape(x)) {
             Some(r) => cx.state(x, r.start as usize + f),
             None => k,
@@ -310,6 +314,9 @@ impl OpRules for Slice {
 
     fn slice(&self, cx: &mut SurgeryCx, n: &mut Node) -> Result<()> {
         let x = n.inputs[0].clone();
+        if cx.channel_axis(&x) != 1 {
+            return Ok(());
+        }
         let (Some(r), Some(kept)) = (self.channel_range(cx.shape(&x)), cx.kept(&x)) else {
             return Ok(());
         };

@@ -87,6 +87,11 @@ impl SurgeryCx<'_> {
         self.analysis.layouts.contains_key(value)
     }
 
+    /// Is `value` a LayerNorm output normalised over its group's channels (a hidden width)?
+    pub fn normalised(&self, value: &str) -> bool {
+        self.analysis.norms.contains_key(value)
+    }
+
     /// Removed axis-1 features of `value`.
     pub fn removed_features(&self, value: &str) -> Vec<usize> {
         match self.kept(value) {

@@ -173,6 +173,9 @@ pub fn render_inspection(r: &Inspection) -> String {
             },
             status
         );
+        if !g.normalised_by.is_empty() {
+            let _ = writeln!(s, "       normalised by {}", g.normalised_by.join(", "));
+        }
     }
     s
 }

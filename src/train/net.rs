@@ -43,6 +43,12 @@ pub struct GatedGroup {
     pub name: String,
     /// (slot, rank, channel axis) of each value the gate multiplies.
     pub positions: Vec<(usize, usize, usize)>,
+    /// (slot, rank) of each LayerNorm normalised over this group's channels (a hidden width).
+    pub norms: Vec<(usize, usize)>,
+    /// Does axis 0 of every gated value hold the examples? Not where a linear layer reads a
+    /// token sequence folded into rows (`[tokens x batch, C]`); such a gate takes one draw
+    /// for the batch.
+    pub rows_are_examples: bool,
 }
 
 /// A parameter: which slot it replaces, its rank, its initializer name.
@@ -132,6 +138,8 @@ impl GatedNet {
                 .collect(),
         };
         let shapes = graph.infer_shapes(1)?;
+        // At batch 1, axis 0 of a value whose rows are the examples is 1.
+        let rows_are_examples = |v: &str| shapes[v].first().is_none_or(|&d| d == 1);
         let gated = gate_groups
             .iter()
             .map(|&g| {
@@ -151,6 +159,18 @@ impl GatedNet {
                             )
                         })
                         .collect(),
+                    norms: analysis
+                        .norms
+                        .iter()
+                        .filter(|(_, grp)| **grp == g)
+                        .map(|(v, _)| {
+                            (
+                                net.slot_of(v).expect("norm outputs have slots"),
+                                shapes[v].len(),
+                            )
+                        })
+                        .collect(),
+                    rows_are_examples: grp.gates.iter().all(|v| rows_are_examples(v)),
                 }
             })
             .collect();
@@ -203,6 +223,22 @@ impl GatedNet {
         scales
     }
 
+    /// Gate values for the LayerNorms over a gated hidden width, shaped to broadcast along
+    /// their last axis.
+    fn norm_masks(&self, values: &[Tensor<2>]) -> HashMap<usize, Val> {
+        let mut masks = HashMap::new();
+        for (g, z) in self.gated.iter().zip(values) {
+            let [n, c] = z.dims();
+            for &(slot, rank) in &g.norms {
+                let mut shape = vec![1; rank];
+                shape[0] = n;
+                shape[rank - 1] = c;
+                masks.insert(slot, Val::new(z.clone().reshape(padded(&shape)), rank));
+            }
+        }
+        masks
+    }
+
     fn overrides(&self, detach: bool) -> HashMap<usize, Val> {
         let mut out: HashMap<usize, Val> = self
             .params
@@ -228,6 +264,7 @@ impl GatedNet {
         let frame = Frame {
             overrides: self.overrides(false),
             scales: self.scales(gates),
+            norm_masks: self.norm_masks(gates),
             bn_stats: Some(&mut stats),
         };
         let out = self.net.forward_frame(x, frame)?.remove(0);
@@ -250,6 +287,7 @@ impl GatedNet {
         let frame = Frame {
             overrides: self.overrides(true),
             scales: self.scales(gates),
+            norm_masks: self.norm_masks(gates),
             bn_stats: Some(&mut stats),
         };
         Ok(self.net.forward_frame(x, frame)?.remove(0).to2())
@@ -260,6 +298,7 @@ impl GatedNet {
         let frame = Frame {
             overrides: self.overrides(true),
             scales: self.scales(gates),
+            norm_masks: self.norm_masks(gates),
             bn_stats: None,
         };
         Ok(self.net.forward_frame(x, frame)?.remove(0).to2())

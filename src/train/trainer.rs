@@ -208,7 +208,7 @@ impl<'a> Trainer<'a> {
         self.net
             .gated
             .iter()
-            .map(|g| g.positions.iter().any(|&(_, rank, _)| rank >= 3))
+            .map(|g| g.rows_are_examples && g.positions.iter().any(|&(_, rank, _)| rank >= 3))
             .collect()
     }
 

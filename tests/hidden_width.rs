@@ -1,0 +1,379 @@
+//! The hidden width of a vision transformer (the residual stream's channels, tied across all
+//! blocks) as one channel group: found in both exporters' graphs, priced by the cost model,
+//! cut by the surgery, and computed by the gated network with LayerNorm over the open
+//! channels only, so the pruned export equals the masked reference.
+
+mod common;
+
+use std::path::PathBuf;
+
+use compress::groups::ChannelGroup;
+use compress::ir::Graph;
+use compress::prune::plan::{GroupKeep, KeepPlan};
+use compress::verify::run_tract;
+
+/// (directory, file, blocks) of every ViT export: fixtures (2 blocks) and models/vit (3).
+fn exports() -> Vec<(PathBuf, &'static str, usize)> {
+    let root = common::repo();
+    let mut out = Vec::new();
+    for style in ["timm", "torch"] {
+        for file in ["model.onnx", "model.dynamo.onnx", "model.opset20.onnx"] {
+            out.push((root.join("fixtures/transformers").join(style), file, 2));
+        }
+    }
+    for file in ["model.onnx", "model.dynamo.onnx"] {
+        out.push((root.join("models/vit"), file, 3));
+    }
+    out
+}
+
+/// The hidden-width group: the one started by the patch embedding's conv.
+fn hidden_group(graph: &Graph) -> ChannelGroup {
+    let conv = graph
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, compress::ir::Op::Conv { .. }))
+        .unwrap();
+    compress::groups::analyse(graph)
+        .unwrap()
+        .into_iter()
+        .find(|g| g.producers.contains(&conv.name))
+        .unwrap()
+}
+
+fn load(dir: &std::path::Path, file: &str) -> (String, Graph) {
+    let name = format!("{}/{file}", dir.display());
+    let graph = compress::onnx::import_file(&dir.join(file)).unwrap();
+    (name, graph)
+}
+
+/// The group ties the patch conv, every output projection (attention proj and MLP fc2) and
+/// is read by every input projection (qkv, fc1) and the classifier; every LayerNorm
+/// normalises over it; it is prunable.
+#[test]
+fn the_residual_stream_is_one_prunable_group_in_every_export() {
+    for (dir, file, blocks) in exports() {
+        let (name, graph) = load(&dir, file);
+        let analysis = compress::groups::analyse_layouts(&graph).unwrap();
+        let g = hidden_group(&graph);
+        assert!(g.prunable, "{name}: {g:?}");
+        assert_eq!(g.width, 64, "{name}");
+        // conv + (attention out + MLP out) per block
+        assert_eq!(
+            g.producers.len(),
+            1 + 2 * blocks,
+            "{name}: {:?}",
+            g.producers
+        );
+        // (attention in + MLP in) per block + classifier
+        assert_eq!(
+            g.consumers.len(),
+            2 * blocks + 1,
+            "{name}: {:?}",
+            g.consumers
+        );
+        let norms = graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, compress::ir::Op::LayerNorm(_)))
+            .count();
+        assert_eq!(norms, 2 * blocks + 1, "{name}");
+        let normalised = analysis.norms.values().filter(|&&id| id == g.id).count();
+        assert_eq!(normalised, norms, "{name}: {:?}", analysis.norms);
+    }
+}
+
+/// `inspect` lists the hidden group with its producers and readers.
+#[test]
+fn inspect_shows_the_hidden_width_group() {
+    let out = common::compress()
+        .args(["inspect", "models/vit/model.onnx"])
+        .current_dir(common::repo())
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let line = text
+        .lines()
+        .find(|l| l.contains("from /patch_embed/Conv"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("width 64"), "{line}");
+    assert!(line.contains("[prunable]"), "{line}");
+    for b in 0..3 {
+        for part in ["attn/proj/MatMul", "mlp/fc2/MatMul"] {
+            let from = format!("/blocks/blocks.{b}/{part}");
+            assert!(line.contains(&from), "{from}: {line}");
+        }
+        for part in ["attn/qkv/MatMul", "mlp/fc1/MatMul"] {
+            let by = format!("/blocks/blocks.{b}/{part}");
+            assert!(line.contains(&by), "{by}: {line}");
+        }
+    }
+    assert!(line.contains("/head/Gemm"), "{line}");
+    assert!(!text.contains("not analysed yet"), "{text}");
+}
+
+/// A plan over the hidden group alone (`hidden_only`) or over every group.
+fn plan(graph: &Graph, fraction: f64, seed: u64, hidden_only: bool) -> KeepPlan {
+    let groups = compress::groups::analyse(graph).unwrap();
+    let hidden = hidden_group(graph).id;
+    let mut plan = compress::prune::plan::random(&groups, fraction, seed);
+    if hidden_only {
+        plan.groups.retain(|k| k.id == hidden);
+    }
+    assert!(plan.groups.iter().any(|k| k.id == hidden));
+    plan
+}
+
+/// The pruned export computes the masked reference in tract at batch 1 and 5.
+fn assert_matches_reference_in_tract(pruned: &compress::prune::Pruned, name: &str, seed: u64) {
+    let ours = compress::onnx::export(&pruned.graph);
+    let reference = compress::onnx::export(&pruned.reference);
+    for batch in [1, 5] {
+        let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], seed);
+        let a = run_tract(&ours, std::slice::from_ref(&x)).unwrap();
+        let b = run_tract(&reference, std::slice::from_ref(&x)).unwrap();
+        let d = common::max_diff(&a[0], &b[0]);
+        assert!(d <= 1e-4, "{name} batch {batch}: pruned vs reference {d}");
+    }
+}
+
+/// Random hidden-width plans at 25/50/75%, alone and together with random head and MLP plans:
+/// the pruned export computes the masked reference in tract at batch 1 and 5, the MACs and
+/// parameters go down, and no Reshape keeps the old width.
+#[test]
+fn random_hidden_keep_plans_verify_in_tract() {
+    for (dir, file, _) in exports() {
+        let (name, graph) = load(&dir, file);
+        let before = compress::ir::cost::graph_cost(&graph, 1).unwrap();
+        for (k, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
+            for hidden_only in [true, false] {
+                let what = format!("{name}@{fraction} hidden_only={hidden_only}");
+                let plan = plan(&graph, fraction, 30 + k as u64, hidden_only);
+                let pruned = compress::prune::prune(&graph, &plan, None)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let after = compress::ir::cost::graph_cost(&pruned.graph, 1).unwrap();
+                assert!(after.macs < before.macs, "{what}: MACs");
+                assert!(after.params < before.params, "{what}: params");
+                // Every Reshape of the hidden width carries the kept width, none the old one.
+                let hidden = hidden_group(&graph).id;
+                let kept = plan
+                    .groups
+                    .iter()
+                    .find(|k| k.id == hidden)
+                    .unwrap()
+                    .keep
+                    .len();
+                let mut rewritten = 0;
+                for n in &pruned.graph.nodes {
+                    let compress::ir::Op::Reshape { shape } = &n.op else {
+                        continue;
+                    };
+                    let out = &n.outputs[0];
+                    let Some(segs) = pruned.analysis.layouts.get(out) else {
+                        continue;
+                    };
+                    if segs.iter().all(|s| s.group != hidden) {
+                        continue;
+                    }
+                    let axis = pruned.analysis.channel_axis(out);
+                    assert!(
+                        shape[axis] <= 0 || shape[axis] == kept as i64,
+                        "{what}: {} {shape:?}",
+                        n.name
+                    );
+                    rewritten += 1;
+                }
+                assert!(rewritten >= 1, "{what}: no Reshape of the hidden width");
+                assert_matches_reference_in_tract(&pruned, &what, 40 + k as u64);
+            }
+        }
+    }
+}
+
+/// ONNX Runtime agrees: pruned vs masked reference at batch 1 and 5.
+#[cfg(feature = "ort")]
+#[test]
+fn random_hidden_keep_plans_verify_in_onnxruntime() {
+    use compress::verify::onnxruntime::run_ort;
+    for (dir, file, _) in exports() {
+        let (name, graph) = load(&dir, file);
+        for (k, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
+            let hidden_only = k != 1;
+            let what = format!("{name}@{fraction} hidden_only={hidden_only}");
+            let plan = plan(&graph, fraction, 50 + k as u64, hidden_only);
+            let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+            let ours = compress::onnx::export(&pruned.graph);
+            let reference = compress::onnx::export(&pruned.reference);
+            for batch in [1, 5] {
+                let x = vec![compress::verify::pseudo_random(&[batch, 1, 28, 28], 9)];
+                let a = run_ort(&ours, &x).unwrap();
+                let b = run_ort(&reference, &x).unwrap();
+                let d = common::max_diff(&a[0], &b[0]);
+                assert!(d <= 1e-4, "{what} batch {batch}: ORT {d}");
+            }
+        }
+    }
+}
+
+/// The gated network in burn (LayerNorm over the open channels, 0/1 gates at the plan) computes
+/// the masked reference, which the pruned export reproduces: burn == tract(reference).
+#[test]
+fn the_gated_network_normalises_over_the_open_channels_only() {
+    use compress::exec::{Val, default_device};
+    for (dir, file, _) in exports() {
+        let (name, graph) = load(&dir, file);
+        let analysis = compress::groups::analyse_layouts(&graph).unwrap();
+        let ids: Vec<usize> = analysis
+            .groups
+            .iter()
+            .filter(|g| g.prunable)
+            .map(|g| g.id)
+            .collect();
+        let plan = plan(&graph, 0.5, 70, false);
+        let device = default_device();
+        let net =
+            compress::train::net::GatedNet::new(&graph, analysis.clone(), &ids, &device).unwrap();
+        let gates: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let width = analysis.groups[id].width;
+                let keep = plan.groups.iter().find(|k| k.id == id);
+                let z: Vec<f32> = (0..width)
+                    .map(|c| match keep {
+                        Some(k) if !k.keep.contains(&c) => 0.0,
+                        _ => 1.0,
+                    })
+                    .collect();
+                net.tensor2(z, 1, width)
+            })
+            .collect();
+        let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+        let reference = compress::onnx::export(&pruned.reference);
+        for batch in [1, 5] {
+            let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], 11);
+            let input = Val::from_f32(x.to_f32_vec(), &x.shape, &device);
+            let burn = net.forward_eval(input, &gates).unwrap();
+            let burn =
+                compress::ir::Tensor::f32(vec![batch, 10], compress::exec::value::host_f32(burn));
+            let tract = run_tract(&reference, std::slice::from_ref(&x)).unwrap();
+            let d = common::max_diff(&burn, &tract[0]);
+            assert!(
+                d <= 1e-4,
+                "{name} batch {batch}: burn gated vs reference {d}"
+            );
+        }
+    }
+}
+
+/// The cost model prices a hidden-width plan at the pruned graph's MACs and parameters.
+#[test]
+fn cost_model_prices_hidden_plans_at_the_pruned_macs() {
+    for (dir, file, _) in exports() {
+        let (name, graph) = load(&dir, file);
+        let analysis = compress::groups::analyse_layouts(&graph).unwrap();
+        let id = hidden_group(&graph).id;
+        let model = compress::methods::cost::CostModel::new(&graph, &analysis, &[id]).unwrap();
+        for kept in [16, 32, 48, 64] {
+            let plan = KeepPlan {
+                groups: vec![GroupKeep {
+                    id,
+                    keep: (0..kept).collect(),
+                }],
+            };
+            let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+            let macs = compress::ir::cost::graph_cost(&pruned.graph, 1)
+                .unwrap()
+                .macs;
+            let priced = model.deterministic(&[kept]);
+            assert_eq!(priced, macs as f64, "{name}: {kept} channels");
+            // Parameters too: the projections' rows and columns, the conv, every LayerNorm's
+            // scale and bias, the classifier.
+            let params = compress::ir::cost::graph_cost(&pruned.graph, 1)
+                .unwrap()
+                .params;
+            let priced = model.deterministic_params(&[kept]);
+            assert_eq!(priced, params as f64, "{name}: params at {kept} channels");
+        }
+    }
+}
+
+/// Token models (tests/bert.rs fixtures): the word, position and token-type embedding tables'
+/// columns start the hidden group; random hidden-width plans, alone and with the MLP groups,
+/// verify in tract (and ONNX Runtime with `ort`) at batch 1 and 5 on ids inside the tables.
+#[test]
+fn token_models_prune_their_hidden_width_through_the_embedding_tables() {
+    use compress::onnx::{InputShapes, import_sized};
+    let root = common::repo().join("fixtures/transformers");
+    let given: Vec<String> = ["input_ids", "attention_mask", "token_type_ids"]
+        .iter()
+        .map(|n| format!("{n}=1x8"))
+        .collect();
+    let sized = InputShapes::parse(&given).unwrap();
+    for dir in ["bert_ts", "bert_dynamo", "bert_bool_dynamo"] {
+        let bytes = std::fs::read(root.join(dir).join("model.onnx")).unwrap();
+        let graph = import_sized(&bytes, dir, &sized).unwrap().graph;
+        let groups = compress::groups::analyse(&graph).unwrap();
+        let tables: Vec<&str> = graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.op, compress::ir::Op::Gather(_)))
+            .map(|n| n.name.as_str())
+            .collect();
+        let hidden = groups
+            .iter()
+            .find(|g| g.producers.iter().any(|p| tables.contains(&p.as_str())))
+            .unwrap_or_else(|| panic!("{dir}: {groups:#?}"));
+        assert!(hidden.prunable, "{dir}: {hidden:?}");
+        assert_eq!(hidden.width, 32, "{dir}");
+        assert!(!hidden.normalised_by.is_empty(), "{dir}");
+        for (k, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
+            for hidden_only in [true, false] {
+                let what = format!("{dir}@{fraction} hidden_only={hidden_only}");
+                let mut plan = compress::prune::plan::random(&groups, fraction, 20 + k as u64);
+                if hidden_only {
+                    plan.groups.retain(|g| g.id == hidden.id);
+                }
+                let pruned = compress::prune::prune(&graph, &plan, None)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let ours = compress::onnx::export(&pruned.graph);
+                let reference = compress::onnx::export(&pruned.reference);
+                for batch in [1, 5] {
+                    let v = compress::verify::verify_export(&graph, &reference, &ours, batch, 1e-4)
+                        .unwrap_or_else(|e| panic!("{what} batch {batch}: {e}"));
+                    assert!(v.tract.max_abs_diff <= 1e-4, "{what}: {}", v.summary());
+                }
+            }
+        }
+    }
+}
+
+/// A LayerNorm written out in plain ops (as exporters before opset 17 write it: reductions
+/// over the channel axis) is not followed: the hidden group stays fixed and says why.
+#[test]
+fn a_written_out_layer_norm_fixes_the_group_with_a_reason() {
+    let (name, mut graph) = load(
+        &common::repo().join("fixtures/transformers/timm"),
+        "model.onnx",
+    );
+    let norms: Vec<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, compress::ir::Op::LayerNorm(_)))
+        .map(|n| n.outputs[0].clone())
+        .collect();
+    for v in &norms {
+        // An all-open mask: the same LayerNorm, written out with ReduceSum, Sub, Sqrt, Div.
+        compress::prune::reference::mask_layer_norm(&mut graph, v, &[1.0; 64]);
+    }
+    assert!(
+        !graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, compress::ir::Op::LayerNorm(_)))
+    );
+    let g = hidden_group(&graph);
+    assert!(!g.prunable, "{name}: {g:?}");
+    let reason = g.reason.unwrap();
+    assert!(reason.contains("written out"), "{reason}");
+    assert!(reason.contains("masked_sum"), "{reason}");
+}
