@@ -252,7 +252,7 @@ fn the_gated_network_normalises_over_the_open_channels_only() {
         for batch in [1, 5] {
             let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], 11);
             let input = Val::from_f32(x.to_f32_vec(), &x.shape, &device);
-            let burn = net.forward_eval(input, &gates).unwrap();
+            let burn = net.forward_eval(vec![input], &gates).unwrap();
             let burn =
                 compress::ir::Tensor::f32(vec![batch, 10], compress::exec::value::host_f32(burn));
             let tract = run_tract(&reference, std::slice::from_ref(&x)).unwrap();
