@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::ir::{Graph, Node, Op};
 
 mod heads;
+mod mha;
 
 /// A run of channels along axis 1 that belongs to one group; each channel spans `block` features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
