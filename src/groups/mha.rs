@@ -103,10 +103,7 @@ fn walk_back<'g>(cx: &ChannelCx<'g>, value: &str) -> Option<&'g Node> {
     let graph = cx.graph;
     let mut v = value.to_string();
     for _ in 0..MAX_WALK {
-        let node = graph
-            .nodes
-            .iter()
-            .find(|m| m.outputs.iter().any(|o| *o == v))?;
+        let node = graph.nodes.iter().find(|m| m.outputs.contains(&v))?;
         let data = |k: usize| node.inputs.get(k).cloned();
         v = match &node.op {
             Op::MatMul if cx.is_const(&node.inputs[1]) => return Some(node),
