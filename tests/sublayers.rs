@@ -1,0 +1,218 @@
+//! Whole-sublayer removal in transformers: a block's attention with every head closed, or its
+//! MLP with every neuron closed, is removed from the export and the residual passes through
+//! (plus the output projection's bias, what the gated network computes with all gates 0).
+//! timm-style and `nn.TransformerEncoder` fixtures (both exporters) and models/vit.
+
+mod common;
+
+use std::path::PathBuf;
+
+use compress::groups::ChannelGroup;
+use compress::ir::{Graph, Op};
+use compress::prune::plan::{GroupKeep, KeepPlan};
+use compress::verify::run_tract;
+
+fn exports() -> Vec<PathBuf> {
+    let root = common::repo();
+    let mut out = Vec::new();
+    for style in ["timm", "torch"] {
+        for file in ["model.onnx", "model.dynamo.onnx", "model.opset20.onnx"] {
+            out.push(root.join("fixtures/transformers").join(style).join(file));
+        }
+    }
+    for file in ["vit.onnx", "vit.dynamo.onnx"] {
+        out.push(root.join("models/vit").join(file));
+    }
+    out
+}
+
+/// (attention-head groups, MLP groups) in block order: prunable groups of 4 heads and of 128
+/// neurons.
+fn sublayer_groups(graph: &Graph) -> (Vec<ChannelGroup>, Vec<ChannelGroup>) {
+    let groups = compress::groups::analyse(graph).unwrap();
+    let position = |g: &ChannelGroup| {
+        graph
+            .nodes
+            .iter()
+            .position(|n| n.name == g.producers[0])
+            .unwrap()
+    };
+    let pick = |width: usize| {
+        let mut v: Vec<ChannelGroup> = groups
+            .iter()
+            .filter(|g| g.prunable && g.width == width)
+            .cloned()
+            .collect();
+        v.sort_by_key(position);
+        v
+    };
+    (pick(4), pick(128))
+}
+
+fn count(graph: &Graph, what: fn(&Op) -> bool) -> usize {
+    graph.nodes.iter().filter(|n| what(&n.op)).count()
+}
+
+fn is_layer_norm(op: &Op) -> bool {
+    matches!(op, Op::LayerNorm { .. })
+}
+
+fn is_softmax(op: &Op) -> bool {
+    matches!(op, Op::Softmax { .. })
+}
+
+/// Pruned vs masked reference in tract and ONNX Runtime at batch 1 and 5.
+fn assert_matches_reference(pruned: &compress::prune::Pruned, name: &str) -> f32 {
+    let ours = compress::onnx::export(&pruned.graph);
+    let reference = compress::onnx::export(&pruned.reference);
+    let mut worst = 0.0f32;
+    for batch in [1, 5] {
+        let x = vec![compress::verify::pseudo_random(&[batch, 1, 28, 28], 11)];
+        let a = run_tract(&ours, &x).unwrap();
+        let b = run_tract(&reference, &x).unwrap();
+        let d = common::max_diff(&a[0], &b[0]);
+        assert!(
+            d <= 1e-5,
+            "{name} batch {batch}: tract, pruned vs reference {d}"
+        );
+        worst = worst.max(d);
+        #[cfg(feature = "ort")]
+        {
+            use compress::verify::onnxruntime::run_ort;
+            let a = run_ort(&ours, &x).unwrap();
+            let b = run_ort(&reference, &x).unwrap();
+            let d = common::max_diff(&a[0], &b[0]);
+            assert!(
+                d <= 1e-5,
+                "{name} batch {batch}: ORT, pruned vs reference {d}"
+            );
+            worst = worst.max(d);
+        }
+    }
+    worst
+}
+
+/// Plans that close whole sublayers: block 0's attention, block 1's MLP, and both sublayers of
+/// block 0 together (with the other groups at half width). Each verifies in tract and ONNX
+/// Runtime; the export has no node of a removed sublayer (its LayerNorm, projections, softmax);
+/// the training cost model prices the plan at the export's MACs.
+#[test]
+fn closing_whole_sublayers_removes_them_and_verifies() {
+    for path in exports() {
+        let name = path.display().to_string();
+        let graph = compress::onnx::import_file(&path).unwrap();
+        let (heads, mlps) = sublayer_groups(&graph);
+        assert!(heads.len() >= 2 && mlps.len() == heads.len(), "{name}");
+        let (norms, softmaxes) = (count(&graph, is_layer_norm), count(&graph, is_softmax));
+        let cases: [(&str, Vec<&ChannelGroup>, usize, usize); 3] = [
+            ("attention 0", vec![&heads[0]], 1, 1),
+            ("mlp 1", vec![&mlps[1]], 1, 0),
+            ("block 0", vec![&heads[0], &mlps[0]], 2, 1),
+        ];
+        let ids: Vec<usize> = heads.iter().chain(&mlps).map(|g| g.id).collect();
+        let analysis = compress::groups::analyse_layouts(&graph).unwrap();
+        let model = compress::methods::cost::CostModel::new(&graph, &analysis, &ids).unwrap();
+        for (case, closed, norms_gone, softmaxes_gone) in cases {
+            let keep = |g: &ChannelGroup| {
+                if closed.iter().any(|c| c.id == g.id) {
+                    vec![]
+                } else {
+                    (0..g.width / 2).collect()
+                }
+            };
+            let plan = KeepPlan {
+                groups: heads
+                    .iter()
+                    .chain(&mlps)
+                    .map(|g| GroupKeep {
+                        id: g.id,
+                        keep: keep(g),
+                    })
+                    .collect(),
+            };
+            let pruned = compress::prune::prune(&graph, &plan, None)
+                .unwrap_or_else(|e| panic!("{name} {case}: {e}"));
+            let p = &pruned.graph;
+            assert_eq!(count(p, is_layer_norm), norms - norms_gone, "{name} {case}");
+            assert_eq!(
+                count(p, is_softmax),
+                softmaxes - softmaxes_gone,
+                "{name} {case}"
+            );
+            for g in &closed {
+                for node in g.producers.iter().chain(&g.consumers) {
+                    assert!(
+                        !p.nodes.iter().any(|n| &n.name == node),
+                        "{name} {case}: {node} is still there"
+                    );
+                }
+            }
+            assert!(
+                pruned.notes.iter().any(|n| n.contains("closed whole")),
+                "{name}"
+            );
+            let d = assert_matches_reference(&pruned, &format!("{name} {case}"));
+            eprintln!("{name} {case}: pruned vs reference {d:.2e}");
+            let kept: Vec<usize> = ids
+                .iter()
+                .map(|&id| plan.groups.iter().find(|k| k.id == id).unwrap().keep.len())
+                .collect();
+            let macs = compress::ir::cost::graph_cost(p, 1).unwrap().macs;
+            assert_eq!(model.deterministic(&kept), macs as f64, "{name} {case}");
+        }
+    }
+}
+
+/// Groups that are not on a residual branch still keep at least one channel: LeNet-5's
+/// conv and fc groups feed the next layer, not a residual Add.
+#[test]
+fn groups_off_a_residual_branch_keep_one_channel() {
+    let graph =
+        compress::onnx::import_file(&common::repo().join("models/lenet5/model.onnx")).unwrap();
+    let analysis = compress::groups::analyse_layouts(&graph).unwrap();
+    assert!(compress::prune::sublayer::removable(&graph, &analysis).is_empty());
+    let plan = KeepPlan {
+        groups: vec![GroupKeep {
+            id: 0,
+            keep: vec![],
+        }],
+    };
+    let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+    assert_eq!(pruned.keep[&0].len(), 1);
+    assert!(
+        pruned
+            .notes
+            .iter()
+            .any(|n| n.contains("would drop to zero width"))
+    );
+}
+
+/// With nothing else pruned, removing a sublayer changes nothing the network computes: the
+/// export and the gated reference agree exactly (the branch is `0 x W + b = b` in the
+/// reference and the constant b in the export).
+#[test]
+fn a_removed_sublayer_alone_matches_the_reference_exactly() {
+    for path in exports() {
+        let name = path.display().to_string();
+        let graph = compress::onnx::import_file(&path).unwrap();
+        let (heads, mlps) = sublayer_groups(&graph);
+        for g in [&heads[1], &mlps[0]] {
+            let plan = KeepPlan {
+                groups: vec![GroupKeep {
+                    id: g.id,
+                    keep: vec![],
+                }],
+            };
+            let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+            let ours = compress::onnx::export(&pruned.graph);
+            let reference = compress::onnx::export(&pruned.reference);
+            for batch in [1, 5] {
+                let x = vec![compress::verify::pseudo_random(&[batch, 1, 28, 28], 5)];
+                let a = run_tract(&ours, &x).unwrap();
+                let b = run_tract(&reference, &x).unwrap();
+                let d = common::max_diff(&a[0], &b[0]);
+                assert_eq!(d, 0.0, "{name} group {} batch {batch}", g.id);
+            }
+        }
+    }
+}
