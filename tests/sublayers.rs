@@ -95,7 +95,7 @@ fn assert_matches_reference(pruned: &compress::prune::Pruned, name: &str) -> f32
 /// Plans that close whole sublayers: block 0's attention, block 1's MLP, and both sublayers of
 /// block 0 together (with the other groups at half width). Each verifies in tract and ONNX
 /// Runtime; the export has no node of a removed sublayer (its LayerNorm, projections, softmax);
-/// the training cost model prices the plan at the export's MACs.
+/// the training cost model prices the plan at the export's MACs and parameters.
 #[test]
 fn closing_whole_sublayers_removes_them_and_verifies() {
     for path in exports() {
@@ -157,8 +157,15 @@ fn closing_whole_sublayers_removes_them_and_verifies() {
                 .iter()
                 .map(|&id| plan.groups.iter().find(|k| k.id == id).unwrap().keep.len())
                 .collect();
-            let macs = compress::ir::cost::graph_cost(p, 1).unwrap().macs;
-            assert_eq!(model.deterministic(&kept), macs as f64, "{name} {case}");
+            let cost = compress::ir::cost::graph_cost(p, 1).unwrap();
+            assert_eq!(
+                model.deterministic(&kept),
+                cost.macs as f64,
+                "{name} {case}"
+            );
+            // The removed LayerNorm's scale and bias (and a Gemm out_proj's bias) go too.
+            let params = model.deterministic_params(&kept);
+            assert_eq!(params, cost.params as f64, "{name} {case}");
         }
     }
 }

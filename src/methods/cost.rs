@@ -32,6 +32,9 @@ struct Term {
     amount: f64,
     input: Option<Side>,
     output: Option<Side>,
+    /// Gate vector whose group, closed whole, removes this term's node with its sublayer
+    /// (the term then scales by min(open, 1); see [`crate::prune::sublayer`]).
+    whole: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +73,7 @@ impl CostModel {
             .enumerate()
             .map(|(i, &g)| (g, i))
             .collect();
+        let removal = sublayer_nodes(graph, analysis, &shapes, gated_groups);
         let mut terms = Vec::new();
         for (n, c) in graph.nodes.iter().zip(&cost.per_node) {
             if c.macs == 0 {
@@ -103,13 +107,14 @@ impl CostModel {
             };
             terms.push(Term {
                 amount: c.macs as f64,
+                whole: whole_of(&removal, &n.name, &input, &output),
                 input,
                 output,
             });
         }
         Ok(CostModel {
             terms,
-            param_terms: param_terms(graph, analysis, &index),
+            param_terms: param_terms(graph, analysis, &index, &removal),
             dense_macs: cost.macs as f64,
             dense_params: cost.params as f64,
         })
@@ -152,6 +157,7 @@ fn param_terms(
     graph: &Graph,
     analysis: &ChannelAnalysis,
     index: &HashMap<usize, usize>,
+    removal: &HashMap<String, usize>,
 ) -> Vec<Term> {
     let mut seen = std::collections::HashSet::new();
     let mut terms = Vec::new();
@@ -183,12 +189,47 @@ fn param_terms(
             };
             terms.push(Term {
                 amount: t.len() as f64,
+                whole: whole_of(removal, &n.name, &input, &output),
                 input,
                 output,
             });
         }
     }
     terms
+}
+
+/// Node -> gate vector whose group, closed whole, removes the node (its sublayer).
+fn sublayer_nodes(
+    graph: &Graph,
+    analysis: &ChannelAnalysis,
+    shapes: &HashMap<String, Vec<usize>>,
+    gated_groups: &[usize],
+) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for (i, &g) in gated_groups.iter().enumerate() {
+        let group = &analysis.groups[g];
+        for n in crate::prune::sublayer::removed_nodes(graph, analysis, shapes, group)
+            .unwrap_or_default()
+        {
+            out.entry(n).or_insert(i);
+        }
+    }
+    out
+}
+
+/// The whole-group factor of a node's term, unless a side already scales with that group.
+fn whole_of(
+    removal: &HashMap<String, usize>,
+    node: &str,
+    input: &Option<Side>,
+    output: &Option<Side>,
+) -> Option<usize> {
+    let g = *removal.get(node)?;
+    let scaled = |s: &Option<Side>| {
+        s.as_ref()
+            .is_some_and(|s| s.gated.iter().any(|&(x, _)| x == g))
+    };
+    (!scaled(input) && !scaled(output)).then_some(g)
 }
 
 fn expected_sum(terms: &[Term], open: &[Tensor<1>]) -> Tensor<1> {
@@ -204,11 +245,20 @@ fn expected_sum(terms: &[Term], open: &[Tensor<1>]) -> Tensor<1> {
     let mut total = Tensor::<1>::zeros([1], &device);
     let mut fixed = 0.0f64;
     for t in terms {
-        match (frac(&t.input), frac(&t.output)) {
-            (None, None) => fixed += t.amount,
-            (Some(a), None) | (None, Some(a)) => total = total + a * t.amount as f32,
-            (Some(a), Some(b)) => total = total + a * b * t.amount as f32,
-        }
+        let term = match (frac(&t.input), frac(&t.output)) {
+            (None, None) if t.whole.is_none() => {
+                fixed += t.amount;
+                continue;
+            }
+            (None, None) => Tensor::<1>::full([1], t.amount as f32, &device),
+            (Some(a), None) | (None, Some(a)) => a * t.amount as f32,
+            (Some(a), Some(b)) => a * b * t.amount as f32,
+        };
+        total = total
+            + match t.whole {
+                Some(g) => term * open[g].clone().clamp_max(1.0),
+                None => term,
+            };
     }
     total + fixed as f32
 }
@@ -231,6 +281,9 @@ fn sum_at(terms: &[Term], kept: &[f64]) -> f64 {
     };
     terms
         .iter()
-        .map(|t| t.amount * frac(&t.input) * frac(&t.output))
+        .map(|t| {
+            let whole = t.whole.map_or(1.0, |g| kept[g].min(1.0));
+            t.amount * frac(&t.input) * frac(&t.output) * whole
+        })
         .sum()
 }

@@ -133,6 +133,32 @@ pub fn removable(graph: &Graph, analysis: &ChannelAnalysis) -> BTreeSet<usize> {
         .collect()
 }
 
+/// The nodes that go when `group` alone is closed whole (None when it cannot be).
+pub fn removed_nodes(
+    graph: &Graph,
+    analysis: &ChannelAnalysis,
+    shapes: &HashMap<String, Vec<usize>>,
+    group: &ChannelGroup,
+) -> Option<HashSet<String>> {
+    let branches = group_branches(graph, analysis, shapes, group)?;
+    let mut g = graph.clone();
+    for b in &branches {
+        if let Some(r) = g.nodes.iter_mut().find(|n| n.name == b.residual) {
+            r.inputs[b.input] = String::new();
+        }
+    }
+    drop_dead(&mut g);
+    let left: HashSet<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+    Some(
+        graph
+            .nodes
+            .iter()
+            .filter(|n| !left.contains(n.name.as_str()))
+            .map(|n| n.name.clone())
+            .collect(),
+    )
+}
+
 /// Replaces each branch by its constant (read from `graph`, where surgery has folded what the
 /// removed channels carried into the consumer's bias) and drops the nodes nothing reads any
 /// more, with their initializers.
