@@ -223,3 +223,51 @@ fn a_removed_sublayer_alone_matches_the_reference_exactly() {
         }
     }
 }
+
+/// The pipeline's path: a gated network (gate values multiplied in) whose gates close one
+/// block's attention entirely exports without that attention and computes the gated network.
+#[test]
+fn a_gated_network_with_closed_heads_exports_without_its_attention() {
+    for path in exports() {
+        let name = path.display().to_string();
+        let graph = compress::onnx::import_file(&path).unwrap();
+        let (heads, mlps) = sublayer_groups(&graph);
+        let analysis = compress::groups::analyse_layouts(&graph).unwrap();
+        let ids: Vec<usize> = heads.iter().chain(&mlps).map(|g| g.id).collect();
+        // Head group 0 all closed, the others open at 0.5..1.
+        let values: Vec<Vec<f32>> = ids
+            .iter()
+            .map(|&id| {
+                let w = analysis.groups[id].width;
+                if id == heads[0].id {
+                    vec![0.0; w]
+                } else {
+                    (0..w).map(|c| 0.5 + 0.5 * c as f32 / w as f32).collect()
+                }
+            })
+            .collect();
+        let plan = compress::methods::plan::keep_plan(&ids, &values);
+        let gated = compress::methods::plan::gated_graph(graph.clone(), &analysis, &ids, values);
+        let pruned = compress::prune::prune(&gated, &plan, None).unwrap();
+        let mut out = pruned.graph.clone();
+        compress::ir::fold::fold_channel_scales(&mut out);
+        assert_eq!(
+            count(&out, is_softmax),
+            count(&graph, is_softmax) - 1,
+            "{name}"
+        );
+        let v = compress::verify::verify_export(
+            &gated,
+            &compress::onnx::export(&pruned.reference),
+            &compress::onnx::export(&out),
+            2,
+            1e-4,
+        )
+        .unwrap();
+        assert!(
+            v.tract.max_abs_diff <= 1e-5,
+            "{name}: {}",
+            v.tract.max_abs_diff
+        );
+    }
+}
