@@ -271,3 +271,48 @@ fn a_gated_network_with_closed_heads_exports_without_its_attention() {
         );
     }
 }
+
+/// The cost model knows which gated groups can be closed whole, and its expected cost (the
+/// training penalty) of a group with no open channel leaves out the whole sublayer, as the
+/// deterministic cost and the export do.
+#[test]
+fn the_expected_cost_of_a_closed_sublayer_is_zero() {
+    use burn::prelude::*;
+    let dev = compress::exec::default_device();
+    let path = common::repo().join("fixtures/transformers/torch/model.onnx");
+    let graph = compress::onnx::import_file(&path).unwrap();
+    let (heads, mlps) = sublayer_groups(&graph);
+    let analysis = compress::groups::analyse_layouts(&graph).unwrap();
+    let ids: Vec<usize> = heads.iter().chain(&mlps).map(|g| g.id).collect();
+    let model = compress::methods::cost::CostModel::new(&graph, &analysis, &ids).unwrap();
+    assert_eq!(model.closable, vec![true; ids.len()]);
+    let kept: Vec<usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| if i == 0 { 0 } else { analysis.groups[id].width })
+        .collect();
+    let open: Vec<Tensor<1>> = kept
+        .iter()
+        .map(|&k| Tensor::<1>::full([1], k as f32, &dev))
+        .collect();
+    let expected = model
+        .expected_params(&open)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()[0];
+    let exact = model.deterministic_params(&kept);
+    assert!(
+        (expected as f64 - exact).abs() < 1e-2 * exact.max(1.0) / 1e3,
+        "{expected} vs {exact}"
+    );
+    assert!(
+        exact < model.dense_params - 64.0 * 192.0 - 64.0 * 64.0,
+        "{exact}"
+    );
+    let lenet =
+        compress::onnx::import_file(&common::repo().join("models/lenet5/model.onnx")).unwrap();
+    let a = compress::groups::analyse_layouts(&lenet).unwrap();
+    let m = compress::methods::cost::CostModel::new(&lenet, &a, &[0, 1, 2]).unwrap();
+    assert_eq!(m.closable, vec![false; 3]);
+}

@@ -43,6 +43,8 @@ pub struct CostModel {
     param_terms: Vec<Term>,
     pub dense_macs: f64,
     pub dense_params: f64,
+    /// Per gate vector: may its group be closed whole (its sublayer removed)?
+    pub closable: Vec<bool>,
 }
 
 fn side(segs: Option<&Vec<Segment>>, gated_index: &HashMap<usize, usize>) -> Option<Side> {
@@ -73,7 +75,7 @@ impl CostModel {
             .enumerate()
             .map(|(i, &g)| (g, i))
             .collect();
-        let removal = sublayer_nodes(graph, analysis, &shapes, gated_groups);
+        let (removal, closable) = sublayer_nodes(graph, analysis, &shapes, gated_groups);
         let mut terms = Vec::new();
         for (n, c) in graph.nodes.iter().zip(&cost.per_node) {
             if c.macs == 0 {
@@ -117,6 +119,7 @@ impl CostModel {
             param_terms: param_terms(graph, analysis, &index, &removal),
             dense_macs: cost.macs as f64,
             dense_params: cost.params as f64,
+            closable,
         })
     }
 
@@ -198,23 +201,25 @@ fn param_terms(
     terms
 }
 
-/// Node -> gate vector whose group, closed whole, removes the node (its sublayer).
+/// Node -> gate vector whose group, closed whole, removes the node (its sublayer); and per
+/// gate vector whether its group can be closed whole.
 fn sublayer_nodes(
     graph: &Graph,
     analysis: &ChannelAnalysis,
     shapes: &HashMap<String, Vec<usize>>,
     gated_groups: &[usize],
-) -> HashMap<String, usize> {
+) -> (HashMap<String, usize>, Vec<bool>) {
     let mut out = HashMap::new();
+    let mut closable = Vec::with_capacity(gated_groups.len());
     for (i, &g) in gated_groups.iter().enumerate() {
         let group = &analysis.groups[g];
-        for n in crate::prune::sublayer::removed_nodes(graph, analysis, shapes, group)
-            .unwrap_or_default()
-        {
+        let removed = crate::prune::sublayer::removed_nodes(graph, analysis, shapes, group);
+        closable.push(removed.is_some());
+        for n in removed.unwrap_or_default() {
             out.entry(n).or_insert(i);
         }
     }
-    out
+    (out, closable)
 }
 
 /// The whole-group factor of a node's term, unless a side already scales with that group.
