@@ -16,6 +16,7 @@ use crate::ir::{Graph, Node, Op};
 
 mod heads;
 mod hidden;
+mod mha;
 
 /// A run of channels along axis 1 that belongs to one group; each channel spans `block` features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,8 +33,8 @@ pub struct Heads {
     groups: HashSet<usize>,
     /// Head-carrying values before their gate.
     before_gate: HashSet<String>,
-    /// Values whose batch axis holds the heads folded in: value -> (group, heads).
-    folded: HashMap<String, (usize, usize)>,
+    /// Values with the heads folded into a batch axis: value -> (group, heads, that axis).
+    pub(super) folded: HashMap<String, (usize, usize, usize)>,
 }
 
 /// Follows head groups through `cx.node`; true when the node was handled here (the ordinary
@@ -44,8 +44,11 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
     if let Some(&split) = cx.a.heads.known.get(&n.name) {
         return produce(cx, split);
     }
-    if matches!(n.op, Op::Reshape { .. }) && find_split(cx) {
-        return true;
+    if matches!(n.op, Op::Reshape { .. }) {
+        if find_split(cx) {
+            return true;
+        }
+        super::mha::find_fold_split(cx);
     }
     let folded = n
         .inputs
@@ -54,8 +57,8 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
     let carried: Vec<(usize, Vec<Segment>)> = (0..n.inputs.len())
         .filter_map(|i| heads_input(cx, i).map(|s| (i, s)))
         .collect();
-    if let Some((g, h)) = folded {
-        follow_folded(cx, g, h);
+    if let Some((g, h, axis)) = folded {
+        follow_folded(cx, g, h, axis);
         return true;
     }
     let Some((first, segs)) = carried.first().cloned() else {
@@ -67,6 +70,8 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
     let ok = match &n.op {
         // The output projection reads the merged heads like any linear layer.
         Op::MatMul if cx.is_const(&n.inputs[1]) && ax + 1 == rank && !before => return false,
+        // nn.MultiheadAttention's out_proj: a Gemm over the merged heads `[N*B, H*D]`.
+        Op::Gemm { .. } if ax == 1 && rank == 2 && !before => return false,
         Op::MatMul => {
             carried.len() == 2
                 && first == 0
@@ -81,6 +86,14 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
         Op::Squeeze(s) if !s.axes.contains(&ax) => {
             let shift = s.axes.iter().filter(|&&a| a < ax).count();
             set(cx, segs, ax - shift, before);
+            return true;
+        }
+        Op::Unsqueeze(u) => {
+            let to = (0..rank + u.axes.len())
+                .filter(|p| !u.axes.contains(p))
+                .nth(ax)
+                .unwrap_or(ax);
+            set(cx, segs, to, before);
             return true;
         }
         Op::Transpose { perm } => {
@@ -127,13 +140,16 @@ fn heads_input(cx: &ChannelCx, i: usize) -> Option<Vec<Segment>> {
         .then(|| segs.clone())
 }
 
-fn set(cx: &mut ChannelCx, segs: Vec<Segment>, axis: usize, before_gate: bool) {
+pub(super) fn set(cx: &mut ChannelCx, segs: Vec<Segment>, axis: usize, before_gate: bool) {
     let out = cx.node.outputs[0].clone();
     if before_gate {
         cx.a.heads.before_gate.insert(out.clone());
     }
     // Axis 1 is recorded too: a head value's axis must never read as a CNN's channel axis.
-    cx.a.axes.insert(out.clone(), axis);
+    // (Merged heads `[N*B, H*D]` are plain features: a Gemm reads them as such.)
+    if before_gate || axis != 1 || cx.shape(&out).len() != 2 {
+        cx.a.axes.insert(out.clone(), axis);
+    }
     cx.a.set(&out, segs, false);
 }
 
@@ -244,12 +260,26 @@ fn reshape(cx: &mut ChannelCx, segs: &[Segment], ax: usize, shape: &[i64], befor
         {
             set(cx, vec![head(s)], 3, before);
         }
-        // [B, N, H, D] -> [B, N, H*D]: the heads are merged; their gate goes on the input.
-        [s] if ax == 2 && i.len() == 4 && o.len() == 3 && i[..2] == o[..2] && s.block == 1 => {
+        // [B, N, H, D] -> [B, N, H*D] (or [N*B, H*D]): the heads are merged; their gate goes
+        // on the input.
+        [s] if s.block == 1 && super::mha::is_merge(&i, &o, ax) => {
             let x = n.inputs[0].clone();
             cx.add_source(s.group, &x);
-            let merged = Segment { block: i[3], ..*s };
-            set(cx, vec![merged], 2, false);
+            let merged = Segment {
+                block: i[ax + 1],
+                ..*s
+            };
+            set(cx, vec![merged], o.len() - 1, false);
+        }
+        // [N, B, P*H*D] -> [N, B, P, H*D] (nn.MultiheadAttention's q, k, v parts).
+        [s, ..] if super::mha::is_part_split(&i, &o, ax, segs) => {
+            set(cx, vec![*s], 3, before);
+        }
+        // [N, B, H*D] -> [N, B*H, D] (nn.MultiheadAttention folds the heads into the batch).
+        [s] if super::mha::is_last_axis_fold(&i, &o, ax, shape, s) => {
+            let out = n.outputs[0].clone();
+            cx.a.heads.before_gate.insert(out.clone());
+            cx.a.heads.folded.insert(out, (s.group, s.width, ax - 1));
         }
         // [B, H, N, D] -> [B*H, N, D] (dynamo's transpose of K).
         [s] if ax == 1
@@ -261,7 +291,7 @@ fn reshape(cx: &mut ChannelCx, segs: &[Segment], ax: usize, shape: &[i64], befor
         {
             let out = n.outputs[0].clone();
             cx.a.heads.before_gate.insert(out.clone());
-            cx.a.heads.folded.insert(out, (s.group, s.width));
+            cx.a.heads.folded.insert(out, (s.group, s.width, 0));
         }
         _ => {
             cx.block(segs, "reshape that does not split or merge attention heads");
@@ -270,40 +300,39 @@ fn reshape(cx: &mut ChannelCx, segs: &[Segment], ax: usize, shape: &[i64], befor
     true
 }
 
-/// A value with the heads folded into its batch axis: only a transpose that keeps axis 0 and
-/// the reshape that unfolds `[B*H, ...] -> [B, H, ...]` may read it.
-fn follow_folded(cx: &mut ChannelCx, g: usize, heads: usize) {
+/// A value with the heads folded into a batch axis (`axis`): only a transpose and the reshape
+/// that unfolds `[.., B*H, ..] -> [.., B, H, ..]` may read it.
+fn follow_folded(cx: &mut ChannelCx, g: usize, heads: usize, axis: usize) {
     let n = cx.node;
     let (i, o) = (
         cx.shape(&n.inputs[0]).to_vec(),
         cx.shape(&n.outputs[0]).to_vec(),
     );
     let out = n.outputs[0].clone();
+    let seg = Segment {
+        group: g,
+        width: heads,
+        block: 1,
+    };
+    let reads_first = cx.a.heads.folded.contains_key(&n.inputs[0]);
     match &n.op {
-        Op::Transpose { perm } if perm.first() == Some(&0) => {
+        Op::Transpose { perm } if reads_first => {
+            let to = perm.iter().position(|&p| p == axis).unwrap_or(axis);
             cx.a.heads.before_gate.insert(out.clone());
-            cx.a.heads.folded.insert(out, (g, heads));
+            cx.a.heads.folded.insert(out, (g, heads, to));
         }
         Op::Reshape { shape }
-            if shape.first() == Some(&-1)
+            if reads_first
+                && shape.get(axis) == Some(&-1)
                 && o.len() == i.len() + 1
-                && o[1] == heads
-                && o[0] * heads == i[0]
-                && o[2..] == i[1..] =>
+                && o[axis + 1] == heads
+                && o[axis] * heads == i[axis]
+                && o[..axis] == i[..axis]
+                && o[axis + 2..] == i[axis + 1..] =>
         {
-            let seg = Segment {
-                group: g,
-                width: heads,
-                block: 1,
-            };
-            set(cx, vec![seg], 1, true);
+            set(cx, vec![seg], axis + 1, true);
         }
         _ => {
-            let seg = Segment {
-                group: g,
-                width: heads,
-                block: 1,
-            };
             let what = "op that reads attention heads folded into the batch axis";
             cx.block(&[seg], what);
             block_all(cx, what);

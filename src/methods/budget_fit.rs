@@ -113,7 +113,7 @@ pub fn complete(
         .iter()
         .map(|v| v.iter().map(|&z| z > 0.0).collect())
         .collect();
-    let at = |open: &[Vec<bool>]| cost.fractions_at(&counted(open, round_to));
+    let at = |open: &[Vec<bool>]| cost.fractions_at(&counted(open, round_to, &cost.closable));
     let deterministic = at(&open);
     let mut fit = Fit {
         expected: cost.fractions_at(&expected),
@@ -181,12 +181,15 @@ pub fn complete(
     fit
 }
 
-/// Kept channels per group as the pruner will keep them: at least one, and rounded up to a
-/// multiple of `round_to` (at most the width).
-fn counted(open: &[Vec<bool>], round_to: Option<usize>) -> Vec<f64> {
+/// Kept channels per group as the pruner will keep them: at least one (none for a group
+/// closed whole, whose sublayer goes), and rounded up to a multiple of `round_to` (at most the
+/// width).
+fn counted(open: &[Vec<bool>], round_to: Option<usize>, closable: &[bool]) -> Vec<f64> {
     open.iter()
-        .map(|v| {
-            let k = v.iter().filter(|&&o| o).count().max(1);
+        .enumerate()
+        .map(|(g, v)| {
+            let least = usize::from(!closable.get(g).copied().unwrap_or(false));
+            let k = v.iter().filter(|&&o| o).count().max(least);
             let k = match round_to.filter(|&m| m > 1) {
                 Some(m) => (k.div_ceil(m) * m).min(v.len()),
                 None => k,
@@ -278,7 +281,7 @@ mod tests {
             };
             let pruned = crate::prune::prune(&g, &plan, round_to).unwrap();
             let c = crate::ir::cost::graph_cost(&pruned.graph, 1).unwrap();
-            let (macs, params) = cost.fractions_at(&counted(&open, round_to));
+            let (macs, params) = cost.fractions_at(&counted(&open, round_to, &cost.closable));
             assert!((macs - c.macs as f64 / dense.macs as f64).abs() < 1e-9);
             assert!((params - c.params as f64 / dense.params as f64).abs() < 1e-9);
         }

@@ -32,6 +32,9 @@ struct Term {
     amount: f64,
     input: Option<Side>,
     output: Option<Side>,
+    /// Gate vector whose group, closed whole, removes this term's node with its sublayer
+    /// (the term then scales by min(open, 1); see [`crate::prune::sublayer`]).
+    whole: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ pub struct CostModel {
     param_terms: Vec<Term>,
     pub dense_macs: f64,
     pub dense_params: f64,
+    /// Per gate vector: may its group be closed whole (its sublayer removed)?
+    pub closable: Vec<bool>,
 }
 
 fn side(segs: Option<&Vec<Segment>>, gated_index: &HashMap<usize, usize>) -> Option<Side> {
@@ -70,6 +75,7 @@ impl CostModel {
             .enumerate()
             .map(|(i, &g)| (g, i))
             .collect();
+        let (removal, closable) = sublayer_nodes(graph, analysis, &shapes, gated_groups);
         let mut terms = Vec::new();
         for (n, c) in graph.nodes.iter().zip(&cost.per_node) {
             if c.macs == 0 {
@@ -103,15 +109,17 @@ impl CostModel {
             };
             terms.push(Term {
                 amount: c.macs as f64,
+                whole: whole_of(&removal, &n.name, &input, &output),
                 input,
                 output,
             });
         }
         Ok(CostModel {
             terms,
-            param_terms: param_terms(graph, analysis, &index),
+            param_terms: param_terms(graph, analysis, &index, &removal),
             dense_macs: cost.macs as f64,
             dense_params: cost.params as f64,
+            closable,
         })
     }
 
@@ -152,6 +160,7 @@ fn param_terms(
     graph: &Graph,
     analysis: &ChannelAnalysis,
     index: &HashMap<usize, usize>,
+    removal: &HashMap<String, usize>,
 ) -> Vec<Term> {
     let mut seen = std::collections::HashSet::new();
     let mut terms = Vec::new();
@@ -193,12 +202,49 @@ fn param_terms(
             };
             terms.push(Term {
                 amount: t.len() as f64,
+                whole: whole_of(removal, &n.name, &input, &output),
                 input,
                 output,
             });
         }
     }
     terms
+}
+
+/// Node -> gate vector whose group, closed whole, removes the node (its sublayer); and per
+/// gate vector whether its group can be closed whole.
+fn sublayer_nodes(
+    graph: &Graph,
+    analysis: &ChannelAnalysis,
+    shapes: &HashMap<String, Vec<usize>>,
+    gated_groups: &[usize],
+) -> (HashMap<String, usize>, Vec<bool>) {
+    let mut out = HashMap::new();
+    let mut closable = Vec::with_capacity(gated_groups.len());
+    for (i, &g) in gated_groups.iter().enumerate() {
+        let group = &analysis.groups[g];
+        let removed = crate::prune::sublayer::removed_nodes(graph, analysis, shapes, group);
+        closable.push(removed.is_some());
+        for n in removed.unwrap_or_default() {
+            out.entry(n).or_insert(i);
+        }
+    }
+    (out, closable)
+}
+
+/// The whole-group factor of a node's term, unless a side already scales with that group.
+fn whole_of(
+    removal: &HashMap<String, usize>,
+    node: &str,
+    input: &Option<Side>,
+    output: &Option<Side>,
+) -> Option<usize> {
+    let g = *removal.get(node)?;
+    let scaled = |s: &Option<Side>| {
+        s.as_ref()
+            .is_some_and(|s| s.gated.iter().any(|&(x, _)| x == g))
+    };
+    (!scaled(input) && !scaled(output)).then_some(g)
 }
 
 fn expected_sum(terms: &[Term], open: &[Tensor<1>]) -> Tensor<1> {
@@ -214,11 +260,20 @@ fn expected_sum(terms: &[Term], open: &[Tensor<1>]) -> Tensor<1> {
     let mut total = Tensor::<1>::zeros([1], &device);
     let mut fixed = 0.0f64;
     for t in terms {
-        match (frac(&t.input), frac(&t.output)) {
-            (None, None) => fixed += t.amount,
-            (Some(a), None) | (None, Some(a)) => total = total + a * t.amount as f32,
-            (Some(a), Some(b)) => total = total + a * b * t.amount as f32,
-        }
+        let term = match (frac(&t.input), frac(&t.output)) {
+            (None, None) if t.whole.is_none() => {
+                fixed += t.amount;
+                continue;
+            }
+            (None, None) => Tensor::<1>::full([1], t.amount as f32, &device),
+            (Some(a), None) | (None, Some(a)) => a * t.amount as f32,
+            (Some(a), Some(b)) => a * b * t.amount as f32,
+        };
+        total = total
+            + match t.whole {
+                Some(g) => term * open[g].clone().clamp_max(1.0),
+                None => term,
+            };
     }
     total + fixed as f32
 }
@@ -241,6 +296,9 @@ fn sum_at(terms: &[Term], kept: &[f64]) -> f64 {
     };
     terms
         .iter()
-        .map(|t| t.amount * frac(&t.input) * frac(&t.output))
+        .map(|t| {
+            let whole = t.whole.map_or(1.0, |g| kept[g].min(1.0));
+            t.amount * frac(&t.input) * frac(&t.output) * whole
+        })
         .sum()
 }

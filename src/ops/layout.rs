@@ -362,10 +362,10 @@ impl OpRules for Reshape<'_> {
 
     fn removed_value(&self, cx: &SurgeryCx, n: &Node, f: usize, _: Option<f32>) -> Option<f32> {
         let (x, y) = (&n.inputs[0], &n.outputs[0]);
-        if cx.shape(y).len() == 2 {
+        if cx.shape(y).len() == 2 && cx.channel_axis(x) == 1 {
             return flattened_value(cx, n, f);
         }
-        // Attention heads split or merged: output feature f lies in input feature f / ratio.
+        // Attention heads split or merged (`[N, B, H, D] -> [N*B, H*D]` too): output feature f lies in input feature f / ratio.
         let width_in = cx.shape(x)[cx.channel_axis(x)];
         let width_out = cx.shape(y)[cx.channel_axis(y)];
         width_out

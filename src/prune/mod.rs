@@ -2,6 +2,7 @@
 
 pub mod plan;
 pub mod reference;
+pub mod sublayer;
 pub mod surgery;
 
 use std::collections::BTreeMap;
@@ -41,7 +42,15 @@ pub struct Pruned {
 pub fn prune(graph: &Graph, plan: &KeepPlan, round_to: Option<usize>) -> Result<Pruned> {
     let analysis = analyse_layouts(graph)?;
     let mut notes = Vec::new();
-    let keep = plan::normalise(graph, &analysis.groups, plan, round_to, &mut notes)?;
+    let removable = sublayer::removable(graph, &analysis);
+    let keep = plan::normalise_closing(
+        graph,
+        &analysis.groups,
+        plan,
+        round_to,
+        &removable,
+        &mut notes,
+    )?;
     let reference = reference::masked_reference(graph, &analysis, &keep);
     let pruned = surgery::apply(graph, &analysis, &keep, None)?;
     Ok(Pruned {

@@ -1,6 +1,6 @@
 //! Keep plans: which channels of each group survive.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +87,19 @@ pub fn normalise(
     round_to: Option<usize>,
     notes: &mut Vec<String>,
 ) -> Result<BTreeMap<usize, Vec<usize>>> {
+    normalise_closing(graph, groups, plan, round_to, &BTreeSet::new(), notes)
+}
+
+/// [`normalise`], except that the groups in `closable` (whole sublayers on a residual branch,
+/// [`super::sublayer::removable`]) may keep no channel at all.
+pub fn normalise_closing(
+    graph: &Graph,
+    groups: &[ChannelGroup],
+    plan: &KeepPlan,
+    round_to: Option<usize>,
+    closable: &BTreeSet<usize>,
+    notes: &mut Vec<String>,
+) -> Result<BTreeMap<usize, Vec<usize>>> {
     let mut out = BTreeMap::new();
     for entry in &plan.groups {
         let g = groups.get(entry.id).ok_or_else(|| {
@@ -118,6 +131,15 @@ pub fn normalise(
         let importance = channel_importance(graph, g);
         let mut removed: Vec<usize> = (0..g.width).filter(|c| !keep.contains(c)).collect();
         removed.sort_by(|&a, &b| importance[b].total_cmp(&importance[a]));
+        if keep.is_empty() && closable.contains(&g.id) {
+            notes.push(format!(
+                "group {} ({}) is closed whole: its sublayer is removed and the residual passes through",
+                g.id,
+                g.producers.join(", ")
+            ));
+            out.insert(g.id, keep);
+            continue;
+        }
         if keep.is_empty() {
             keep.push(removed.remove(0));
             notes.push(format!(

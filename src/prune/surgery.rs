@@ -219,10 +219,22 @@ pub fn apply(
             gates.insert(v.as_str(), id);
         }
     }
+    let shapes = graph.infer_shapes(1)?;
+    // Groups closed whole: their sublayers go (the plan admits that only where they can).
+    let mut branches = Vec::new();
+    for (&id, _) in keep.iter().filter(|(_, k)| k.is_empty()) {
+        let group = &analysis.groups[id];
+        let found = super::sublayer::group_branches(graph, analysis, &shapes, group);
+        branches.extend(found.ok_or_else(|| {
+            Error::Usage(format!(
+                "group {id} cannot be closed whole: keep at least one channel"
+            ))
+        })?);
+    }
     let mut walk = SurgeryCx {
         analysis,
         keep,
-        shapes: graph.infer_shapes(1)?,
+        shapes,
         gates,
         removed: HashMap::new(),
         gate_constants,
@@ -233,11 +245,14 @@ pub fn apply(
     for n in &graph.nodes {
         nodes.push(walk.node(n)?);
     }
-    let pruned = Graph {
+    let mut pruned = Graph {
         nodes,
         initializers: walk.inits,
         ..graph.clone()
     };
+    if !branches.is_empty() {
+        super::sublayer::remove(&mut pruned, &branches);
+    }
     pruned.validate()?;
     pruned.infer_shapes(1)?;
     Ok(pruned)
