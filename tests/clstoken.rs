@@ -123,8 +123,8 @@ fn the_class_token_is_broadcast_per_batch() {
     }
 }
 
-/// `inspect` lists each block's MLP group as prunable (and timm's head groups); the class
-/// token's Expand does not fix a group.
+/// `inspect` lists each block's MLP group and head group as prunable (timm-style attention and
+/// torchvision's `nn.MultiheadAttention`); the class token's Expand does not fix a group.
 #[test]
 fn inspect_lists_the_mlp_groups() {
     for (name, path, blocks) in exports() {
@@ -140,8 +140,7 @@ fn inspect_lists_the_mlp_groups() {
                 .count()
         };
         assert_eq!(count("width 128 "), blocks, "{name}\n{text}");
-        let heads = if name.starts_with("timm") { blocks } else { 0 };
-        assert_eq!(count("width 4 "), heads, "{name}\n{text}");
+        assert_eq!(count("width 4 "), blocks, "{name}\n{text}");
         assert!(!text.contains("Expand)"), "{name}: {text}");
     }
 }
