@@ -4,6 +4,7 @@
 //! pass is a walk over numbered slots that drops every value after its last use.
 
 pub mod batch_norm;
+mod channel_bias;
 pub mod channel_scale;
 mod conv_gemm;
 pub mod conv_grad;
