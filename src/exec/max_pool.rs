@@ -245,7 +245,7 @@ pub fn applies(
         && kernel.iter().all(|&k| k > 0)
         && pads == [(0, 0); 2]
         && dilation == [1, 1]
-        && (!ceil_mode || (dims[2] % kernel[0] == 0 && dims[3] % kernel[1] == 0))
+        && (!ceil_mode || (dims[2].is_multiple_of(kernel[0]) && dims[3].is_multiple_of(kernel[1])))
 }
 
 /// Max pooling over non-overlapping `kernel` windows (check `applies` first).
