@@ -72,6 +72,27 @@ impl Conv {
         self.out_channels * self.geometry.positions()
     }
 
+    /// For a stride-1 conv that is not its own im2col: the geometry of the convolution of dY
+    /// that gives dX (C_out channels of the output's size, padding `dilation x (k - 1) - pad`,
+    /// out = the input's size); none when the padding exceeds that.
+    fn transposed(&self) -> Option<Geometry> {
+        let g = &self.geometry;
+        if g.stride != [1, 1] || g.is_identity() {
+            return None;
+        }
+        let pad = |a: usize| (g.dilation[a] * (g.kernel[a] - 1)).checked_sub(g.pad[a]);
+        Some(Geometry {
+            channels: self.out_channels,
+            height: g.out[0],
+            width: g.out[1],
+            kernel: g.kernel,
+            stride: [1, 1],
+            pad: [pad(0)?, pad(1)?],
+            dilation: g.dilation,
+            out: [g.height, g.width],
+        })
+    }
+
     /// A zeroed im2col buffer, or none when the input is its own im2col matrix.
     fn scratch(&self) -> Vec<f32> {
         if self.geometry.is_identity() {
@@ -232,6 +253,9 @@ pub(crate) fn input_grad(
     let (w, ws) = f32_values(w);
     let (dy, _) = f32_values(dy);
     let cv = Conv::new(x_shape, &ws, o);
+    if let Some(t) = cv.transposed() {
+        return input_grad_as_conv(&cv, &t, w.storage(), dy.storage(), x_shape);
+    }
     let (wv, dyv): (&[f32], &[f32]) = (w.storage(), dy.storage());
     let (mo, kg, p) = (cv.group_out(), cv.group_rows(), cv.geometry.positions());
     let identity = cv.geometry.is_identity();
@@ -257,6 +281,59 @@ pub(crate) fn input_grad(
                 }
                 if !identity {
                     col2im(dcols, &cv.geometry, dx_b);
+                }
+            },
+        );
+    }
+    tensor(dx, x_shape.to_vec())
+}
+
+/// dL/dX of a stride-1 conv2d as a convolution of dL/dY: `dX_b[g] = Wf[g] · im2col_t(dY_b)[g]`,
+/// with `Wf` the weight flipped in both kernel axes and transposed to (C_in/g, C_out/g x taps)
+/// and `t` the geometry from `Conv::transposed`. Its gemm's inner dimension is C_out x taps,
+/// where `W^T · dY` then col2im has only C_out (and writes taps times as many values).
+fn input_grad_as_conv(
+    cv: &Conv,
+    t: &Geometry,
+    wv: &[f32],
+    dyv: &[f32],
+    x_shape: &[usize],
+) -> FlexTensor {
+    let [kh, kw] = cv.geometry.kernel;
+    let taps = kh * kw;
+    let (mo, groups) = (cv.group_out(), cv.groups);
+    let cin = cv.geometry.channels / groups;
+    let inner = mo * taps;
+    let mut flipped = vec![0.0f32; wv.len()];
+    for g in 0..groups {
+        for o in 0..mo {
+            for c in 0..cin {
+                let src = &wv[((g * mo + o) * cin + c) * taps..][..taps];
+                let dst = &mut flipped[(g * cin + c) * inner + o * taps..][..taps];
+                for (d, v) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *v;
+                }
+            }
+        }
+    }
+    let p = t.positions();
+    let mut dx = vec![0.0f32; cv.batch * cv.input_len()];
+    if !dx.is_empty() {
+        dx.par_chunks_mut(cv.input_len()).enumerate().for_each_init(
+            || vec![0.0f32; t.rows() * p],
+            |cols, (b, dx_b)| {
+                im2col(&dyv[b * cv.output_len()..][..cv.output_len()], t, cols);
+                for g in 0..groups {
+                    gemm(
+                        [cin, p, inner],
+                        dx_b,
+                        View::rows(g * cin * p, p),
+                        false,
+                        &flipped,
+                        View::rows(g * cin * inner, inner),
+                        cols,
+                        View::rows(g * inner * p, p),
+                    );
                 }
             },
         );

@@ -169,10 +169,7 @@ pub fn conv2d_train(
         options,
     ));
     match bias {
-        Some(b) => {
-            let c = b.dims()[0];
-            y + b.reshape([1, c, 1, 1])
-        }
+        Some(b) => super::channel_bias::add(y, b),
         None => y,
     }
 }

@@ -4,9 +4,12 @@
 //! pass is a walk over numbered slots that drops every value after its last use.
 
 pub mod batch_norm;
+mod channel_bias;
+pub mod channel_scale;
 mod conv_gemm;
 pub mod conv_grad;
 mod im2col;
+pub mod max_pool;
 pub mod resident;
 pub mod value;
 
@@ -233,7 +236,10 @@ impl Network {
                 _ => crate::ops::eval(&step.op, ins),
             };
             if let Some(scale) = frame.scales.get(&step.output) {
-                out = Val::new(out.t * scale.t.clone(), out.rank);
+                out = match channel_scale::scale(&out, scale) {
+                    Some(scaled) => scaled,
+                    None => Val::new(out.t * scale.t.clone(), out.rank),
+                };
             }
             slots[step.output] = Some(out);
             for &s in &step.release {

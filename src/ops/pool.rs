@@ -7,6 +7,7 @@ use super::window::{self, Window};
 use super::{OpRules, ShapeResult, WeightInput};
 use crate::error::Result;
 use crate::exec::Val;
+use crate::exec::max_pool as tiled;
 use crate::exec::value::MAX_RANK;
 use crate::groups::ChannelCx;
 use crate::ir::{Node, Op};
@@ -106,12 +107,16 @@ impl OpRules for MaxPool<'_> {
 
     fn eval(&self, x: Val, _ins: Vec<Val>) -> Val {
         let w = window::window2(self.window);
+        let x4 = x.to4();
+        if tiled::applies(&x4, w.kernel, w.stride, w.pads, w.dilation, self.ceil_mode) {
+            return Val::from4(tiled::tiled_max_pool(x4, w.kernel), x.rank);
+        }
         let opts = MaxPoolOptions::new(w.kernel)
             .with_stride(w.stride)
             .with_padding_pairs(w.pads)
             .with_dilation(w.dilation)
             .with_ceil_mode(self.ceil_mode);
-        Val::from4(max_pool2d(x.to4(), opts), x.rank)
+        Val::from4(max_pool2d(x4, opts), x.rank)
     }
 
     fn channels(&self, cx: &mut ChannelCx) {
@@ -155,6 +160,10 @@ impl OpRules for AveragePool<'_> {
 
     fn eval(&self, x: Val, _ins: Vec<Val>) -> Val {
         let w = window::window2(self.window);
+        let x4 = x.to4();
+        if tiled::applies(&x4, w.kernel, w.stride, w.pads, w.dilation, self.ceil_mode) {
+            return Val::from4(tiled::tiled_max_pool(x4, w.kernel), x.rank);
+        }
         let opts = AvgPoolOptions::new(w.kernel)
             .with_stride(w.stride)
             .with_padding_pairs(w.pads)
