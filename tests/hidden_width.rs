@@ -12,7 +12,7 @@ use compress::ir::Graph;
 use compress::prune::plan::{GroupKeep, KeepPlan};
 use compress::verify::run_tract;
 
-/// (directory, file, blocks) of every ViT export: fixtures (2 blocks) and models/vit (3).
+/// (directory, file, blocks) of every ViT export: fixtures (2 or 3 blocks) and models/vit (3).
 fn exports() -> Vec<(PathBuf, &'static str, usize)> {
     let root = common::repo();
     let mut out = Vec::new();
@@ -23,6 +23,11 @@ fn exports() -> Vec<(PathBuf, &'static str, usize)> {
     }
     for file in ["model.onnx", "model.dynamo.onnx"] {
         out.push((root.join("models/vit"), file, 3));
+        // The class token joined by a Concat: torchvision's VisionTransformer (3 blocks, RGB)
+        // and timm's `cat(cls_token.expand(B, -1, -1), x) + pos_embed` (2 blocks).
+        let fixtures = root.join("fixtures/transformers");
+        out.push((fixtures.join("tv_vit"), file, 3));
+        out.push((fixtures.join("timm_cls"), file, 2));
     }
     out
 }
@@ -129,7 +134,7 @@ fn assert_matches_reference_in_tract(pruned: &compress::prune::Pruned, name: &st
     let ours = compress::onnx::export(&pruned.graph);
     let reference = compress::onnx::export(&pruned.reference);
     for batch in [1, 5] {
-        let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], seed);
+        let x = compress::verify::pseudo_random(&pruned.graph.inputs[0].shape(batch), seed);
         let a = run_tract(&ours, std::slice::from_ref(&x)).unwrap();
         let b = run_tract(&reference, std::slice::from_ref(&x)).unwrap();
         let d = common::max_diff(&a[0], &b[0]);
@@ -205,7 +210,10 @@ fn random_hidden_keep_plans_verify_in_onnxruntime() {
             let ours = compress::onnx::export(&pruned.graph);
             let reference = compress::onnx::export(&pruned.reference);
             for batch in [1, 5] {
-                let x = vec![compress::verify::pseudo_random(&[batch, 1, 28, 28], 9)];
+                let x = vec![compress::verify::pseudo_random(
+                    &graph.inputs[0].shape(batch),
+                    9,
+                )];
                 let a = run_ort(&ours, &x).unwrap();
                 let b = run_ort(&reference, &x).unwrap();
                 let d = common::max_diff(&a[0], &b[0]);
@@ -250,7 +258,7 @@ fn the_gated_network_normalises_over_the_open_channels_only() {
         let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
         let reference = compress::onnx::export(&pruned.reference);
         for batch in [1, 5] {
-            let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], 11);
+            let x = compress::verify::pseudo_random(&graph.inputs[0].shape(batch), 11);
             let input = Val::from_f32(x.to_f32_vec(), &x.shape, &device);
             let burn = net.forward_eval(vec![input], &gates).unwrap();
             let burn =
