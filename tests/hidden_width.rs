@@ -305,6 +305,58 @@ fn cost_model_prices_hidden_plans_at_the_pruned_macs() {
     }
 }
 
+/// The learned constants on the residual stream (src/ir/learned.rs: the class token expanded
+/// to the batch, the positional embedding, the output projections' bias Adds) lose exactly the
+/// removed channels of their last axis. (They are parameters in `ir::cost`, so the cost-model
+/// test above, priced params == the pruned graph's, checks that they are priced too.)
+#[test]
+fn learned_constants_are_cut_with_the_hidden_width() {
+    use compress::ir::Op;
+    // The exports with a class token expanded to the batch (the pad-form fixtures fold it
+    // into the positional table at export).
+    let cat_form =
+        |d: &std::path::Path| ["vit", "tv_vit", "timm_cls"].iter().any(|m| d.ends_with(m));
+    for (dir, file, blocks) in exports().into_iter().filter(|(d, _, _)| cat_form(d)) {
+        let (name, graph) = load(&dir, file);
+        let width = 64;
+        // Learned constants read by an Add or an Expand with one value per hidden channel.
+        let mut learned = Vec::new();
+        let weights = compress::ir::learned::node_weights(&graph);
+        for (n, ws) in graph.nodes.iter().zip(&weights) {
+            if !matches!(n.op, Op::Binary(_) | Op::Expand(_)) {
+                continue;
+            }
+            for w in ws {
+                let v = &n.inputs[w.input];
+                let t = &graph.initializers[v];
+                if t.shape.last() == Some(&width) {
+                    learned.push((v.clone(), matches!(n.op, Op::Expand(_))));
+                }
+            }
+        }
+        // class token + positional embedding + at least one projection bias per block
+        assert!(learned.len() >= 2 + blocks, "{name}: {learned:?}");
+        assert!(
+            learned.iter().any(|(_, cls)| *cls),
+            "{name}: no class token"
+        );
+        let id = hidden_group(&graph).id;
+        let keep: Vec<usize> = (0..width).filter(|c| c % 3 != 1).collect();
+        let plan = KeepPlan {
+            groups: vec![GroupKeep {
+                id,
+                keep: keep.clone(),
+            }],
+        };
+        let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+        for (v, _) in &learned {
+            let (t, p) = (&graph.initializers[v], &pruned.graph.initializers[v]);
+            let want = compress::prune::surgery::slice_axis(t, t.shape.len() - 1, &keep);
+            assert_eq!(p, &want, "{name}: {v} not cut along its last axis");
+        }
+    }
+}
+
 /// Token models (tests/bert.rs fixtures): the word, position and token-type embedding tables'
 /// columns start the hidden group; random hidden-width plans, alone and with the MLP groups,
 /// verify in tract (and ONNX Runtime with `ort`) at batch 1 and 5 on ids inside the tables.
