@@ -437,3 +437,41 @@ fn a_written_out_layer_norm_fixes_the_group_with_a_reason() {
     assert!(reason.contains("written out"), "{reason}");
     assert!(reason.contains("masked_sum"), "{reason}");
 }
+
+/// A Concat on the token axis follows the hidden width only when its other inputs are class
+/// tokens (a constant expanded to the batch) or carry the width too: joined with a bare
+/// constant, the group stays fixed and the reason names the Concat.
+#[test]
+fn a_concat_with_an_unexpanded_constant_fixes_the_group() {
+    use compress::ir::Op;
+    let (name, mut graph) = load(
+        &common::repo().join("fixtures/transformers/timm_cls"),
+        "model.onnx",
+    );
+    let expand = graph
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::Expand(_)))
+        .unwrap();
+    let (token, out) = {
+        let e = &graph.nodes[expand];
+        (e.inputs[0].clone(), e.outputs[0].clone())
+    };
+    let concat = graph
+        .nodes
+        .iter_mut()
+        .find(|n| n.inputs.contains(&out))
+        .unwrap();
+    assert!(matches!(concat.op, Op::Concat { .. }), "{name}");
+    let concat_name = concat.name.clone();
+    for i in &mut concat.inputs {
+        if *i == out {
+            *i = token.clone();
+        }
+    }
+    graph.nodes.remove(expand);
+    let g = hidden_group(&graph);
+    assert!(!g.prunable, "{name}: {g:?}");
+    let reason = g.reason.unwrap();
+    assert!(reason.contains(&concat_name), "{reason}");
+}
