@@ -12,7 +12,7 @@ use compress::ir::Graph;
 use compress::prune::plan::{GroupKeep, KeepPlan};
 use compress::verify::run_tract;
 
-/// (directory, file, blocks) of every ViT export: fixtures (2 blocks) and models/vit (3).
+/// (directory, file, blocks) of every ViT export: fixtures (2 or 3 blocks) and models/vit (3).
 fn exports() -> Vec<(PathBuf, &'static str, usize)> {
     let root = common::repo();
     let mut out = Vec::new();
@@ -23,6 +23,11 @@ fn exports() -> Vec<(PathBuf, &'static str, usize)> {
     }
     for file in ["model.onnx", "model.dynamo.onnx"] {
         out.push((root.join("models/vit"), file, 3));
+        // The class token joined by a Concat: torchvision's VisionTransformer (3 blocks, RGB)
+        // and timm's `cat(cls_token.expand(B, -1, -1), x) + pos_embed` (2 blocks).
+        let fixtures = root.join("fixtures/transformers");
+        out.push((fixtures.join("tv_vit"), file, 3));
+        out.push((fixtures.join("timm_cls"), file, 2));
     }
     out
 }
@@ -129,7 +134,7 @@ fn assert_matches_reference_in_tract(pruned: &compress::prune::Pruned, name: &st
     let ours = compress::onnx::export(&pruned.graph);
     let reference = compress::onnx::export(&pruned.reference);
     for batch in [1, 5] {
-        let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], seed);
+        let x = compress::verify::pseudo_random(&pruned.graph.inputs[0].shape(batch), seed);
         let a = run_tract(&ours, std::slice::from_ref(&x)).unwrap();
         let b = run_tract(&reference, std::slice::from_ref(&x)).unwrap();
         let d = common::max_diff(&a[0], &b[0]);
@@ -205,7 +210,10 @@ fn random_hidden_keep_plans_verify_in_onnxruntime() {
             let ours = compress::onnx::export(&pruned.graph);
             let reference = compress::onnx::export(&pruned.reference);
             for batch in [1, 5] {
-                let x = vec![compress::verify::pseudo_random(&[batch, 1, 28, 28], 9)];
+                let x = vec![compress::verify::pseudo_random(
+                    &graph.inputs[0].shape(batch),
+                    9,
+                )];
                 let a = run_ort(&ours, &x).unwrap();
                 let b = run_ort(&reference, &x).unwrap();
                 let d = common::max_diff(&a[0], &b[0]);
@@ -250,7 +258,7 @@ fn the_gated_network_normalises_over_the_open_channels_only() {
         let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
         let reference = compress::onnx::export(&pruned.reference);
         for batch in [1, 5] {
-            let x = compress::verify::pseudo_random(&[batch, 1, 28, 28], 11);
+            let x = compress::verify::pseudo_random(&graph.inputs[0].shape(batch), 11);
             let input = Val::from_f32(x.to_f32_vec(), &x.shape, &device);
             let burn = net.forward_eval(vec![input], &gates).unwrap();
             let burn =
@@ -293,6 +301,58 @@ fn cost_model_prices_hidden_plans_at_the_pruned_macs() {
                 .params;
             let priced = model.deterministic_params(&[kept]);
             assert_eq!(priced, params as f64, "{name}: params at {kept} channels");
+        }
+    }
+}
+
+/// The learned constants on the residual stream (src/ir/learned.rs: the class token expanded
+/// to the batch, the positional embedding, the output projections' bias Adds) lose exactly the
+/// removed channels of their last axis. (They are parameters in `ir::cost`, so the cost-model
+/// test above, priced params == the pruned graph's, checks that they are priced too.)
+#[test]
+fn learned_constants_are_cut_with_the_hidden_width() {
+    use compress::ir::Op;
+    // The exports with a class token expanded to the batch (the pad-form fixtures fold it
+    // into the positional table at export).
+    let cat_form =
+        |d: &std::path::Path| ["vit", "tv_vit", "timm_cls"].iter().any(|m| d.ends_with(m));
+    for (dir, file, blocks) in exports().into_iter().filter(|(d, _, _)| cat_form(d)) {
+        let (name, graph) = load(&dir, file);
+        let width = 64;
+        // Learned constants read by an Add or an Expand with one value per hidden channel.
+        let mut learned = Vec::new();
+        let weights = compress::ir::learned::node_weights(&graph);
+        for (n, ws) in graph.nodes.iter().zip(&weights) {
+            if !matches!(n.op, Op::Binary(_) | Op::Expand(_)) {
+                continue;
+            }
+            for w in ws {
+                let v = &n.inputs[w.input];
+                let t = &graph.initializers[v];
+                if t.shape.last() == Some(&width) {
+                    learned.push((v.clone(), matches!(n.op, Op::Expand(_))));
+                }
+            }
+        }
+        // class token + positional embedding + at least one projection bias per block
+        assert!(learned.len() >= 2 + blocks, "{name}: {learned:?}");
+        assert!(
+            learned.iter().any(|(_, cls)| *cls),
+            "{name}: no class token"
+        );
+        let id = hidden_group(&graph).id;
+        let keep: Vec<usize> = (0..width).filter(|c| c % 3 != 1).collect();
+        let plan = KeepPlan {
+            groups: vec![GroupKeep {
+                id,
+                keep: keep.clone(),
+            }],
+        };
+        let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
+        for (v, _) in &learned {
+            let (t, p) = (&graph.initializers[v], &pruned.graph.initializers[v]);
+            let want = compress::prune::surgery::slice_axis(t, t.shape.len() - 1, &keep);
+            assert_eq!(p, &want, "{name}: {v} not cut along its last axis");
         }
     }
 }
@@ -376,4 +436,42 @@ fn a_written_out_layer_norm_fixes_the_group_with_a_reason() {
     let reason = g.reason.unwrap();
     assert!(reason.contains("written out"), "{reason}");
     assert!(reason.contains("masked_sum"), "{reason}");
+}
+
+/// A Concat on the token axis follows the hidden width only when its other inputs are class
+/// tokens (a constant expanded to the batch) or carry the width too: joined with a bare
+/// constant, the group stays fixed and the reason names the Concat.
+#[test]
+fn a_concat_with_an_unexpanded_constant_fixes_the_group() {
+    use compress::ir::Op;
+    let (name, mut graph) = load(
+        &common::repo().join("fixtures/transformers/timm_cls"),
+        "model.onnx",
+    );
+    let expand = graph
+        .nodes
+        .iter()
+        .position(|n| matches!(n.op, Op::Expand(_)))
+        .unwrap();
+    let (token, out) = {
+        let e = &graph.nodes[expand];
+        (e.inputs[0].clone(), e.outputs[0].clone())
+    };
+    let concat = graph
+        .nodes
+        .iter_mut()
+        .find(|n| n.inputs.contains(&out))
+        .unwrap();
+    assert!(matches!(concat.op, Op::Concat { .. }), "{name}");
+    let concat_name = concat.name.clone();
+    for i in &mut concat.inputs {
+        if *i == out {
+            *i = token.clone();
+        }
+    }
+    graph.nodes.remove(expand);
+    let g = hidden_group(&graph);
+    assert!(!g.prunable, "{name}: {g:?}");
+    let reason = g.reason.unwrap();
+    assert!(reason.contains(&concat_name), "{reason}");
 }

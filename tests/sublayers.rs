@@ -20,7 +20,7 @@ fn exports() -> Vec<PathBuf> {
             out.push(root.join("fixtures/transformers").join(style).join(file));
         }
     }
-    for file in ["vit.onnx", "vit.dynamo.onnx"] {
+    for file in ["model.onnx", "model.dynamo.onnx"] {
         out.push(root.join("models/vit").join(file));
     }
     out

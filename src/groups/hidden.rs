@@ -99,6 +99,7 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
             set(cx, segs, ax - shift)
         }
         Op::Binary(_) if ax != 1 && n.inputs.len() == 2 => add_constant(cx, first, segs, ax),
+        Op::Concat { axis } => concat(cx, *axis, segs, ax),
         Op::LayerNorm(ln) if first == 0 && ax + 1 == x.len() => {
             if ln.first_axis(x.len()) != Ok(ax) {
                 return false;
@@ -201,6 +202,69 @@ fn add_constant(cx: &mut ChannelCx, first: usize, segs: Vec<Segment>, ax: usize)
         cx.a.set(&v, segs.clone(), false);
     }
     set(cx, segs, ax)
+}
+
+/// Token sequences joined on a token axis (not `ax`): timm's and torchvision's
+/// `cat(cls_token.expand(B, -1, -1), x)`. Each other input carries the same channels on `ax`
+/// (their groups are tied), or is a class token: a learned constant expanded to the batch,
+/// read by this Concat only, which then carries the channels too, so the surgery slices it.
+/// Anything else is the ordinary rule's (it blocks).
+fn concat(cx: &mut ChannelCx, axis: i64, segs: Vec<Segment>, ax: usize) -> bool {
+    let n = cx.node;
+    let rank = cx.shape(&n.outputs[0]).len();
+    if crate::ir::shape::norm_axis(axis, rank).is_ok_and(|a| a == ax) {
+        return false;
+    }
+    let same_layout = |other: &[Segment]| {
+        other
+            .iter()
+            .map(|s| (s.width, s.block))
+            .eq(segs.iter().map(|s| (s.width, s.block)))
+    };
+    let mut ties = Vec::new();
+    let mut tokens = Vec::new();
+    for (i, v) in n.inputs.iter().enumerate() {
+        match cx.a.maps.get(v) {
+            Some(other) if cx.axis(i) == ax && same_layout(other) => ties.push(other.clone()),
+            Some(_) => return false,
+            None if class_token(cx, v, ax, rank) => tokens.push(v.clone()),
+            None => return false,
+        }
+    }
+    for other in ties {
+        for (a, b) in segs.iter().zip(&other) {
+            cx.union(a.group, b.group);
+        }
+    }
+    for v in tokens {
+        cx.a.axes.insert(v.clone(), ax);
+        cx.a.set(&v, segs.clone(), false);
+    }
+    set(cx, segs, ax)
+}
+
+/// Is `value` a constant of rank `rank`, one value per channel on `ax`, expanded to the batch
+/// size (`Expand` reading the batch from a value) and read by the current node only?
+fn class_token(cx: &ChannelCx, value: &str, ax: usize, rank: usize) -> bool {
+    let Some(p) = cx.graph.nodes.iter().find(|m| m.outputs[0] == value) else {
+        return false;
+    };
+    let Op::Expand(e) = &p.op else {
+        return false;
+    };
+    let token = &p.inputs[0];
+    let (t, y) = (cx.shape(token), cx.shape(value));
+    let readers = cx
+        .graph
+        .nodes
+        .iter()
+        .filter(|m| m.inputs.iter().any(|i| i == value));
+    !e.from_input.is_empty()
+        && cx.is_const(token)
+        && t.len() == rank
+        && y.len() == rank
+        && t[ax] == y[ax]
+        && readers.count() == 1
 }
 
 /// Is `value` computed from constants only by Pads (not along `ax`) and Binary ops, each of

@@ -153,7 +153,19 @@ impl OpRules for Expand {
         k
     }
 
-    fn slice(&self, _cx: &mut SurgeryCx, _n: &mut Node) -> Result<()> {
+    /// A class token joined to a hidden width (groups::hidden) loses the removed channels.
+    fn slice(&self, cx: &mut SurgeryCx, n: &mut Node) -> Result<()> {
+        let out = n.outputs[0].clone();
+        let (Some(kept), Some(t)) = (cx.kept(&out), cx.init(&n.inputs[0]).cloned()) else {
+            return Ok(());
+        };
+        let axis = cx.channel_axis(&out) + t.shape.len();
+        if let Some(axis) = axis.checked_sub(cx.shape(&out).len())
+            && t.shape[axis] > 1
+        {
+            let name = n.inputs[0].clone();
+            cx.set_init(n, &name, crate::prune::surgery::slice_axis(&t, axis, &kept))?;
+        }
         Ok(())
     }
 }

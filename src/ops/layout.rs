@@ -511,6 +511,14 @@ impl OpRules for Concat {
     }
 
     fn removed_value(&self, cx: &SurgeryCx, n: &Node, f: usize, _: Option<f32>) -> Option<f32> {
+        // Joined off the channel axis (token sequences): feature f of every input.
+        let out = &n.outputs[0];
+        let channel = cx.channel_axis(out);
+        if norm_axis(self.axis, cx.shape(out).len()) != Ok(channel) {
+            let mut states = n.inputs.iter().map(|i| cx.state(i, f));
+            let k = states.next().flatten();
+            return states.all(|s| s == k).then_some(k).flatten();
+        }
         let mut offset = 0;
         for i in &n.inputs {
             let w = cx.shape(i)[1];
