@@ -160,10 +160,6 @@ impl OpRules for AveragePool<'_> {
 
     fn eval(&self, x: Val, _ins: Vec<Val>) -> Val {
         let w = window::window2(self.window);
-        let x4 = x.to4();
-        if tiled::applies(&x4, w.kernel, w.stride, w.pads, w.dilation, self.ceil_mode) {
-            return Val::from4(tiled::tiled_max_pool(x4, w.kernel), x.rank);
-        }
         let opts = AvgPoolOptions::new(w.kernel)
             .with_stride(w.stride)
             .with_padding_pairs(w.pads)
