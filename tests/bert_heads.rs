@@ -303,3 +303,68 @@ fn a_mask_that_differs_per_head_fixes_the_heads_with_a_reason() {
         assert_eq!(fixed[0].width, 4);
     }
 }
+
+/// The command at half the MACs: with the heads gated (before, only the MLPs and the
+/// pooler were, and the budget stopped near 0.56) the run reaches `--target-macs 0.5`, learns
+/// the keyword task, and its export is verified in tract (and ONNX Runtime).
+#[test]
+fn a_gated_run_at_half_the_macs_reaches_the_target_through_the_heads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::repo().join("fixtures/transformers/keywords.jsonl");
+    for dir in dirs() {
+        let name = name(&dir);
+        let out = tmp.path().join(format!("{name}.onnx"));
+        let run = common::compress()
+            .arg(dir.join("model.onnx"))
+            .arg("--data")
+            .arg(&data)
+            .arg("-o")
+            .arg(&out)
+            .args(["--json", "--latency-runs", "0", "--method", "l0-hc"])
+            .args([
+                "--target-macs",
+                "0.5",
+                "--epochs",
+                "12",
+                "--batch-size",
+                "32",
+            ])
+            .args(["--lr", "3e-3"])
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let r: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        let macs = r["macs_ratio"].as_f64().unwrap();
+        let pruned = r["pruned"]["accuracy"].as_f64().unwrap();
+        println!("{name}: MACs {macs:.3}, accuracy {pruned:.4}");
+        assert!(macs <= 0.5 + 1e-6, "{name}: MACs {macs}");
+        assert!(pruned >= 0.9, "{name}: pruned {pruned}");
+        // Some head was removed: the widths list the two head groups (4 before).
+        let widths = |k: &str| -> Vec<u64> {
+            let w = r[k].as_str().unwrap();
+            w.split('-').map(|x| x.parse().unwrap()).collect()
+        };
+        let (before, after) = (widths("widths_before"), widths("widths_after"));
+        let heads: Vec<(u64, u64)> = before
+            .iter()
+            .zip(&after)
+            .map(|(b, a)| (*b, *a))
+            .filter(|(b, _)| *b == 4)
+            .collect();
+        assert_eq!(heads.len(), 2, "{name}: {before:?} -> {after:?}");
+        assert!(
+            heads.iter().any(|(b, a)| a < b),
+            "{name}: {before:?} -> {after:?}"
+        );
+        let v = &r["verification"];
+        assert_eq!(v["runtime"], "tract", "{name}");
+        assert!(v["max_abs_diff"].as_f64().unwrap() <= 1e-4, "{name}: {v}");
+        if cfg!(feature = "ort") {
+            assert_eq!(v["also"][0]["runtime"], "onnxruntime", "{name}: {v}");
+        }
+    }
+}
