@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::ir::{Graph, Node, Op};
 
+mod bert;
 mod heads;
 mod hidden;
 mod mha;
@@ -533,7 +534,10 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
         heads_known.extend(std::mem::take(&mut a.heads.found));
         a = pass(graph, &shapes, known, heads_known);
     }
-    for g in a.heads.unmerged(&a.sources) {
+    let heads = std::mem::take(&mut a.heads);
+    let unmerged = heads.unmerged(&a.sources.clone(), |g| a.find(g));
+    a.heads = heads;
+    for g in unmerged {
         let width = a.width[g];
         let seg = Segment {
             group: g,

@@ -153,7 +153,8 @@ pub(super) fn set(cx: &mut ChannelCx, segs: Vec<Segment>, axis: usize, before_ga
     cx.a.set(&out, segs, false);
 }
 
-/// First pass: a Reshape `[B, N, P*H*D] -> [B, N, P, H, D]` of one linear layer's output.
+/// First pass: a Reshape `[B, N, P*H*D] -> [B, N, P, H, D]` of one linear layer's output, or
+/// BERT's `[B, N, H*D] -> [B, N, H, D]` of each of q, k and v (see [`super::bert`]).
 fn find_split(cx: &mut ChannelCx) -> bool {
     let n = cx.node;
     let Some(segs) = cx.a.maps.get(&n.inputs[0]).cloned() else {
@@ -166,17 +167,14 @@ fn find_split(cx: &mut ChannelCx) -> bool {
     let [seg] = segs.as_slice() else {
         return false;
     };
-    if cx.a.heads.groups.contains(&seg.group)
-        || i.len() != 3
-        || o.len() != 5
-        || cx.axis(0) != 2
-        || i[..2] != o[..2]
-        || o[2] * o[3] * o[4] != i[2]
-        || o[3] < 2
-        || seg.block != 1
-    {
+    if cx.a.heads.groups.contains(&seg.group) || i.len() != 3 || cx.axis(0) != 2 || seg.block != 1 {
         return false;
     }
+    let split = match o.len() {
+        5 if i[..2] == o[..2] && o[2] * o[3] * o[4] == i[2] && o[3] >= 2 => (o[2], o[3], o[4]),
+        4 if super::bert::is_head_split(cx, &i, &o) => (1, o[2], o[3]),
+        _ => return false,
+    };
     let root = cx.a.find(seg.group);
     let producer = match cx.a.producers[root].as_slice() {
         [p] if root == seg.group => p.clone(),
@@ -190,7 +188,6 @@ fn find_split(cx: &mut ChannelCx) -> bool {
     if !is_linear {
         return false;
     }
-    let split = (o[2], o[3], o[4]);
     cx.a.heads.found.insert(producer, split);
     cx.block(&segs, "attention heads (analysed in the next pass)");
     true
@@ -227,7 +224,7 @@ fn binary_ok(cx: &ChannelCx, carried: &[(usize, Vec<Segment>)], ax: usize) -> bo
             return cx.axis(i) == ax && cx.shape(v).len() == rank;
         }
         let Some(t) = cx.graph.initializers.get(v) else {
-            return false;
+            return super::bert::is_head_broadcast(cx, v, ax, rank);
         };
         let full = cx.shape(&n.outputs[0])[ax];
         let off = rank as isize - t.shape.len() as isize;
@@ -270,6 +267,10 @@ fn reshape(cx: &mut ChannelCx, segs: &[Segment], ax: usize, shape: &[i64], befor
                 ..*s
             };
             set(cx, vec![merged], o.len() - 1, false);
+        }
+        // [B, N, H*D] -> [B, N, H, D] (BERT: q, k and v each split on their own).
+        [s] if super::bert::is_split_of(&i, &o, ax, s) => {
+            set(cx, vec![head(s)], 2, before);
         }
         // [N, B, P*H*D] -> [N, B, P, H*D] (nn.MultiheadAttention's q, k, v parts).
         [s, ..] if super::mha::is_part_split(&i, &o, ax, segs) => {
@@ -348,12 +349,17 @@ impl Heads {
         }
     }
 
-    /// Head groups that never reach their merging Reshape: they have no gate.
-    pub fn unmerged(&self, sources: &[(usize, String)]) -> Vec<usize> {
-        self.groups
-            .iter()
-            .copied()
-            .filter(|g| !sources.iter().any(|(s, _)| s == g))
-            .collect()
+    /// Head groups that never reach their merging Reshape: they have no gate. `root` maps a
+    /// group to its union (BERT's q, k and v groups meet at QK^T and AV; one merge gates all).
+    pub fn unmerged(
+        &self,
+        sources: &[(usize, String)],
+        mut root: impl FnMut(usize) -> usize,
+    ) -> Vec<usize> {
+        let merged: HashSet<usize> = sources.iter().map(|(s, _)| root(*s)).collect();
+        let mut groups: Vec<usize> = self.groups.iter().copied().collect();
+        groups.sort_unstable();
+        groups.retain(|&g| !merged.contains(&root(g)));
+        groups
     }
 }
