@@ -115,11 +115,13 @@ fn the_class_token_is_broadcast_per_batch() {
         }
         let again = compress::onnx::export(&graph);
         let reimported = compress::onnx::import_bytes(&again, &name).unwrap();
-        let same = reimported
-            .nodes
-            .iter()
-            .any(|n| matches!(&n.op, Op::Expand(e) if e.from_input == vec![(0, 0)]));
-        assert!(same, "{name}: the re-export's Expand is not per batch");
+        // The re-export broadcasts through a Where on the batch source (tract optimises it),
+        // so the class token still follows the batch size there.
+        for batch in [1, 6] {
+            let shapes = reimported.infer_shapes(batch).unwrap();
+            let out = &node.outputs[0];
+            assert_eq!(shapes.get(out), Some(&vec![batch, 1, 64]), "{name}: {out}");
+        }
     }
 }
 

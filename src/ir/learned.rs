@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use super::graph::{Graph, Node};
 use super::op::{BinaryOp, Op};
+use crate::ops::logic::Logic;
 use crate::ops::{WeightInput, WeightKind};
 
 /// Per node of `graph`: its op's weight inputs plus the learned constants it reads.
@@ -57,6 +58,11 @@ fn learned_input(
     match &n.op {
         // A class token expanded to the batch size of the token sequence.
         Op::Expand(e) if !e.from_input.is_empty() => init(0).map(|t| bias(0, t.shape.len())),
+        // The same token as compress exports it: `Where(s == s, token, token)` broadcast
+        // against the batch source (counted once, through input 1).
+        Op::Logic(Logic::Where) if n.inputs.get(1) == n.inputs.get(2) => {
+            init(1).map(|t| bias(1, t.shape.len()))
+        }
         Op::Binary(BinaryOp::Add) => {
             let i = (0..2).find(|&i| init(i).is_some())?;
             let (c, x) = (init(i)?, n.inputs.get(1 - i)?);
