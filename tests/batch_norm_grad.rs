@@ -44,12 +44,18 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 fn fused_batch_norm_matches_burns_ops_and_autodiff() {
     let dev = Device::flex().autodiff();
     let eps = 1e-5;
-    // (N, C, H, W) after a conv, (N, C, L) after a 1-D conv, (N, C) after a linear layer.
-    for (seed, shape) in [
-        vec![8, 5, 6, 7],
-        vec![4, 3, 17],
-        vec![16, 6],
-        vec![3, 4, 40, 40],
+    // (N, C, H, W) after a conv, (N, C, L) after a 1-D conv, (N, C) after a linear layer, with
+    // (offset of x, step of x's offset per example). The statistics are merged from per-example
+    // blocks: a large offset (mean far above the spread) and means that differ between
+    // examples check that merge.
+    for (seed, (shape, offset, per_example)) in [
+        (vec![8, 5, 6, 7], 0.7, 0.0),
+        (vec![4, 3, 17], 0.7, 0.0),
+        (vec![16, 6], 0.7, 0.0),
+        (vec![3, 4, 40, 40], 0.7, 0.0),
+        (vec![6, 4, 9, 9], 50.0, 0.0),
+        (vec![7, 2, 5, 5], -1.0, 2.5),
+        (vec![9, 3, 1, 1], 3.0, -0.5),
     ]
     .into_iter()
     .enumerate()
@@ -58,7 +64,11 @@ fn fused_batch_norm_matches_burns_ops_and_autodiff() {
         let (n, c) = (shape[0], shape[1]);
         let numel: usize = shape.iter().product();
         let spatial = numel / (n * c);
-        let xs = values(numel, seed, 0.7);
+        let xs: Vec<f32> = values(numel, seed, offset)
+            .into_iter()
+            .enumerate()
+            .map(|(k, v)| v + per_example * (k / (c * spatial)) as f32)
+            .collect();
         let (gs, bs) = (values(c, seed + 1, 1.0), values(c, seed + 2, 0.0));
         let cot = values(numel, seed + 3, 0.2);
         let leaf = |v: &[f32], s: Vec<usize>| {

@@ -21,6 +21,7 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, Shape, TensorMetadata, ba
 use burn::prelude::*;
 use burn::tensor::{Slice, TensorData};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Batch normalisation's training-mode kernels on (N, C, S) tensors.
 #[backend_extension(Flex, Autodiff)]
@@ -95,17 +96,30 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     (lanes.iter().sum::<f32>() + tail) as f64
 }
 
-/// Fills every (example, channel) block of S values of `out` with `g(out block, block start,
-/// channel)`, in parallel over examples.
-fn map_blocks([_, c, s]: [usize; 3], out: &mut [f32], g: impl Fn(&mut [f32], usize, usize) + Sync) {
-    if c * s == 0 {
-        return;
+/// A new vector of N * C * S values whose every (example, channel) block of S values is filled by
+/// `g(block, block start, channel)`, in parallel over examples. `g` must write the whole block.
+/// The vector is not zeroed first: a zeroed multi-MiB output per call was a memset per BN layer
+/// and step that every value then overwrote.
+fn fill_blocks(
+    [n, c, s]: [usize; 3],
+    g: impl Fn(&mut [MaybeUninit<f32>], usize, usize) + Sync,
+) -> Vec<f32> {
+    let len = n * c * s;
+    let mut out = Vec::with_capacity(len);
+    if len == 0 {
+        return out;
     }
-    out.par_chunks_mut(c * s).enumerate().for_each(|(b, ex)| {
-        for (ch, block) in ex.chunks_mut(s).enumerate() {
-            g(block, (b * c + ch) * s, ch);
-        }
-    });
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(c * s)
+        .enumerate()
+        .for_each(|(b, ex)| {
+            for (ch, block) in ex.chunks_mut(s).enumerate() {
+                g(block, (b * c + ch) * s, ch);
+            }
+        });
+    // SAFETY: the N * C blocks of S values tile 0..len and `g` wrote every value of each.
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// Mean and 1 / sqrt(var + epsilon) per channel.
@@ -160,10 +174,10 @@ impl FusedBatchNorm for Flex {
         // y = x * a + b per channel.
         let a: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
         let b: Vec<f32> = (0..d[1]).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
-        let mut y = vec![0.0f32; xv.len()];
-        map_blocks(d, &mut y, |out, i, ch| {
-            for (o, v) in out.iter_mut().zip(&xv[i..]) {
-                *o = v * a[ch] + b[ch];
+        let y = fill_blocks(d, |out, i, ch| {
+            let s = out.len();
+            for (o, v) in out.iter_mut().zip(&xv[i..][..s]) {
+                o.write(v * a[ch] + b[ch]);
             }
         });
         tensor(y, x.layout().shape().to_vec())
@@ -217,10 +231,10 @@ impl FusedBatchNorm for Flex {
         let m: Vec<f32> = (0..c)
             .map(|ch| -a[ch] * sums[ch] / count - k[ch] * mean[ch])
             .collect();
-        let mut dx = vec![0.0f32; xv.len()];
-        map_blocks(d, &mut dx, |out, i, ch| {
-            for ((o, g), v) in out.iter_mut().zip(&dyv[i..]).zip(&xv[i..]) {
-                *o = a[ch] * g + k[ch] * v + m[ch];
+        let dx = fill_blocks(d, |out, i, ch| {
+            let s = out.len();
+            for ((o, g), v) in out.iter_mut().zip(&dyv[i..][..s]).zip(&xv[i..][..s]) {
+                o.write(a[ch] * g + k[ch] * v + m[ch]);
             }
         });
         tensor(dx, x.layout().shape().to_vec())
