@@ -194,26 +194,8 @@ fn random_head_plans_verify_in_tract_and_onnxruntime() {
 fn cost_model_prices_head_plans_at_the_pruned_macs() {
     for dir in dirs() {
         let graph = load(&dir);
-        let analysis = compress::groups::analyse_layouts(&graph).unwrap();
         let ids: Vec<usize> = head_groups(&graph).iter().map(|g| g.id).collect();
-        let model = compress::methods::cost::CostModel::new(&graph, &analysis, &ids).unwrap();
-        for kept in 1..=4 {
-            let plan = KeepPlan {
-                groups: ids
-                    .iter()
-                    .map(|&id| GroupKeep {
-                        id,
-                        keep: (4 - kept..4).collect(),
-                    })
-                    .collect(),
-            };
-            let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
-            let macs = compress::ir::cost::graph_cost(&pruned.graph, 1)
-                .unwrap()
-                .macs;
-            let priced = model.deterministic(&vec![kept; ids.len()]);
-            assert_eq!(priced, macs as f64, "{}: {kept} heads", name(&dir));
-        }
+        common::assert_head_plans_priced_at_pruned_macs(&name(&dir), &graph, &ids, 4);
     }
 }
 

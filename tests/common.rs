@@ -146,3 +146,34 @@ pub fn assert_swp_refuses(budgets: &[[&str; 2]], says: &str) {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
+
+/// Asserts that the training cost model prices plans keeping 1..=`heads` heads in every group
+/// of `ids` at the MACs of the graph pruned to them (q, k, v columns, output rows, QK^T and AV
+/// once per head).
+pub fn assert_head_plans_priced_at_pruned_macs(
+    name: &str,
+    graph: &compress::ir::Graph,
+    ids: &[usize],
+    heads: usize,
+) {
+    use compress::prune::plan::{GroupKeep, KeepPlan};
+    let analysis = compress::groups::analyse_layouts(graph).unwrap();
+    let model = compress::methods::cost::CostModel::new(graph, &analysis, ids).unwrap();
+    for kept in 1..=heads {
+        let plan = KeepPlan {
+            groups: ids
+                .iter()
+                .map(|&id| GroupKeep {
+                    id,
+                    keep: (heads - kept..heads).collect(),
+                })
+                .collect(),
+        };
+        let pruned = compress::prune::prune(graph, &plan, None).unwrap();
+        let macs = compress::ir::cost::graph_cost(&pruned.graph, 1)
+            .unwrap()
+            .macs;
+        let priced = model.deterministic(&vec![kept; ids.len()]);
+        assert_eq!(priced, macs as f64, "{name}: {kept} heads");
+    }
+}

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use compress::groups::ChannelGroup;
 use compress::ir::{Graph, Op};
-use compress::prune::plan::{GroupKeep, KeepPlan};
+use compress::prune::plan::KeepPlan;
 use compress::verify::run_tract;
 
 fn torch_exports() -> Vec<PathBuf> {
@@ -158,26 +158,8 @@ fn cost_model_prices_multihead_plans_at_the_pruned_macs() {
     for path in torch_exports() {
         let name = path.display().to_string();
         let graph = compress::onnx::import_file(&path).unwrap();
-        let analysis = compress::groups::analyse_layouts(&graph).unwrap();
         let ids: Vec<usize> = head_groups(&graph).iter().map(|g| g.id).collect();
-        let model = compress::methods::cost::CostModel::new(&graph, &analysis, &ids).unwrap();
-        for kept in 1..=4 {
-            let plan = KeepPlan {
-                groups: ids
-                    .iter()
-                    .map(|&id| GroupKeep {
-                        id,
-                        keep: (4 - kept..4).collect(),
-                    })
-                    .collect(),
-            };
-            let pruned = compress::prune::prune(&graph, &plan, None).unwrap();
-            let macs = compress::ir::cost::graph_cost(&pruned.graph, 1)
-                .unwrap()
-                .macs;
-            let priced = model.deterministic(&vec![kept; ids.len()]);
-            assert_eq!(priced, macs as f64, "{name}: {kept} heads");
-        }
+        common::assert_head_plans_priced_at_pruned_macs(&name, &graph, &ids, 4);
     }
 }
 
