@@ -339,6 +339,36 @@ fn bad_token_data_in_a_run_is_named_by_file_and_line() {
     }
 }
 
+/// A line longer than the model's position table (64 rows) is refused in one line that names
+/// the sequence length the data asked for, exit 2, nothing written.
+#[test]
+fn a_line_longer_than_the_position_table_names_the_sequence_length() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = std::fs::read_to_string(keywords())
+        .unwrap()
+        .lines()
+        .take(20)
+        .map(String::from)
+        .collect();
+    let ids = vec!["1"; 100].join(", ");
+    lines.push(format!("{{\"input_ids\": [{ids}], \"label\": 0}}"));
+    let data = tmp.path().join("long.jsonl");
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let out = tmp.path().join("long.onnx");
+    let r = run(
+        &dirs()[0].join("model.onnx"),
+        &data,
+        &out,
+        &["--epochs", "1"],
+    );
+    let err = String::from_utf8_lossy(&r.stderr).trim().to_string();
+    assert_eq!(r.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("sequence length 100"), "{err}");
+    assert!(err.contains("--seq-len"), "{err}");
+    assert!(!out.exists());
+}
+
 /// A token run stopped after its first epoch and resumed from the checkpoint ends where the
 /// uninterrupted run does, budget multipliers included.
 #[test]

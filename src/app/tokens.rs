@@ -149,7 +149,24 @@ pub fn import(
     } else {
         shapes.shapes()?
     };
-    let imported = onnx::import_sized(&bytes, &source, &sizes)?;
+    let from_data = shapes.input_shape.is_empty() && seq_len.is_none();
+    let imported = onnx::import_sized(&bytes, &source, &sizes).map_err(|e| match e {
+        // A node that cannot run at the data's longest line (a position table shorter than
+        // it) is the data's length at fault, not the model.
+        Error::Node {
+            node,
+            op_type,
+            reason,
+        } if from_data => Error::Node {
+            node,
+            op_type,
+            reason: format!(
+                "{reason} (imported at sequence length {want}, the data's longest line; \
+                 shorten the lines or give --seq-len)"
+            ),
+        },
+        e => e,
+    })?;
     let graph = imported.graph;
     let names: Vec<String> = graph.inputs.iter().map(|i| i.name.clone()).collect();
     let fields = fields_of(&names, model)?;
