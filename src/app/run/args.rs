@@ -84,9 +84,10 @@ pub struct RunArgs {
     /// Nesterov momentum for SGD.
     #[arg(long)]
     pub nesterov: bool,
-    /// Weights' learning-rate schedule: constant, cosine or step:M1,M2,...:GAMMA (epochs).
-    #[arg(long, default_value = "constant")]
-    pub schedule: String,
+    /// Weights' learning-rate schedule: constant, cosine or step:M1,M2,...:GAMMA (epochs);
+    /// default cosine for transformers (LayerNorm over a token sequence), else constant.
+    #[arg(long)]
+    pub schedule: Option<String>,
     /// What the gates are penalised for: macs (expected MACs) or l0 (METHODS' expected L0:
     /// lambda x P(open) x weights per gate / N).
     #[arg(long, value_parser = named::<PenaltyName>(), default_value = "macs")]

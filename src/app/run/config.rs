@@ -52,12 +52,14 @@ pub fn train_config(a: &RunArgs) -> TrainConfig {
 
 /// Settings that need the model or the data: the schedule, per-group lambdas, augmentation.
 pub fn finish_config(a: &RunArgs, graph: &Graph, cfg: &mut TrainConfig) -> Result<()> {
-    cfg.schedule = Schedule::parse(&a.schedule).ok_or_else(|| {
-        Error::Usage(format!(
-            "--schedule {}: expected constant, cosine or step:M1,M2:GAMMA",
-            a.schedule
-        ))
-    })?;
+    cfg.schedule = match &a.schedule {
+        Some(text) => Schedule::parse(text).ok_or_else(|| {
+            Error::Usage(format!(
+                "--schedule {text}: expected constant, cosine or step:M1,M2:GAMMA"
+            ))
+        })?,
+        None => Schedule::default_for(&crate::groups::analyse_layouts(graph)?),
+    };
     match (a.penalty, &a.lambda_config) {
         (PenaltyName::L0, config) => {
             let group_lambda = match config {
@@ -130,6 +132,37 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let graph = crate::onnx::import_file(&root.join("models/lenet5/model.onnx")).unwrap();
         crate::groups::analyse(&graph).unwrap()
+    }
+
+    /// `--schedule` left out takes the graph's default (cosine for the ViT, constant for
+    /// LeNet-5); given, it is used as is.
+    #[test]
+    fn the_schedule_defaults_by_graph_unless_given() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (model, given, want) in [
+            ("models/vit/model.onnx", None, Schedule::Cosine),
+            (
+                "models/vit/model.onnx",
+                Some("constant"),
+                Schedule::Constant,
+            ),
+            ("models/lenet5/model.onnx", None, Schedule::Constant),
+            ("models/lenet5/model.onnx", Some("cosine"), Schedule::Cosine),
+        ] {
+            let path = root.join(model);
+            let mut argv = vec!["compress".to_string(), path.display().to_string()];
+            argv.extend(given.map(|s| format!("--schedule={s}")));
+            let a = <Cli as clap::Parser>::try_parse_from(argv).unwrap().run;
+            let graph = crate::onnx::import_file(&path).unwrap();
+            let mut cfg = train_config(&a);
+            finish_config(&a, &graph, &mut cfg).unwrap();
+            assert_eq!(cfg.schedule, want, "{model} {given:?}");
+        }
     }
 
     #[test]
