@@ -39,21 +39,6 @@ impl Schedule {
         }
     }
 
-    /// The schedule when none is asked for: cosine for a transformer (a graph whose LayerNorms
-    /// normalise a token sequence's hidden width), constant otherwise. Why: transformers are
-    /// trained with a decaying rate (the ViT in models/vit with one-cycle, CoFi with a linear
-    /// decay), and at a constant rate the pruned ViT ends at a noisy point: `--target-macs 0.5`
-    /// in 3 epochs lost 0.55 / 1.82 / 0.86 points (seeds 0-2) at a constant rate and 0.41 /
-    /// 0.41 / 0.63 with cosine (BENCHMARKS.md). CNNs keep the constant rate they were measured
-    /// with.
-    pub fn default_for(analysis: &crate::groups::ChannelAnalysis) -> Schedule {
-        if analysis.norms.is_empty() {
-            Schedule::Constant
-        } else {
-            Schedule::Cosine
-        }
-    }
-
     /// `constant`, `cosine` or `step:M1,M2,...:GAMMA`.
     pub fn parse(s: &str) -> Option<Schedule> {
         match s {
@@ -200,37 +185,5 @@ impl TrainConfig {
     /// The configured method, as the trait training calls.
     pub fn gate_method(&self) -> Box<dyn GateMethod> {
         self.method.build(&self.method_settings())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn default_schedule(model: &str) -> Schedule {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let graph = crate::onnx::import_file(&root.join(model)).unwrap();
-        Schedule::default_for(&crate::groups::analyse_layouts(&graph).unwrap())
-    }
-
-    /// Transformers (timm-style ViTs, `nn.TransformerEncoder`) default to cosine; CNNs and MLPs keep
-    /// the constant rate.
-    #[test]
-    fn transformers_default_to_cosine_and_cnns_to_a_constant_rate() {
-        for model in [
-            "models/vit/model.onnx",
-            "models/vit/model.dynamo.onnx",
-            "fixtures/transformers/torch/model.onnx",
-            "fixtures/transformers/timm/model.onnx",
-        ] {
-            assert_eq!(default_schedule(model), Schedule::Cosine, "{model}");
-        }
-        for model in [
-            "models/lenet5/model.onnx",
-            "models/lenet300/model.onnx",
-            "models/resnet20/model.onnx",
-        ] {
-            assert_eq!(default_schedule(model), Schedule::Constant, "{model}");
-        }
     }
 }
