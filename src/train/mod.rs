@@ -15,6 +15,7 @@
 pub mod budget;
 pub mod checkpoint;
 mod config;
+pub mod defaults;
 pub use crate::methods::cost;
 mod epochs;
 pub mod finetune;

@@ -84,9 +84,10 @@ pub struct RunArgs {
     /// Nesterov momentum for SGD.
     #[arg(long)]
     pub nesterov: bool,
-    /// Weights' learning-rate schedule: constant, cosine or step:M1,M2,...:GAMMA (epochs).
-    #[arg(long, default_value = "constant")]
-    pub schedule: String,
+    /// Weights' learning-rate schedule: constant, cosine or step:M1,M2,...:GAMMA (epochs);
+    /// default cosine for transformers (LayerNorm over a token sequence), else constant.
+    #[arg(long)]
+    pub schedule: Option<String>,
     /// What the gates are penalised for: macs (expected MACs) or l0 (METHODS' expected L0:
     /// lambda x P(open) x weights per gate / N).
     #[arg(long, value_parser = named::<PenaltyName>(), default_value = "macs")]
@@ -94,12 +95,13 @@ pub struct RunArgs {
     /// Per-group lambdas for --penalty l0: JSON {"GROUP_ID or PRODUCER_NODE": lambda, ...}.
     #[arg(long, value_name = "FILE")]
     pub lambda_config: Option<PathBuf>,
-    /// Weight of a distillation term from the dense model (T^2 x KL on softened logits).
-    #[arg(long, default_value_t = 0.0)]
-    pub distill_weight: f64,
-    /// Temperature of the distillation term.
-    #[arg(long, default_value_t = 4.0)]
-    pub distill_temperature: f64,
+    /// Weight of a distillation term from the dense model (T^2 x KL on softened logits);
+    /// default 0.25 for transformers (LayerNorm over a token sequence), else 0.
+    #[arg(long)]
+    pub distill_weight: Option<f64>,
+    /// Temperature of the distillation term; default 2 for transformers, else 4.
+    #[arg(long)]
+    pub distill_temperature: Option<f64>,
     /// Random crop (pad 4) and horizontal flip of training images: default on for CIFAR data.
     #[arg(long, overrides_with = "no_augment")]
     pub augment: bool,

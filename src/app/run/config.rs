@@ -9,6 +9,7 @@ use crate::app::options::{DepChain, OptimizerName, PenaltyName};
 use crate::error::{Error, Result};
 use crate::groups::ChannelGroup;
 use crate::ir::Graph;
+use crate::train::defaults::NetworkDefaults;
 use crate::train::{Method, Optimizer, Penalty, Schedule, TrainConfig};
 
 /// The settings that need neither the model nor the data.
@@ -44,20 +45,26 @@ pub fn train_config(a: &RunArgs) -> TrainConfig {
         },
         OptimizerName::Adam => Optimizer::Adam,
     };
-    cfg.distill_weight = a.distill_weight;
-    cfg.distill_temperature = a.distill_temperature;
     cfg.finetune_epochs = a.finetune_epochs;
     cfg
 }
 
-/// Settings that need the model or the data: the schedule, per-group lambdas, augmentation.
+/// Settings that need the model or the data: the schedule and distillation (their defaults
+/// depend on the kind of network), per-group lambdas, augmentation.
 pub fn finish_config(a: &RunArgs, graph: &Graph, cfg: &mut TrainConfig) -> Result<()> {
-    cfg.schedule = Schedule::parse(&a.schedule).ok_or_else(|| {
-        Error::Usage(format!(
-            "--schedule {}: expected constant, cosine or step:M1,M2:GAMMA",
-            a.schedule
-        ))
-    })?;
+    let defaults = NetworkDefaults::for_network(&crate::groups::analyse_layouts(graph)?);
+    cfg.schedule = match &a.schedule {
+        Some(text) => Schedule::parse(text).ok_or_else(|| {
+            Error::Usage(format!(
+                "--schedule {text}: expected constant, cosine or step:M1,M2:GAMMA"
+            ))
+        })?,
+        None => defaults.schedule,
+    };
+    cfg.distill_weight = a.distill_weight.unwrap_or(defaults.distill_weight);
+    cfg.distill_temperature = a
+        .distill_temperature
+        .unwrap_or(defaults.distill_temperature);
     match (a.penalty, &a.lambda_config) {
         (PenaltyName::L0, config) => {
             let group_lambda = match config {
@@ -130,6 +137,38 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let graph = crate::onnx::import_file(&root.join("models/lenet5/model.onnx")).unwrap();
         crate::groups::analyse(&graph).unwrap()
+    }
+
+    /// `--schedule` and `--distill-*` left out take the graph's defaults (cosine and
+    /// distillation 0.25 at T = 2 for the ViT, constant and none for LeNet-5); given, they are
+    /// used as they are.
+    #[test]
+    fn schedule_and_distillation_default_by_graph_unless_given() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (vit, lenet) = ("models/vit/model.onnx", "models/lenet5/model.onnx");
+        let given = "--schedule=constant --distill-weight=0 --distill-temperature=3";
+        for (model, options, want) in [
+            (vit, "", (Schedule::Cosine, 0.25, 2.0)),
+            (vit, given, (Schedule::Constant, 0.0, 3.0)),
+            (vit, "--distill-weight=1", (Schedule::Cosine, 1.0, 2.0)),
+            (lenet, "", (Schedule::Constant, 0.0, 4.0)),
+            (lenet, "--schedule=cosine", (Schedule::Cosine, 0.0, 4.0)),
+        ] {
+            let path = root.join(model);
+            let mut argv = vec!["compress".to_string(), path.display().to_string()];
+            argv.extend(options.split_whitespace().map(String::from));
+            let a = <Cli as clap::Parser>::try_parse_from(argv).unwrap().run;
+            let graph = crate::onnx::import_file(&path).unwrap();
+            let mut cfg = train_config(&a);
+            finish_config(&a, &graph, &mut cfg).unwrap();
+            let got = (cfg.schedule, cfg.distill_weight, cfg.distill_temperature);
+            assert_eq!(got, want, "{model} {options}");
+        }
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub fn run(a: RunArgs) -> Result<()> {
         .into_iter()
         .map(|mut p| {
             p.cfg.schedule = base.schedule.clone();
+            p.cfg.distill_weight = base.distill_weight;
+            p.cfg.distill_temperature = base.distill_temperature;
             p.cfg.penalty = base.penalty.clone();
             p.cfg.augment = base.augment;
             p.cfg.preprocessing = Some(job.preprocessing.clone());
