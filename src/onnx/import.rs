@@ -12,7 +12,7 @@ use prost::Message;
 
 use super::attrs::Attrs;
 use super::fold::{Known, fold};
-use super::input_shape::InputShapes;
+use super::input_shape::{Declared, InputShapes};
 
 mod cx;
 use super::pb::{self, NodeProto, ValueInfoProto, tensor_shape_proto::dimension, type_proto};
@@ -133,6 +133,21 @@ fn value_dims(v: &ValueInfoProto) -> Option<Vec<Option<(i64, String)>>> {
     )
 }
 
+/// A graph input's dims as `--input-shape` resolves them: fixed sizes, or symbolic names
+/// (`None`: no static shape).
+fn declared_dims(v: &ValueInfoProto) -> Option<Vec<Declared>> {
+    Some(
+        value_dims(v)?
+            .into_iter()
+            .map(|d| match d {
+                Some((n, _)) if n > 0 => Ok(n as usize),
+                Some((_, param)) => Err(param),
+                None => Err(String::new()),
+            })
+            .collect(),
+    )
+}
+
 /// The element type of a graph input: float32, or int64 / bool (token ids, attention masks).
 fn input_elem_type(v: &ValueInfoProto) -> Result<ElemType> {
     use pb::tensor_proto::DataType;
@@ -235,26 +250,25 @@ impl Importer {
             .filter(|v| !self.consts[0].contains_key(&v.name))
             .collect();
         let names: Vec<&str> = data_inputs.iter().map(|v| v.name.as_str()).collect();
-        sizes.check_names(&names)?;
+        let declared: Vec<Option<Vec<Declared>>> =
+            data_inputs.iter().map(|v| declared_dims(v)).collect();
+        let named: Vec<(&str, &[Declared])> = names
+            .iter()
+            .zip(&declared)
+            .map(|(n, d)| (*n, d.as_deref().unwrap_or_default()))
+            .collect();
+        sizes.check(&named)?;
         let mut batch_name: Option<String> = None;
         let mut inputs = Vec::new();
-        for v in data_inputs {
+        for (v, declared) in data_inputs.into_iter().zip(&declared) {
             let elem = input_elem_type(v)?;
             if elem != ElemType::F32 {
                 self.input_types.insert(v.name.clone(), elem);
             }
-            let declared: Vec<std::result::Result<usize, String>> = value_dims(v)
-                .ok_or_else(|| {
-                    Error::InvalidModel(format!("graph input '{}' has no static shape", v.name))
-                })?
-                .into_iter()
-                .map(|d| match d {
-                    Some((n, _)) if n > 0 => Ok(n as usize),
-                    Some((_, param)) => Err(param),
-                    None => Err(String::new()),
-                })
-                .collect();
-            let dims = sizes.resolve(&v.name, names.len(), &declared)?;
+            let declared = declared.as_deref().ok_or_else(|| {
+                Error::InvalidModel(format!("graph input '{}' has no static shape", v.name))
+            })?;
+            let dims = sizes.resolve(&v.name, &names, declared)?;
             let at_largest_probe: Vec<usize> = dims
                 .iter()
                 .map(|d| match d {
