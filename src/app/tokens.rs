@@ -224,7 +224,18 @@ pub fn import(
         )));
     }
     let rows = embedding_rows(&graph, &fields);
+    let unfed: Vec<TokenField> = [
+        TokenField::InputIds,
+        TokenField::AttentionMask,
+        TokenField::TokenTypeIds,
+    ]
+    .into_iter()
+    .filter(|f| !fields.contains(f))
+    .collect();
     for set in sets {
+        for &f in &unfed {
+            set.check_fed(f, &names.join(", "))?;
+        }
         set.check_fits(len)?;
         for &(field, rows) in &rows {
             set.check_ids_below(field, rows)?;

@@ -70,7 +70,39 @@ pub fn import_sized(bytes: &[u8], source: &str, sizes: &InputShapes) -> Result<I
         });
     }
     super::validate::model(&model)?;
-    Importer::new(&model)?.run(graph, sizes)
+    Importer::new(&model)?
+        .run(graph, sizes)
+        .map_err(|e| position_hint(e, graph, sizes))
+}
+
+/// A position table's Gather that fails at the size `--input-shape` gave: says that the
+/// table bounds the sequence length.
+fn position_hint(e: Error, g: &pb::GraphProto, sizes: &InputShapes) -> Error {
+    match e {
+        Error::Node {
+            node,
+            op_type,
+            reason,
+        } if !sizes.is_empty() => {
+            let table = super::positions::gathers(g)
+                .into_iter()
+                .find(|p| p.node == node)
+                .map(|p| p.rows());
+            let reason = match table {
+                Some(rows) => format!(
+                    "{reason} (a position table of {rows} rows: the sequence length --input-shape \
+                     gives is longer; at most {rows})"
+                ),
+                None => reason,
+            };
+            Error::Node {
+                node,
+                op_type,
+                reason,
+            }
+        }
+        e => e,
+    }
 }
 
 struct Importer {

@@ -40,7 +40,8 @@ impl InputShape {
             .ok_or_else(|| {
                 usage(
                     text,
-                    "expected [NAME=]DIMS with positive sizes, e.g. images=1x3x640x640",
+                    "expected [NAME=]DIMS with positive sizes, e.g. images=1x3x640x640 or \
+                     sequence=128",
                 )
             })?;
         Ok(InputShape {
@@ -351,5 +352,44 @@ mod tests {
             .check(&[("a", &declared), ("b", &declared)])
             .unwrap_err();
         assert!(e.to_string().contains("2 inputs"), "{e}");
+    }
+
+    #[test]
+    fn binds_a_dim_by_name_in_every_input_that_has_it() {
+        let ids = [Err("batch".to_string()), Err("sequence".to_string())];
+        let fixed = [Ok(1), Ok(3)];
+        let inputs = [("ids", &ids[..]), ("mask", &ids[..]), ("image", &fixed[..])];
+        let names = ["ids", "mask", "image"];
+        let shapes = InputShapes::parse(&["sequence=12"]).unwrap();
+        shapes.check(&inputs).unwrap();
+        for input in ["ids", "mask"] {
+            let dims = shapes.resolve(input, &names, &ids).unwrap();
+            let want = Dim::Sized {
+                name: "sequence".into(),
+                size: 12,
+            };
+            assert_eq!(dims[1], want);
+        }
+        assert_eq!(
+            shapes.resolve("image", &names, &fixed).unwrap(),
+            [Dim::Fixed(1), Dim::Fixed(3)]
+        );
+        let err = |values: &[&str], inputs: &[(&str, &[Declared])]| {
+            InputShapes::parse(values)
+                .unwrap()
+                .check(inputs)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&["sequence=12", "mask=1x8"], &inputs);
+        assert!(e.contains("binds to 12, not 8"), "{e}");
+        let e = err(&["sequence=12", "sequence=12"], &inputs);
+        assert!(e.contains("bound twice"), "{e}");
+        let e = err(&["sequence=1x12"], &inputs);
+        assert!(e.contains("give it one size"), "{e}");
+        let e = err(&["height=4"], &inputs);
+        assert!(e.contains("(dims: batch, sequence)"), "{e}");
+        let e = err(&["sequence=4"], &[("image", &fixed[..])]);
+        assert!(e.contains("every input size is fixed"), "{e}");
     }
 }
