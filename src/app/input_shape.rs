@@ -1,4 +1,4 @@
-//! `--input-shape [NAME=]DIMS` (inspect, convert, prune, run, eval): sizes for the model's
+//! `--input-shape [NAME=]DIMS` or `DIM=SIZE` (inspect, convert, prune, run, eval): sizes for the model's
 //! symbolic dims, and the import and export-dims decision that go with it.
 
 use std::path::Path;
@@ -10,10 +10,11 @@ use crate::verify::sizes::ExportDims;
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct InputShapeArgs {
-    /// Size for the model's symbolic dims, e.g. images=1x3x640x640 (repeatable; NAME= may be
-    /// left out for a one-input model). The batch axis stays symbolic. Exports keep the
-    /// symbolic dims when a run at a second size proves them safe, else this size.
-    #[arg(long = "input-shape", value_name = "[NAME=]DIMS")]
+    /// Size for the model's symbolic dims: one input's, e.g. images=1x3x640x640 (NAME= may be
+    /// left out for a one-input model), or one dim's in every input that has it, e.g.
+    /// sequence=128 (repeatable). The batch axis stays symbolic. Exports keep the symbolic
+    /// dims when a run at a second size proves them safe, else this size.
+    #[arg(long = "input-shape", value_name = "[NAME=]DIMS|DIM=SIZE")]
     pub input_shape: Vec<String>,
 }
 

@@ -14,6 +14,8 @@ use crate::eval::Accuracy;
 use crate::exec::Network;
 use crate::ir::{Dim, Graph, Op};
 use crate::onnx::{self, InputShapes, pb};
+
+mod positions;
 use crate::verify::sizes::ExportDims;
 
 /// A model imported at one sequence length, with the token field each input is fed from.
@@ -102,19 +104,40 @@ pub fn read_split(data: &Path, split: crate::data::Split) -> Result<TokenSet> {
     }
 }
 
-/// The model's data inputs (graph inputs that are not initializers), by name.
-fn input_names(bytes: &[u8]) -> Vec<String> {
-    let Ok(model) = pb::ModelProto::decode(bytes) else {
-        return Vec::new();
-    };
-    let Some(g) = model.graph else {
-        return Vec::new();
-    };
+/// The `--input-shape` values that size the model's token inputs at `len`: each symbolic
+/// sequence dim (axis 1) bound by its name, an unnamed one through its input. Inputs whose
+/// length is fixed are left as they are (the data is checked against it after the import).
+fn sizes_at(graph: &pb::GraphProto, len: usize) -> Vec<String> {
+    let mut values: Vec<String> = Vec::new();
+    for v in data_inputs(graph) {
+        let Some(pb::type_proto::Value::TensorType(t)) =
+            v.r#type.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            continue;
+        };
+        let dims = t.shape.as_ref().map_or(&[][..], |s| s.dim.as_slice());
+        let symbolic = |d: &pb::tensor_shape_proto::Dimension| match &d.value {
+            Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) if *n > 0 => None,
+            Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) => Some(p.clone()),
+            _ => Some(String::new()),
+        };
+        let value = match dims.get(1).and_then(symbolic) {
+            None => continue,
+            Some(p) if p.is_empty() || p == v.name => format!("{}=1x{len}", v.name),
+            Some(p) => format!("{p}={len}"),
+        };
+        if !values.contains(&value) {
+            values.push(value);
+        }
+    }
+    values
+}
+
+/// The model's data inputs (graph inputs that are not initializers).
+fn data_inputs(g: &pb::GraphProto) -> impl Iterator<Item = &pb::ValueInfoProto> {
     g.input
         .iter()
         .filter(|v| !g.initializer.iter().any(|t| t.name == v.name))
-        .map(|v| v.name.clone())
-        .collect()
 }
 
 /// The token field each input of `names` is fed from; an error names an input that is none.
@@ -141,11 +164,21 @@ pub fn import(
 ) -> Result<TokenModel> {
     let bytes = onnx::read_model(model)?;
     let source = model.display().to_string();
-    let names = input_names(&bytes);
+    if seq_len == Some(0) {
+        return Err(Error::Usage(
+            "--seq-len 0: a sequence holds at least 1 token".into(),
+        ));
+    }
     let want = seq_len.unwrap_or_else(|| sets.iter().map(|s| s.longest()).max().unwrap_or(1));
+    let proto = pb::ModelProto::decode(bytes.as_slice())
+        .ok()
+        .and_then(|m| m.graph)
+        .unwrap_or_default();
     let sizes = if shapes.input_shape.is_empty() {
-        let given: Vec<String> = names.iter().map(|n| format!("{n}=1x{want}")).collect();
-        InputShapes::parse(&given)?
+        if let Some(table) = positions::table(&proto) {
+            table.check(sets, seq_len)?;
+        }
+        InputShapes::parse(&sizes_at(&proto, want))?
     } else {
         shapes.shapes()?
     };
@@ -191,7 +224,18 @@ pub fn import(
         )));
     }
     let rows = embedding_rows(&graph, &fields);
+    let unfed: Vec<TokenField> = [
+        TokenField::InputIds,
+        TokenField::AttentionMask,
+        TokenField::TokenTypeIds,
+    ]
+    .into_iter()
+    .filter(|f| !fields.contains(f))
+    .collect();
     for set in sets {
+        for &f in &unfed {
+            set.check_fed(f, &names.join(", "))?;
+        }
         set.check_fits(len)?;
         for &(field, rows) in &rows {
             set.check_ids_below(field, rows)?;

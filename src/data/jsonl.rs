@@ -201,6 +201,26 @@ impl TokenSet {
         Ok(())
     }
 
+    /// Refuses a line whose `field` holds other than that field's default when the model has
+    /// no input for it (`inputs` names those it has): the values would be dropped unread.
+    pub fn check_fed(&self, field: TokenField, inputs: &str) -> Result<()> {
+        for e in &self.examples {
+            let values = e.field(field);
+            if let Some(v) = values.iter().find(|&&v| Some(v) != field.default()) {
+                return Err(Error::Data {
+                    path: format!("{}:{}", self.path, e.line),
+                    reason: format!(
+                        "{} holds {v}, but the model has no {} input (inputs: {inputs}), so it \
+                         would be dropped; remove the field or use a model that reads it",
+                        field.name(),
+                        field.name()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The examples at `indices`, padded at the end to `seq_len` (which they must fit, see
     /// [`TokenSet::check_fits`]).
     pub fn batch(&self, indices: &[usize], seq_len: usize) -> TokenBatch {
@@ -244,6 +264,15 @@ impl TokenField {
             TokenField::InputIds => "input_ids",
             TokenField::AttentionMask => "attention_mask",
             TokenField::TokenTypeIds => "token_type_ids",
+        }
+    }
+
+    /// The value a line without the field is filled with (`None`: the field is required).
+    pub fn default(self) -> Option<i64> {
+        match self {
+            TokenField::InputIds => None,
+            TokenField::AttentionMask => Some(1),
+            TokenField::TokenTypeIds => Some(0),
         }
     }
 

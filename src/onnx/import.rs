@@ -12,7 +12,7 @@ use prost::Message;
 
 use super::attrs::Attrs;
 use super::fold::{Known, fold};
-use super::input_shape::InputShapes;
+use super::input_shape::{Declared, InputShapes};
 
 mod cx;
 use super::pb::{self, NodeProto, ValueInfoProto, tensor_shape_proto::dimension, type_proto};
@@ -70,7 +70,39 @@ pub fn import_sized(bytes: &[u8], source: &str, sizes: &InputShapes) -> Result<I
         });
     }
     super::validate::model(&model)?;
-    Importer::new(&model)?.run(graph, sizes)
+    Importer::new(&model)?
+        .run(graph, sizes)
+        .map_err(|e| position_hint(e, graph, sizes))
+}
+
+/// A position table's Gather that fails at the size `--input-shape` gave: says that the
+/// table bounds the sequence length.
+fn position_hint(e: Error, g: &pb::GraphProto, sizes: &InputShapes) -> Error {
+    match e {
+        Error::Node {
+            node,
+            op_type,
+            reason,
+        } if !sizes.is_empty() => {
+            let table = super::positions::gathers(g)
+                .into_iter()
+                .find(|p| p.node == node)
+                .map(|p| p.rows());
+            let reason = match table {
+                Some(rows) => format!(
+                    "{reason} (a position table of {rows} rows: the sequence length --input-shape \
+                     gives is longer; at most {rows})"
+                ),
+                None => reason,
+            };
+            Error::Node {
+                node,
+                op_type,
+                reason,
+            }
+        }
+        e => e,
+    }
 }
 
 struct Importer {
@@ -128,6 +160,21 @@ fn value_dims(v: &ValueInfoProto) -> Option<Vec<Option<(i64, String)>>> {
                 Some(dimension::Value::DimValue(n)) if *n > 0 => Some((*n, String::new())),
                 Some(dimension::Value::DimParam(p)) => Some((-1, p.clone())),
                 _ => Some((-1, String::new())),
+            })
+            .collect(),
+    )
+}
+
+/// A graph input's dims as `--input-shape` resolves them: fixed sizes, or symbolic names
+/// (`None`: no static shape).
+fn declared_dims(v: &ValueInfoProto) -> Option<Vec<Declared>> {
+    Some(
+        value_dims(v)?
+            .into_iter()
+            .map(|d| match d {
+                Some((n, _)) if n > 0 => Ok(n as usize),
+                Some((_, param)) => Err(param),
+                None => Err(String::new()),
             })
             .collect(),
     )
@@ -235,26 +282,25 @@ impl Importer {
             .filter(|v| !self.consts[0].contains_key(&v.name))
             .collect();
         let names: Vec<&str> = data_inputs.iter().map(|v| v.name.as_str()).collect();
-        sizes.check_names(&names)?;
+        let declared: Vec<Option<Vec<Declared>>> =
+            data_inputs.iter().map(|v| declared_dims(v)).collect();
+        let named: Vec<(&str, &[Declared])> = names
+            .iter()
+            .zip(&declared)
+            .map(|(n, d)| (*n, d.as_deref().unwrap_or_default()))
+            .collect();
+        sizes.check(&named)?;
         let mut batch_name: Option<String> = None;
         let mut inputs = Vec::new();
-        for v in data_inputs {
+        for (v, declared) in data_inputs.into_iter().zip(&declared) {
             let elem = input_elem_type(v)?;
             if elem != ElemType::F32 {
                 self.input_types.insert(v.name.clone(), elem);
             }
-            let declared: Vec<std::result::Result<usize, String>> = value_dims(v)
-                .ok_or_else(|| {
-                    Error::InvalidModel(format!("graph input '{}' has no static shape", v.name))
-                })?
-                .into_iter()
-                .map(|d| match d {
-                    Some((n, _)) if n > 0 => Ok(n as usize),
-                    Some((_, param)) => Err(param),
-                    None => Err(String::new()),
-                })
-                .collect();
-            let dims = sizes.resolve(&v.name, names.len(), &declared)?;
+            let declared = declared.as_deref().ok_or_else(|| {
+                Error::InvalidModel(format!("graph input '{}' has no static shape", v.name))
+            })?;
+            let dims = sizes.resolve(&v.name, &names, declared)?;
             let at_largest_probe: Vec<usize> = dims
                 .iter()
                 .map(|d| match d {

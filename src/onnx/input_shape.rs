@@ -4,7 +4,10 @@
 use crate::error::{Error, Result};
 use crate::ir::Dim;
 
-/// One `--input-shape` value.
+/// A graph input's declared dim: a fixed size, or a symbolic one by name (empty: unnamed).
+pub(crate) type Declared = std::result::Result<usize, String>;
+
+/// One `--input-shape` value: `NAME=DIMS` for an input, or `DIM=SIZE` for a symbolic dim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputShape {
     /// The input it sizes; `None` when the model has one input.
@@ -37,7 +40,8 @@ impl InputShape {
             .ok_or_else(|| {
                 usage(
                     text,
-                    "expected [NAME=]DIMS with positive sizes, e.g. images=1x3x640x640",
+                    "expected [NAME=]DIMS with positive sizes, e.g. images=1x3x640x640 or \
+                     sequence=128",
                 )
             })?;
         Ok(InputShape {
@@ -61,30 +65,54 @@ impl InputShapes {
         self.0.is_empty()
     }
 
-    /// Checks that every value names one of `inputs` (or that there is one input when a value
-    /// has no name) and that no input is sized twice.
-    pub(crate) fn check_names(&self, inputs: &[&str]) -> Result<()> {
+    /// Checks every value against the model's data inputs (name and declared dims each): a
+    /// `NAME=` names an input (then DIMS size it whole) or else a symbolic dim (then one size
+    /// binds that dim in every input that has it); no input or dim is sized twice, and a dim
+    /// binding agrees with every whole-input value that sizes the same dim.
+    pub(crate) fn check(&self, inputs: &[(&str, &[Declared])]) -> Result<()> {
+        let names: Vec<&str> = inputs.iter().map(|(n, _)| *n).collect();
+        let dims = dim_names(inputs);
         let mut seen: Vec<&str> = Vec::new();
+        let mut bound: Vec<&str> = Vec::new();
         for s in &self.0 {
             let target = match &s.name {
-                Some(n) if inputs.contains(&n.as_str()) => n.as_str(),
+                Some(n) if names.contains(&n.as_str()) => n.as_str(),
+                Some(n) if dims.contains(&n.as_str()) => {
+                    if s.dims.len() != 1 {
+                        return Err(usage(
+                            &s.text,
+                            format!("'{n}' is a symbolic dim: give it one size, e.g. {n}=128"),
+                        ));
+                    }
+                    if bound.contains(&n.as_str()) {
+                        return Err(usage(&s.text, format!("dim '{n}' is bound twice")));
+                    }
+                    bound.push(n);
+                    continue;
+                }
                 Some(n) => {
+                    let dims_text = if dims.is_empty() {
+                        "no symbolic dims (every input size is fixed)".to_string()
+                    } else {
+                        format!("no symbolic dim of that name (dims: {})", dims.join(", "))
+                    };
                     return Err(usage(
                         &s.text,
                         format!(
-                            "the model has no input '{n}' (inputs: {})",
-                            inputs.join(", ")
+                            "the model has no input '{n}' (inputs: {}) and {dims_text}",
+                            names.join(", ")
                         ),
                     ));
                 }
-                None if inputs.len() == 1 => inputs[0],
+                None if names.len() == 1 => names[0],
                 None => {
                     return Err(usage(
                         &s.text,
                         format!(
-                            "the model has {} inputs ({}): name one, NAME=DIMS",
-                            inputs.len(),
-                            inputs.join(", ")
+                            "the model has {} inputs ({}): name one, NAME=DIMS, or a symbolic \
+                             dim, DIM=SIZE",
+                            names.len(),
+                            names.join(", ")
                         ),
                     ));
                 }
@@ -94,7 +122,44 @@ impl InputShapes {
             }
             seen.push(target);
         }
+        self.check_bindings_agree(inputs, &names)
+    }
+
+    /// A whole-input value that sizes a bound dim to another size is a conflict.
+    fn check_bindings_agree(&self, inputs: &[(&str, &[Declared])], names: &[&str]) -> Result<()> {
+        for (name, declared) in inputs {
+            let Some(given) = self.for_input(name, names.len()) else {
+                continue;
+            };
+            for (axis, d) in declared.iter().enumerate().skip(1) {
+                let (Err(param), Some(&size)) = (d, given.dims.get(axis)) else {
+                    continue;
+                };
+                if let Some(b) = self.binding(param, names)
+                    && b.dims[0] != size
+                {
+                    return Err(usage(
+                        &given.text,
+                        format!(
+                            "input '{name}' has symbolic dim '{param}' at axis {axis}, which \
+                             --input-shape {} binds to {}, not {size}",
+                            b.text, b.dims[0]
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The value binding symbolic dim `dim` (a `NAME=` that names no input).
+    fn binding(&self, dim: &str, inputs: &[&str]) -> Option<&InputShape> {
+        if dim.is_empty() || inputs.contains(&dim) {
+            return None;
+        }
+        self.0
+            .iter()
+            .find(|s| s.name.as_deref() == Some(dim) && s.dims.len() == 1)
     }
 
     /// The value for input `name` of a model with `input_count` inputs.
@@ -111,10 +176,10 @@ impl InputShapes {
     pub(crate) fn resolve(
         &self,
         name: &str,
-        input_count: usize,
-        declared: &[Result<usize, String>],
+        inputs: &[&str],
+        declared: &[Declared],
     ) -> Result<Vec<Dim>> {
-        let given = self.for_input(name, input_count);
+        let given = self.for_input(name, inputs.len());
         if let Some(g) = given
             && g.dims.len() != declared.len()
         {
@@ -130,7 +195,10 @@ impl InputShapes {
         }
         let mut dims = Vec::with_capacity(declared.len());
         for (axis, d) in declared.iter().enumerate() {
-            let size = given.map(|g| g.dims[axis]);
+            let size = given.map(|g| g.dims[axis]).or_else(|| match d {
+                Err(param) => self.binding(param, inputs).map(|b| b.dims[0]),
+                Ok(_) => None,
+            });
             match (d, size) {
                 (Ok(n), Some(s)) if *n != s => {
                     let text = given.map_or("", |g| g.text.as_str());
@@ -169,8 +237,13 @@ impl InputShapes {
                     } else {
                         format!("symbolic dim '{param}'")
                     };
+                    let by_name = if param.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (or --input-shape {param}=N for every input with that dim)")
+                    };
                     return Err(Error::InvalidModel(format!(
-                        "graph input '{name}' ({}) has {what} at axis {axis}; give its size with --input-shape {name}={}",
+                        "graph input '{name}' ({}) has {what} at axis {axis}; give its size with --input-shape {name}={}{by_name}",
                         declared_text(declared),
                         example.join("x")
                     )));
@@ -181,7 +254,24 @@ impl InputShapes {
     }
 }
 
-fn declared_text(declared: &[Result<usize, String>]) -> String {
+/// The symbolic dim names of `inputs`, each once, in order (a batch axis's name too: binding
+/// it is allowed and leaves the batch free, as a whole-input value does).
+fn dim_names<'a>(inputs: &[(&str, &'a [Declared])]) -> Vec<&'a str> {
+    let mut names: Vec<&str> = Vec::new();
+    for (_, declared) in inputs {
+        for d in declared.iter() {
+            if let Err(p) = d
+                && !p.is_empty()
+                && !names.contains(&p.as_str())
+            {
+                names.push(p);
+            }
+        }
+    }
+    names
+}
+
+fn declared_text(declared: &[Declared]) -> String {
     let parts: Vec<String> = declared
         .iter()
         .map(|d| match d {
@@ -217,7 +307,7 @@ mod tests {
             Err(String::new()),
         ];
         let shapes = InputShapes::parse(&["x=1x3x64x48"]).unwrap();
-        let dims = shapes.resolve("x", 1, &declared).unwrap();
+        let dims = shapes.resolve("x", &["x"], &declared).unwrap();
         assert_eq!(dims[0], Dim::Batch("batch".into()));
         assert_eq!(dims[1], Dim::Fixed(3));
         assert_eq!(
@@ -235,7 +325,7 @@ mod tests {
             }
         );
         let e = InputShapes::default()
-            .resolve("x", 1, &declared)
+            .resolve("x", &["x"], &declared)
             .unwrap_err()
             .to_string();
         assert!(
@@ -244,23 +334,62 @@ mod tests {
         );
         let e = InputShapes::parse(&["1x1x64x48"])
             .unwrap()
-            .resolve("x", 1, &declared)
+            .resolve("x", &["x"], &declared)
             .unwrap_err();
         assert!(e.to_string().contains("size 3 at axis 1, not 1"), "{e}");
         let e = InputShapes::parse(&["1x3x64"])
             .unwrap()
-            .resolve("x", 1, &declared)
+            .resolve("x", &["x"], &declared)
             .unwrap_err();
         assert!(e.to_string().contains("rank 4"), "{e}");
         let e = InputShapes::parse(&["y=1x3x64x48"])
             .unwrap()
-            .check_names(&["x"])
+            .check(&[("x", &declared)])
             .unwrap_err();
         assert!(e.to_string().contains("no input 'y'"), "{e}");
         let e = InputShapes::parse(&["1x3"])
             .unwrap()
-            .check_names(&["a", "b"])
+            .check(&[("a", &declared), ("b", &declared)])
             .unwrap_err();
         assert!(e.to_string().contains("2 inputs"), "{e}");
+    }
+
+    #[test]
+    fn binds_a_dim_by_name_in_every_input_that_has_it() {
+        let ids = [Err("batch".to_string()), Err("sequence".to_string())];
+        let fixed = [Ok(1), Ok(3)];
+        let inputs = [("ids", &ids[..]), ("mask", &ids[..]), ("image", &fixed[..])];
+        let names = ["ids", "mask", "image"];
+        let shapes = InputShapes::parse(&["sequence=12"]).unwrap();
+        shapes.check(&inputs).unwrap();
+        for input in ["ids", "mask"] {
+            let dims = shapes.resolve(input, &names, &ids).unwrap();
+            let want = Dim::Sized {
+                name: "sequence".into(),
+                size: 12,
+            };
+            assert_eq!(dims[1], want);
+        }
+        assert_eq!(
+            shapes.resolve("image", &names, &fixed).unwrap(),
+            [Dim::Fixed(1), Dim::Fixed(3)]
+        );
+        let err = |values: &[&str], inputs: &[(&str, &[Declared])]| {
+            InputShapes::parse(values)
+                .unwrap()
+                .check(inputs)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&["sequence=12", "mask=1x8"], &inputs);
+        assert!(e.contains("binds to 12, not 8"), "{e}");
+        let e = err(&["sequence=12", "sequence=12"], &inputs);
+        assert!(e.contains("bound twice"), "{e}");
+        let e = err(&["sequence=1x12"], &inputs);
+        assert!(e.contains("give it one size"), "{e}");
+        let e = err(&["height=4"], &inputs);
+        assert!(e.contains("(dims: batch, sequence)"), "{e}");
+        let e = err(&["sequence=4"], &[("image", &fixed[..])]);
+        assert!(e.contains("every input size is fixed"), "{e}");
     }
 }

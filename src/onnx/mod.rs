@@ -7,6 +7,8 @@ pub mod external;
 mod fold;
 mod import;
 pub mod input_shape;
+pub mod length_free;
+pub mod positions;
 pub mod tensor;
 pub mod validate;
 

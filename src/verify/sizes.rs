@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use super::{Verification, max_abs_diff, run_tract, verify_inputs};
 use crate::error::Result;
 use crate::ir::{Dim, Graph, Op, Tensor};
+use crate::onnx::length_free::LengthFree;
 
 /// Tolerance of the second-size proof.
 const PROOF_TOLERANCE: f32 = 1e-4;
@@ -27,6 +28,8 @@ pub enum ExportDims {
         outputs: Vec<Vec<Dim>>,
         second: Vec<Tensor>,
         note: String,
+        /// Folded constants written back to follow the input (`crate::onnx::length_free`).
+        length_free: LengthFree,
     },
     /// Not proven: exports carry the sizes the user gave.
     Fixed { note: String },
@@ -230,7 +233,11 @@ impl ExportDims {
         for (o, dims) in symbolic.outputs.iter_mut().zip(&outputs) {
             o.dims = dims.clone();
         }
-        let got = match run_tract(&crate::onnx::export(&symbolic), &second) {
+        let length_free = LengthFree::find(graph, original);
+        let got = match run_tract(
+            &crate::onnx::length_free::export(&symbolic, &length_free),
+            &second,
+        ) {
             Ok(g) => g,
             Err(e) => return fixed(format!("the re-export does not run at {at} in tract ({e})")),
         };
@@ -250,9 +257,20 @@ impl ExportDims {
         ExportDims::Symbolic {
             outputs,
             second,
+            length_free,
             note: format!(
                 "the export keeps the model's symbolic dims: at {at} the re-export matches the original in tract (max abs difference {diff:.2e})"
             ),
+        }
+    }
+
+    /// The ONNX bytes of `g` with these dims (length-free where symbolic).
+    pub fn export(&self, g: &Graph) -> Vec<u8> {
+        match self {
+            ExportDims::Symbolic { length_free, .. } => {
+                crate::onnx::length_free::export(&self.apply(g), length_free)
+            }
+            _ => crate::onnx::export(&self.apply(g)),
         }
     }
 
@@ -286,10 +304,10 @@ impl ExportDims {
     ) -> Result<Checked> {
         let ref_bytes = |dims: &ExportDims| match &reference {
             Reference::Bytes(b) => b.to_vec(),
-            Reference::Graph(g) => crate::onnx::export(&dims.apply(g)),
+            Reference::Graph(g) => dims.export(g),
         };
         let reference_bytes = ref_bytes(self);
-        let bytes = crate::onnx::export(&self.apply(candidate));
+        let bytes = self.export(candidate);
         let verification = super::verify_export(probe, &reference_bytes, &bytes, batch, tolerance)?;
         let mut checked = Checked {
             bytes,
