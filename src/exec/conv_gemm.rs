@@ -74,10 +74,13 @@ impl Conv {
 
     /// For a stride-1 conv that is not its own im2col: the geometry of the convolution of dY
     /// that gives dX (C_out channels of the output's size, padding `dilation x (k - 1) - pad`,
-    /// out = the input's size); none when the padding exceeds that.
+    /// out = the input's size); none when the padding exceeds that, or when the input has
+    /// over 5/4 as many positions as the output: that convolution multiplies by one product per
+    /// input position and tap, `W^T · dY` by one per output position and tap, so a 'valid'
+    /// 5x5 conv on 12x12 (8x8 out) would do 2.25x the work, mostly on padding zeros.
     fn transposed(&self) -> Option<Geometry> {
         let g = &self.geometry;
-        if g.stride != [1, 1] || g.is_identity() {
+        if g.stride != [1, 1] || g.is_identity() || 4 * g.plane() > 5 * g.positions() {
             return None;
         }
         let pad = |a: usize| (g.dilation[a] * (g.kernel[a] - 1)).checked_sub(g.pad[a]);
@@ -204,11 +207,13 @@ fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// Whether these tensors take the per-example gemm path: f32, and not depthwise (one input
-/// channel per group: flex's direct depthwise kernels beat gemms of one row).
-pub(crate) fn applies(x: &FlexTensor, w: &FlexTensor) -> bool {
+/// Whether these tensors take the per-example gemm path: f32, and not depthwise (groups of one
+/// input channel: flex's direct depthwise kernels beat gemms of one row). A 1-channel stem
+/// (one group) takes it: flex's general conv runs it 5-7x slower.
+pub(crate) fn applies(x: &FlexTensor, w: &FlexTensor, groups: usize) -> bool {
     let ws = w.layout().shape();
-    x.dtype() == DType::F32 && w.dtype() == DType::F32 && ws.num_dims() == 4 && ws[1] > 1
+    let depthwise = groups > 1 && ws.num_dims() == 4 && ws[1] == 1;
+    x.dtype() == DType::F32 && w.dtype() == DType::F32 && ws.num_dims() == 4 && !depthwise
 }
 
 /// conv2d without bias.
