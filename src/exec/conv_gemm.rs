@@ -121,6 +121,10 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Largest scratch buffer a thread keeps after a kernel (16 MiB): a detector's im2col at
+/// 640x640 can be ~100 MiB, and every rayon thread would hold one for the life of the process.
+const SCRATCH_KEPT: usize = 4 << 20;
+
 /// Runs `f` on `len` floats of this thread's scratch buffer (holding stale values).
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with_borrow_mut(|buf| {
@@ -129,6 +133,20 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
         f(&mut buf[..len])
     })
+}
+
+/// After a kernel whose scratch needed `len` floats: frees every thread's buffer if it is
+/// larger than `SCRATCH_KEPT`.
+fn release_scratch(len: usize) {
+    if len > SCRATCH_KEPT {
+        rayon::broadcast(|_| {
+            SCRATCH.with_borrow_mut(|buf| {
+                if buf.len() > SCRATCH_KEPT {
+                    *buf = Vec::new();
+                }
+            })
+        });
+    }
 }
 
 /// A row-major or transposed view of a matrix in a slice: element (i, j) at
@@ -351,6 +369,7 @@ pub(crate) fn forward(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Fle
             }
         })
     });
+    release_scratch(cv.geometry.rows() * p);
     let [oh, ow] = cv.geometry.out;
     tensor(y, vec![cv.batch, cv.out_channels, oh, ow])
 }
@@ -413,6 +432,7 @@ pub(crate) fn input_grad(
                 });
             });
     }
+    release_scratch(cv.geometry.rows() * p);
     tensor(dx, x_shape.to_vec())
 }
 
@@ -462,6 +482,7 @@ fn input_grad_as_conv(
             }
         })
     });
+    release_scratch(t.rows() * p);
     tensor(dx, x_shape.to_vec())
 }
 
@@ -511,6 +532,7 @@ pub(crate) fn weight_grad(
             *a += v;
         }
     }
+    release_scratch(cv.geometry.rows() * p);
     // Back from (group, tap row, out channel) to (group, out channel, tap row).
     let mut dw = vec![0.0f32; w_len];
     for (block, block_t) in dw.chunks_mut(mo * kg).zip(dw_t.chunks(mo * kg)) {
