@@ -289,6 +289,17 @@ fn matches_burns_generic_conv2d_on_every_shape_kind() {
             },
         ),
         (
+            "im2col larger than the scratch a thread keeps (16 MiB)",
+            Case {
+                x: [2, 16, 192, 192],
+                w: [4, 16, 3, 3],
+                stride: [1, 1],
+                pads: [1; 4],
+                dilation: [1, 1],
+                groups: 1,
+            },
+        ),
+        (
             "1-D (height 1)",
             Case {
                 x: [4, 6, 1, 20],

@@ -16,8 +16,13 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use super::im2col::{Geometry, col2im, im2col};
+
+/// f32 lanes of the widest vector gemm's kernels use (AVX-512).
+const LANES: usize = 16;
 
 /// Parts of the batch whose weight gradients are summed in order (fixed for reproducibility).
 const WEIGHT_GRAD_PARTS: usize = 16;
@@ -74,10 +79,13 @@ impl Conv {
 
     /// For a stride-1 conv that is not its own im2col: the geometry of the convolution of dY
     /// that gives dX (C_out channels of the output's size, padding `dilation x (k - 1) - pad`,
-    /// out = the input's size); none when the padding exceeds that.
+    /// out = the input's size); none when the padding exceeds that, or when the input has
+    /// over 5/4 as many positions as the output: that convolution multiplies by one product per
+    /// input position and tap, `W^T · dY` by one per output position and tap, so a 'valid'
+    /// 5x5 conv on 12x12 (8x8 out) would do 2.25x the work, mostly on padding zeros.
     fn transposed(&self) -> Option<Geometry> {
         let g = &self.geometry;
-        if g.stride != [1, 1] || g.is_identity() {
+        if g.stride != [1, 1] || g.is_identity() || 4 * g.plane() > 5 * g.positions() {
             return None;
         }
         let pad = |a: usize| (g.dilation[a] * (g.kernel[a] - 1)).checked_sub(g.pad[a]);
@@ -93,23 +101,51 @@ impl Conv {
         })
     }
 
-    /// A zeroed im2col buffer, or none when the input is its own im2col matrix.
-    fn scratch(&self) -> Vec<f32> {
+    /// The im2col matrix of example `x`, handed to `f`: written into this thread's scratch
+    /// buffer, or `x` itself for a 1x1 stride-1 conv.
+    fn with_cols<R>(&self, x: &[f32], f: impl FnOnce(&[f32]) -> R) -> R {
         if self.geometry.is_identity() {
-            Vec::new()
+            f(x)
         } else {
-            vec![0.0; self.geometry.rows() * self.geometry.positions()]
+            with_scratch(self.geometry.rows() * self.geometry.positions(), |cols| {
+                im2col(x, &self.geometry, cols);
+                f(cols)
+            })
         }
     }
+}
 
-    /// The im2col matrix of example `x`, written to `scratch` unless it is `x` itself.
-    fn cols<'a>(&self, x: &'a [f32], scratch: &'a mut [f32]) -> &'a [f32] {
-        if self.geometry.is_identity() {
-            x
-        } else {
-            im2col(x, &self.geometry, scratch);
-            scratch
+thread_local! {
+    /// One im2col-sized buffer per thread, kept across calls: allocating and zeroing one per
+    /// rayon job cost a memset of up to ~0.5 MB each. Whoever uses it writes what it reads.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Largest scratch buffer a thread keeps after a kernel (16 MiB): a detector's im2col at
+/// 640x640 can be ~100 MiB, and every rayon thread would hold one for the life of the process.
+const SCRATCH_KEPT: usize = 4 << 20;
+
+/// Runs `f` on `len` floats of this thread's scratch buffer (holding stale values).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|buf| {
+        if buf.len() < len {
+            buf.resize(len, 0.0);
         }
+        f(&mut buf[..len])
+    })
+}
+
+/// After a kernel whose scratch needed `len` floats: frees every thread's buffer if it is
+/// larger than `SCRATCH_KEPT`.
+fn release_scratch(len: usize) {
+    if len > SCRATCH_KEPT {
+        rayon::broadcast(|_| {
+            SCRATCH.with_borrow_mut(|buf| {
+                if buf.len() > SCRATCH_KEPT {
+                    *buf = Vec::new();
+                }
+            })
+        });
     }
 }
 
@@ -139,6 +175,14 @@ impl View {
         }
     }
 
+    /// The same view moved on by `offset` elements.
+    fn shift(self, offset: usize) -> Self {
+        View {
+            start: self.start + offset,
+            ..self
+        }
+    }
+
     /// Panics unless an `r x c` matrix seen this way lies inside `len` elements.
     fn check(&self, r: usize, c: usize, len: usize) {
         if r > 0 && c > 0 {
@@ -152,7 +196,7 @@ impl View {
 /// over examples).
 #[allow(clippy::too_many_arguments)]
 fn gemm(
-    [m, n, k]: [usize; 3],
+    shape: [usize; 3],
     dst: &mut [f32],
     d: View,
     accumulate: bool,
@@ -161,37 +205,126 @@ fn gemm(
     rhs: &[f32],
     r: View,
 ) {
-    d.check(m, n, dst.len());
+    let len = dst.len();
+    gemm_raw(shape, dst.as_mut_ptr(), len, d, accumulate, lhs, l, rhs, r);
+}
+
+/// `dst (m x n) = lhs (m x k) · rhs (k x n)` into memory that may be uninitialised: gemm
+/// writes every element of the view without reading it.
+fn gemm_write(
+    shape: [usize; 3],
+    dst: &mut [MaybeUninit<f32>],
+    d: View,
+    lhs: &[f32],
+    l: View,
+    rhs: &[f32],
+    r: View,
+) {
+    let len = dst.len();
+    gemm_raw(
+        shape,
+        dst.as_mut_ptr().cast(),
+        len,
+        d,
+        false,
+        lhs,
+        l,
+        rhs,
+        r,
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_raw(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    dst_len: usize,
+    d: View,
+    accumulate: bool,
+    lhs: &[f32],
+    l: View,
+    rhs: &[f32],
+    r: View,
+) {
+    d.check(m, n, dst_len);
     l.check(m, k, lhs.len());
     r.check(k, n, rhs.len());
     if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the three checks above keep every element gemm touches inside its slice, and
-    // `dst` is borrowed mutably, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().add(d.start),
-            d.col as isize,
-            d.row as isize,
-            accumulate,
-            lhs.as_ptr().add(l.start),
-            l.col as isize,
-            l.row as isize,
-            rhs.as_ptr().add(r.start),
-            r.col as isize,
-            r.row as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+    // gemm computes a row-major dst as its transpose, so its row count is then our n and its
+    // left operand our rhs. When that row count is not a multiple of 16 lanes, it first copies
+    // (packs) the whole left operand, even one it could read in place (stride 1 along the rows):
+    // split the remainder off into a second call (14x14 outputs: 196 = 192 + 4 positions).
+    let parts = if d.col < d.row && r.col == 1 && n > LANES && n % LANES != 0 {
+        let main = n - n % LANES;
+        [
+            ([m, main, k], d, l, r),
+            ([m, n - main, k], d.shift(main * d.col), l, r.shift(main)),
+        ]
+    } else if d.row < d.col && l.row == 1 && m > LANES && m % LANES != 0 {
+        let main = m - m % LANES;
+        [
+            ([main, n, k], d, l, r),
+            ([m - main, n, k], d.shift(main * d.row), l.shift(main), r),
+        ]
+    } else {
+        [([m, n, k], d, l, r), ([0, 0, 0], d, l, r)]
+    };
+    for ([m, n, k], d, l, r) in parts {
+        if m == 0 || n == 0 {
+            continue;
+        }
+        // SAFETY: the three checks above keep every element of the whole product inside its
+        // buffer, and each part is a block of it; `dst` comes from a mutable borrow (see the
+        // callers), so it aliases neither operand. Without `accumulate` gemm reads no element of
+        // `dst` before writing it (it zeroes its alpha).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.add(d.start),
+                d.col as isize,
+                d.row as isize,
+                accumulate,
+                lhs.as_ptr().add(l.start),
+                l.col as isize,
+                l.row as isize,
+                rhs.as_ptr().add(r.start),
+                r.col as isize,
+                r.row as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
     }
+}
+
+/// `batch` blocks of `block` values, block b filled by `fill(b, block)` in parallel over
+/// examples, into a vector that is not zeroed first (a memset of a multi-MiB output per conv and
+/// step that the gemms then overwrite). `fill` must write every value of its block.
+fn per_example(
+    batch: usize,
+    block: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let len = batch * block;
+    let mut out = Vec::with_capacity(len);
+    if len == 0 {
+        return out;
+    }
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(block)
+        .enumerate()
+        .for_each(|(b, ex)| fill(b, ex));
+    // SAFETY: the blocks tile 0..len and `fill` wrote every value of each.
+    unsafe { out.set_len(len) };
+    out
 }
 
 fn f32_values(t: &FlexTensor) -> (FlexTensor, Vec<usize>) {
@@ -204,11 +337,13 @@ fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// Whether these tensors take the per-example gemm path: f32, and not depthwise (one input
-/// channel per group: flex's direct depthwise kernels beat gemms of one row).
-pub(crate) fn applies(x: &FlexTensor, w: &FlexTensor) -> bool {
+/// Whether these tensors take the per-example gemm path: f32, and not depthwise (groups of one
+/// input channel: flex's direct depthwise kernels beat gemms of one row). A 1-channel stem
+/// (one group) takes it: flex's general conv runs it 5-7x slower.
+pub(crate) fn applies(x: &FlexTensor, w: &FlexTensor, groups: usize) -> bool {
     let ws = w.layout().shape();
-    x.dtype() == DType::F32 && w.dtype() == DType::F32 && ws.num_dims() == 4 && ws[1] > 1
+    let depthwise = groups > 1 && ws.num_dims() == 4 && ws[1] == 1;
+    x.dtype() == DType::F32 && w.dtype() == DType::F32 && ws.num_dims() == 4 && !depthwise
 }
 
 /// conv2d without bias.
@@ -218,27 +353,23 @@ pub(crate) fn forward(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Fle
     let cv = Conv::new(&xs, &ws, o);
     let (xv, wv): (&[f32], &[f32]) = (x.storage(), w.storage());
     let (mo, kg, p) = (cv.group_out(), cv.group_rows(), cv.geometry.positions());
-    let mut y = vec![0.0f32; cv.batch * cv.output_len()];
-    if !y.is_empty() {
-        y.par_chunks_mut(cv.output_len()).enumerate().for_each_init(
-            || cv.scratch(),
-            |scratch, (b, y_b)| {
-                let cols = cv.cols(&xv[b * cv.input_len()..][..cv.input_len()], scratch);
-                for g in 0..cv.groups {
-                    gemm(
-                        [mo, p, kg],
-                        y_b,
-                        View::rows(g * mo * p, p),
-                        false,
-                        wv,
-                        View::rows(g * mo * kg, kg),
-                        cols,
-                        View::rows(g * kg * p, p),
-                    );
-                }
-            },
-        );
-    }
+    let y = per_example(cv.batch, cv.output_len(), |b, y_b| {
+        cv.with_cols(&xv[b * cv.input_len()..][..cv.input_len()], |cols| {
+            // The groups' output blocks tile y_b.
+            for g in 0..cv.groups {
+                gemm_write(
+                    [mo, p, kg],
+                    y_b,
+                    View::rows(g * mo * p, p),
+                    wv,
+                    View::rows(g * mo * kg, kg),
+                    cols,
+                    View::rows(g * kg * p, p),
+                );
+            }
+        })
+    });
+    release_scratch(cv.geometry.rows() * p);
     let [oh, ow] = cv.geometry.out;
     tensor(y, vec![cv.batch, cv.out_channels, oh, ow])
 }
@@ -258,33 +389,50 @@ pub(crate) fn input_grad(
     }
     let (wv, dyv): (&[f32], &[f32]) = (w.storage(), dy.storage());
     let (mo, kg, p) = (cv.group_out(), cv.group_rows(), cv.geometry.positions());
-    let identity = cv.geometry.is_identity();
+    if cv.geometry.is_identity() {
+        // dX_b[g] = W[g]^T · dY_b[g]: the groups' blocks tile dX_b.
+        let dx = per_example(cv.batch, cv.input_len(), |b, dx_b| {
+            let dy_b = &dyv[b * cv.output_len()..][..cv.output_len()];
+            for g in 0..cv.groups {
+                gemm_write(
+                    [kg, p, mo],
+                    dx_b,
+                    View::rows(g * kg * p, p),
+                    wv,
+                    View::transposed(g * mo * kg, kg),
+                    dy_b,
+                    View::rows(g * mo * p, p),
+                );
+            }
+        });
+        return tensor(dx, x_shape.to_vec());
+    }
+    // col2im adds into dX, so this one starts zeroed.
     let mut dx = vec![0.0f32; cv.batch * cv.input_len()];
     if !dx.is_empty() {
-        dx.par_chunks_mut(cv.input_len()).enumerate().for_each_init(
-            || cv.scratch(),
-            |dcols, (b, dx_b)| {
+        dx.par_chunks_mut(cv.input_len())
+            .enumerate()
+            .for_each(|(b, dx_b)| {
                 let dy_b = &dyv[b * cv.output_len()..][..cv.output_len()];
-                // dcols[g] = W[g]^T · dY_b[g], straight into dX_b for a 1x1 stride-1 conv.
-                let dst: &mut [f32] = if identity { dx_b } else { dcols };
-                for g in 0..cv.groups {
-                    gemm(
-                        [kg, p, mo],
-                        dst,
-                        View::rows(g * kg * p, p),
-                        false,
-                        wv,
-                        View::transposed(g * mo * kg, kg),
-                        dy_b,
-                        View::rows(g * mo * p, p),
-                    );
-                }
-                if !identity {
+                with_scratch(cv.geometry.rows() * p, |dcols| {
+                    // dcols[g] = W[g]^T · dY_b[g], every entry written.
+                    for g in 0..cv.groups {
+                        gemm(
+                            [kg, p, mo],
+                            dcols,
+                            View::rows(g * kg * p, p),
+                            false,
+                            wv,
+                            View::transposed(g * mo * kg, kg),
+                            dy_b,
+                            View::rows(g * mo * p, p),
+                        );
+                    }
                     col2im(dcols, &cv.geometry, dx_b);
-                }
-            },
-        );
+                });
+            });
     }
+    release_scratch(cv.geometry.rows() * p);
     tensor(dx, x_shape.to_vec())
 }
 
@@ -317,27 +465,24 @@ fn input_grad_as_conv(
         }
     }
     let p = t.positions();
-    let mut dx = vec![0.0f32; cv.batch * cv.input_len()];
-    if !dx.is_empty() {
-        dx.par_chunks_mut(cv.input_len()).enumerate().for_each_init(
-            || vec![0.0f32; t.rows() * p],
-            |cols, (b, dx_b)| {
-                im2col(&dyv[b * cv.output_len()..][..cv.output_len()], t, cols);
-                for g in 0..groups {
-                    gemm(
-                        [cin, p, inner],
-                        dx_b,
-                        View::rows(g * cin * p, p),
-                        false,
-                        &flipped,
-                        View::rows(g * cin * inner, inner),
-                        cols,
-                        View::rows(g * inner * p, p),
-                    );
-                }
-            },
-        );
-    }
+    let dx = per_example(cv.batch, cv.input_len(), |b, dx_b| {
+        with_scratch(t.rows() * p, |cols| {
+            im2col(&dyv[b * cv.output_len()..][..cv.output_len()], t, cols);
+            // The groups' blocks tile dX_b.
+            for g in 0..groups {
+                gemm_write(
+                    [cin, p, inner],
+                    dx_b,
+                    View::rows(g * cin * p, p),
+                    &flipped,
+                    View::rows(g * cin * inner, inner),
+                    cols,
+                    View::rows(g * inner * p, p),
+                );
+            }
+        })
+    });
+    release_scratch(t.rows() * p);
     tensor(dx, x_shape.to_vec())
 }
 
@@ -360,31 +505,41 @@ pub(crate) fn weight_grad(
         .collect::<Vec<_>>()
         .into_par_iter()
         .map(|b0| {
-            let mut dw = vec![0.0f32; w_len];
-            let mut scratch = cv.scratch();
+            let mut dw_t = vec![0.0f32; w_len];
             for b in b0..(b0 + chunk).min(cv.batch) {
-                let cols = cv.cols(&xv[b * cv.input_len()..][..cv.input_len()], &mut scratch);
                 let dy_b = &dyv[b * cv.output_len()..][..cv.output_len()];
-                for g in 0..cv.groups {
-                    gemm(
-                        [mo, kg, p],
-                        &mut dw,
-                        View::rows(g * mo * kg, kg),
-                        true,
-                        dy_b,
-                        View::rows(g * mo * p, p),
-                        cols,
-                        View::transposed(g * kg * p, p),
-                    );
-                }
+                cv.with_cols(&xv[b * cv.input_len()..][..cv.input_len()], |cols| {
+                    for g in 0..cv.groups {
+                        gemm(
+                            [mo, kg, p],
+                            &mut dw_t,
+                            View::transposed(g * mo * kg, mo),
+                            true,
+                            dy_b,
+                            View::rows(g * mo * p, p),
+                            cols,
+                            View::transposed(g * kg * p, p),
+                        );
+                    }
+                });
             }
-            dw
+            dw_t
         })
         .collect();
-    let mut dw = vec![0.0f32; w_len];
+    let mut dw_t = vec![0.0f32; w_len];
     for part in &parts {
-        for (a, v) in dw.iter_mut().zip(part) {
+        for (a, v) in dw_t.iter_mut().zip(part) {
             *a += v;
+        }
+    }
+    release_scratch(cv.geometry.rows() * p);
+    // Back from (group, tap row, out channel) to (group, out channel, tap row).
+    let mut dw = vec![0.0f32; w_len];
+    for (block, block_t) in dw.chunks_mut(mo * kg).zip(dw_t.chunks(mo * kg)) {
+        for (r, row_t) in block_t.chunks(mo).enumerate() {
+            for (o, v) in row_t.iter().enumerate() {
+                block[o * kg + r] = *v;
+            }
         }
     }
     tensor(dw, w_shape.to_vec())

@@ -59,7 +59,7 @@ pub trait GemmGradConv: Backend {
 
 impl GemmGradConv for Flex {
     fn conv2d_gemm_grad(x: FlexTensor, weight: FlexTensor, options: ConvOptions<2>) -> FlexTensor {
-        if !conv_gemm::applies(&x, &weight) {
+        if !conv_gemm::applies(&x, &weight, options.groups) {
             return Self::conv2d(x, weight, None, options);
         }
         conv_gemm::forward(&x, &weight, &options)
@@ -83,7 +83,7 @@ impl GemmGradConv for Flex {
         dy: FlexTensor,
         options: ConvOptions<2>,
     ) -> FlexTensor {
-        if !conv_gemm::applies(&x, &weight) || dy.dtype() != DType::F32 {
+        if !conv_gemm::applies(&x, &weight, options.groups) || dy.dtype() != DType::F32 {
             return Self::conv2d_x_backward(x, weight, dy, options);
         }
         conv_gemm::input_grad(x.shape().as_slice(), &weight, &dy, &options)

@@ -54,6 +54,16 @@ impl Geometry {
             && self.out == [self.height, self.width]
     }
 
+    /// Whether some window reaches outside the input (into padding).
+    fn reads_padding(&self) -> bool {
+        let size = [self.height, self.width];
+        (0..2).any(|a| {
+            let last =
+                (self.out[a].max(1) - 1) * self.stride[a] + (self.kernel[a] - 1) * self.dilation[a];
+            self.pad[a] > 0 || last >= size[a]
+        })
+    }
+
     /// Output columns `ox` whose input column `ox * stride + j * dilation - pad` is inside.
     fn valid_columns(&self, j: usize) -> (usize, usize) {
         let offset = j * self.dilation[1];
@@ -150,20 +160,31 @@ impl Geometry {
 }
 
 /// Writes the im2col matrix of one example `x` (`channels * height * width` floats) into `cols`
-/// (`rows * positions` floats). Padding entries are never written: a buffer zeroed once stays
-/// valid for every example of the same geometry.
+/// (`rows * positions` floats), every entry of it: padding entries get zeros, so `cols` may hold
+/// anything before (a scratch buffer reused across convolutions of any geometry).
 pub(super) fn im2col(x: &[f32], g: &Geometry, cols: &mut [f32]) {
     let (plane, positions, s) = (g.plane(), g.positions(), g.stride[1]);
+    let cols = &mut cols[..g.rows() * positions];
     if g.merges_runs() {
+        // Rows come in order; rows without a span read only padding.
+        let mut next_row = 0;
         g.spans(|span| {
+            cols[next_row * positions..span.row * positions].fill(0.0);
+            next_row = span.row + 1;
             let row = &mut cols[span.row * positions..][..positions];
             let src = &x[span.channel * plane + span.src..][..span.len];
+            row[..span.col].fill(0.0);
             row[span.col..][..span.len].copy_from_slice(src);
+            row[span.col + span.len..].fill(0.0);
             for start in span.gap_starts {
                 row[start..][..span.gaps].fill(0.0);
             }
         });
+        cols[next_row * positions..].fill(0.0);
         return;
+    }
+    if g.reads_padding() {
+        cols.fill(0.0);
     }
     g.runs(|r| {
         let src = &x[r.channel * plane + r.src..];
@@ -315,6 +336,41 @@ mod tests {
             im2col(&x, &g, &mut cols);
             assert_eq!(g.merges_runs(), g.out[1] == width);
             assert_eq!(cols, by_runs, "{width} {kernel} {pad} {dilation}");
+        }
+    }
+
+    #[test]
+    fn im2col_writes_every_entry_over_stale_values() {
+        // Merged spans ('same' and narrower outputs, rows of padding only), strided runs with
+        // and without padding, a valid conv: a buffer of NaNs ends as a zeroed one does.
+        for (width, kernel, stride, pad, dilation) in [
+            (7, 3, 1, 1, 1),
+            (6, 5, 1, 4, 1),
+            (9, 3, 1, 2, 2),
+            (8, 3, 2, 1, 1),
+            (8, 1, 2, 0, 1),
+            (12, 5, 1, 0, 1),
+            (9, 3, 2, 2, 2),
+        ] {
+            let mut g = geometry(width, kernel, stride, pad, dilation);
+            g.channels = 3;
+            let x: Vec<f32> = (0..3 * g.plane()).map(|v| v as f32 + 1.0).collect();
+            let mut zeroed = vec![0.0; g.rows() * g.positions()];
+            im2col(&x, &g, &mut zeroed);
+            let mut stale = vec![f32::NAN; zeroed.len() + 5];
+            im2col(&x, &g, &mut stale);
+            assert!(
+                stale[zeroed.len()..].iter().all(|v| v.is_nan()),
+                "wrote past the matrix"
+            );
+            assert_eq!(
+                stale[..zeroed.len()]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>(),
+                zeroed.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{width} {kernel} {stride} {pad} {dilation}"
+            );
         }
     }
 
