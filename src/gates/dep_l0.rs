@@ -8,6 +8,20 @@
 //!
 //! Init: `W_j ~ U(+-1/sqrt(fan_in))`, `b_j ~ N(3, 0.01^2)`. **[ours]** `W_j` is stored divided by
 //! [`step_scale`] so that Adam's per-entry step does not saturate the chain.
+//!
+//! **[ours]** Budget runs (`scaled`) change three more things, all measured on models/vit at
+//! `--target-macs 0.5` (BENCHMARKS.md, "Dep-L0 on the ViT"), where the reference chain
+//! saturated: every logit at +-4.6 within 25 steps, `tanh' ~ 0`, and the budget's multipliers
+//! swinging +-20 while no gate moved.
+//! - A wall on the pre-activations: [`DepGenerator::wall_penalty`] adds
+//!   `WALL_WEIGHT * sum relu(|z| - WALL)^2`, so `z` stays where `tanh` still answers and a
+//!   closed gate can reopen within tens of steps (a clamp that moved the biases let `W` grow
+//!   without bound instead).
+//! - The init: every logit starts at L0-HC's [`BUDGET_INIT_LOGIT`] (`b_j = atanh(3 / ln 100)`)
+//!   and `W_j` at a tenth of the reference's range, so that no gate is closed at step 0 (the
+//!   reference init closed 16 of the ViT's 384 MLP gates before training).
+//! - The generator's Adam steps are [`BUDGET_STEP`] of the gate lr, for `W_j` and `b_j` alike
+//!   (both stored divided by that factor).
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
@@ -18,6 +32,18 @@ use burn::tensor::{TensorData, activation};
 pub const BIAS_INIT_MEAN: f64 = 3.0;
 /// Bias standard deviation at init.
 pub const BIAS_INIT_STD: f64 = 0.01;
+
+/// **[ours]** Budget runs: the logit every gate starts at (L0-HC's init logit).
+pub const BUDGET_INIT_LOGIT: f64 = 3.0;
+/// **[ours]** Budget runs: `W_j`'s init range as a share of the reference's `1/sqrt(fan_in)`.
+pub const BUDGET_WEIGHT_INIT: f64 = 0.1;
+/// **[ours]** Budget runs: the generator's step as a share of the gate lr.
+pub const BUDGET_STEP: f64 = 0.3;
+/// **[ours]** Budget runs: `|z|` beyond this is penalised (`ln(100) tanh(1.5) = 4.16`).
+pub const WALL: f64 = 1.5;
+/// **[ours]** Weight of the wall penalty: large enough to outweigh the data and budget
+/// gradients that reach a gate through `tanh'` beyond the wall (about 1e-4 to 1e-3 per gate).
+pub const WALL_WEIGHT: f64 = 0.01;
 
 /// The generator. Its parameters (one [`Linear`] per gated layer) train jointly with the network
 /// (Adam, lr 1e-3 in the reference).
@@ -32,7 +58,8 @@ pub struct DepGenerator {
     /// Backward dependency (chain built from the last gated layer to the first).
     #[module(skip)]
     pub backward: bool,
-    /// **[ours]** Weights stored divided by [`step_scale`] (set for budget runs, see there).
+    /// **[ours]** Budget runs: weights stored divided by [`step_scale`] and [`BUDGET_STEP`],
+    /// biases by [`BUDGET_STEP`], the budget init and the wall (see the module docs).
     #[module(skip)]
     pub scaled: bool,
 }
@@ -96,13 +123,16 @@ impl DepGenerator {
             .enumerate()
             .map(|(j, c)| {
                 let (w, b) = init(fan_in, c);
-                let stored = if scaled {
-                    w.div_scalar(step_scale(j, fan_in))
+                let (w, b) = if scaled {
+                    (
+                        w.div_scalar(step_scale(j, fan_in) * BUDGET_STEP),
+                        b.div_scalar(BUDGET_STEP),
+                    )
                 } else {
-                    w
+                    (w, b)
                 };
                 fan_in = c;
-                linear_from(stored, b)
+                linear_from(w, b)
             })
             .collect();
         DepGenerator {
@@ -114,8 +144,8 @@ impl DepGenerator {
     }
 
     /// Reference init from the project's generator seeded with `seed` ([`crate::rng`])
-    /// (bitwise reproducible on every backend); `scaled`: store the weights divided by
-    /// [`step_scale`].
+    /// (bitwise reproducible on every backend); `scaled`: a budget run's generator (the
+    /// budget init, scaled steps and the wall; module docs).
     pub fn new_seeded(
         widths: &[usize],
         n0: usize,
@@ -126,10 +156,18 @@ impl DepGenerator {
     ) -> Self {
         use crate::rng::RngExt;
         let mut rng = crate::rng::seeded(seed);
-        let bias = rand_distr::Normal::new(BIAS_INIT_MEAN, BIAS_INIT_STD)
-            .expect("constant, valid parameters");
+        let (bias_mean, weight_range) = if scaled {
+            (
+                (BUDGET_INIT_LOGIT / 100f64.ln()).atanh(),
+                BUDGET_WEIGHT_INIT,
+            )
+        } else {
+            (BIAS_INIT_MEAN, 1.0)
+        };
+        let bias =
+            rand_distr::Normal::new(bias_mean, BIAS_INIT_STD).expect("constant, valid parameters");
         Self::build(widths, n0, backward, scaled, |fan_in, c| {
-            let bound = 1.0 / (fan_in as f64).sqrt();
+            let bound = weight_range / (fan_in as f64).sqrt();
             let w: Vec<f32> = (0..fan_in * c)
                 .map(|_| rng.random_range(-bound..bound) as f32)
                 .collect();
@@ -159,14 +197,64 @@ impl DepGenerator {
     }
 
     /// The map's weight `W_j` (shape fan-in x width) as the chain uses it: the stored
-    /// parameter, times [`step_scale`] when `scaled`.
+    /// parameter, times [`step_scale`] and [`BUDGET_STEP`] when `scaled`.
     pub fn weight(&self, j: usize) -> Tensor<2> {
         let w = self.layers[j].weight.val();
         if !self.scaled {
             return w;
         }
         let fan_in = w.dims()[0];
-        w.mul_scalar(step_scale(j, fan_in))
+        w.mul_scalar(step_scale(j, fan_in) * BUDGET_STEP)
+    }
+
+    /// The map's bias `b_j` as the chain uses it: the stored parameter, times [`BUDGET_STEP`]
+    /// when `scaled`.
+    pub fn bias(&self, j: usize) -> Tensor<1> {
+        let b = layer_bias(&self.layers[j]);
+        if !self.scaled {
+            return b;
+        }
+        b.mul_scalar(BUDGET_STEP)
+    }
+
+    /// The pre-activations `z_j = W_j h_{j-1} + b_j` of every map, in chain order.
+    pub fn pre_activations(&self) -> Vec<Tensor<1>> {
+        self.chain().into_iter().map(|(z, _)| z).collect()
+    }
+
+    /// **[ours]** Budget runs: `WALL_WEIGHT * sum relu(|z| - WALL)^2` over every map's
+    /// pre-activations (`None` otherwise).
+    pub fn wall_penalty(&self) -> Option<Tensor<1>> {
+        if !self.scaled {
+            return None;
+        }
+        let device = self.layers.first()?.weight.device();
+        let mut penalty = Tensor::<1>::zeros([1], &device);
+        for z in self.pre_activations() {
+            let over = (z.abs() - WALL as f32).clamp_min(0.0);
+            penalty = penalty + (over.clone() * over).sum();
+        }
+        Some(penalty.mul_scalar(WALL_WEIGHT))
+    }
+
+    /// `(z_j, h_j)` of every map, in chain order.
+    fn chain(&self) -> Vec<(Tensor<1>, Tensor<1>)> {
+        let Some(first) = self.layers.first() else {
+            return Vec::new();
+        };
+        let mut h = Tensor::<2>::ones([1, self.n0], &first.weight.device());
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (j, layer) in self.layers.iter().enumerate() {
+            let z = if self.scaled {
+                h.matmul(self.weight(j)) + self.bias(j).unsqueeze_dim(0)
+            } else {
+                layer.forward(h)
+            };
+            h = activation::tanh(z.clone()).mul_scalar(100f64.ln());
+            let c = h.dims()[1];
+            out.push((z.reshape([c]), h.clone().reshape([c])));
+        }
+        out
     }
 
     /// Channel counts of the gated layers in network order.
@@ -177,23 +265,7 @@ impl DepGenerator {
 
     /// The HC logit vector of every gated layer, in network order.
     pub fn forward(&self) -> Vec<Tensor<1>> {
-        let Some(first) = self.layers.first() else {
-            return Vec::new();
-        };
-        let device = first.weight.device();
-        let scale = 100f64.ln();
-        let mut h = Tensor::<2>::ones([1, self.n0], &device);
-        let mut out = Vec::with_capacity(self.layers.len());
-        for (j, layer) in self.layers.iter().enumerate() {
-            let z = if self.scaled {
-                h.matmul(self.weight(j)) + layer_bias(layer).unsqueeze_dim(0)
-            } else {
-                layer.forward(h)
-            };
-            h = activation::tanh(z).mul_scalar(scale);
-            let c = h.dims()[1];
-            out.push(h.clone().reshape([c]));
-        }
+        let mut out: Vec<Tensor<1>> = self.chain().into_iter().map(|(_, h)| h).collect();
         if self.backward {
             out.reverse();
         }
@@ -257,16 +329,25 @@ mod tests {
                 assert_eq!(first.weight.dims(), [n0, expect_out]);
                 let dims: Vec<usize> = g.forward().iter().map(|t| t.dims()[0]).collect();
                 assert_eq!(dims, widths.to_vec());
-                // W ~ U(+-1/sqrt(fan_in)), b ~ N(3, 0.01^2)
+                // W ~ U(+-1/sqrt(fan_in)), b ~ N(3, 0.01^2); budget runs: a tenth of W's range,
+                // b ~ N(atanh(3 / ln 100), 0.01^2) (every logit near L0-HC's 3)
+                let (range, bias_mean) = match scaled {
+                    false => (1.0, 3.0),
+                    true => (BUDGET_WEIGHT_INIT as f32, 0.7786),
+                };
                 let mut fan_in = n0;
                 for (j, l) in g.layers.iter().enumerate() {
-                    let bound = 1.0 / (fan_in as f32).sqrt();
+                    let bound = range / (fan_in as f32).sqrt();
                     let w = to_vec(g.weight(j));
                     assert!(w.iter().all(|x| x.abs() <= bound * (1.0 + 1e-5)));
                     assert!(w.iter().any(|x| *x != 0.0));
-                    let b = to_vec(l.bias.as_ref().unwrap().val());
-                    assert!(b.iter().all(|x| (x - 3.0).abs() < 0.06));
+                    let b = to_vec(g.bias(j));
+                    assert!(b.iter().all(|x| (x - bias_mean).abs() < 0.06));
                     fan_in = l.weight.dims()[1];
+                }
+                if scaled && !backward {
+                    let a = to_vec(g.forward().remove(0));
+                    assert!(a.iter().all(|x| (x - BUDGET_INIT_LOGIT as f32).abs() < 0.2));
                 }
                 for t in g.forward() {
                     let a = to_vec(t);
@@ -300,6 +381,56 @@ mod tests {
         assert_eq!(v0.len(), 2);
         assert!(v1.iter().all(|&x| (x as f64 - h_last).abs() < 1e-5));
         assert!(v0.iter().all(|&x| (x as f64 - h_first).abs() < 1e-5));
+    }
+
+    /// Budget runs on the ViT's gate widths (4 heads and 128 MLP neurons in each of 3 blocks):
+    /// a budget-like pressure of multiplier 20 (the size the reference chain's multipliers
+    /// reached) closes gates for 150 steps at the default gate lr, then opens them for 60.
+    /// The reference chain saturated there: `|z|` 5-12 after 25 steps on the ViT, where
+    /// `tanh' ~ 0` and no gate moved back. With the wall every pre-activation stays under
+    /// twice it (`tanh'(3) = 0.01`), and three quarters of the gates the first phase closed
+    /// reopen in the second (measured: 383 of 396 closed, 71 still closed after 60 steps;
+    /// without the wall `|z|` reaches 3.06 and 371 stay closed).
+    #[test]
+    fn under_a_swinging_budget_pressure_the_chain_stays_at_its_wall_and_gates_reopen() {
+        use burn::optim::{AdamConfig, GradientsParams};
+        let dev = Device::flex().autodiff();
+        let widths = [4usize, 128, 4, 128, 4, 128];
+        let total: usize = widths.iter().sum();
+        let mut g = DepGenerator::new_seeded(&widths, 64, false, true, 0, &dev);
+        let closed = |g: &DepGenerator| -> usize {
+            let shut = |a: Tensor<1>| to_vec(a).iter().filter(|&&x| x <= -11f32.ln()).count();
+            g.forward().into_iter().map(shut).sum()
+        };
+        assert_eq!(closed(&g), 0, "a gate is closed at init");
+        let mut opt = AdamConfig::new().init();
+        let (mut worst_z, mut closed_by_push) = (0f32, 0);
+        for step in 0..210 {
+            let push = if step < 150 { 20.0 } else { -20.0 };
+            let open = g
+                .forward()
+                .into_iter()
+                .map(|a| prob_open_t(a).sum())
+                .reduce(|x, y| x + y)
+                .unwrap();
+            let loss = open.mul_scalar(push / total as f64) + g.wall_penalty().unwrap();
+            let mut grads = loss.backward();
+            let grads = GradientsParams::from_module(&mut grads, &g);
+            g = opt.step(0.1, g, grads);
+            for z in g.pre_activations() {
+                worst_z = to_vec(z.abs()).into_iter().fold(worst_z, f32::max);
+            }
+            if step == 149 {
+                closed_by_push = closed(&g);
+            }
+        }
+        assert!(worst_z < 2.0 * WALL as f32, "|z| reached {worst_z}");
+        assert!(
+            closed_by_push > total * 9 / 10,
+            "{closed_by_push} of {total} closed"
+        );
+        let still = closed(&g);
+        assert!(still < total / 4, "{still} of {total} still closed");
     }
 
     /// The generator is trainable: gradients of a penalty reach every weight and bias.

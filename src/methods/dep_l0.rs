@@ -6,6 +6,7 @@ use burn::prelude::*;
 
 use super::{GateInit, GateMethod, Method, Rng, TrainSample, l0_hc};
 use crate::gates::DepGenerator;
+use crate::gates::dep_l0::WALL;
 use crate::gates::hard_concrete as hc;
 
 /// Dep-L0 with an all-ones generator input of width `n0`, chained forward or backward, its
@@ -15,8 +16,9 @@ pub struct DepL0 {
     pub n0: usize,
     pub backward: bool,
     pub seed: u64,
-    /// **[ours]** Budget runs: generator weights stored divided by
-    /// [`crate::gates::dep_l0::step_scale`].
+    /// **[ours]** Budget runs: the generator's budget form (scaled steps, the budget init and
+    /// the wall on its pre-activations, [`crate::gates::dep_l0`]) and the floor-corrected
+    /// expected count ([`GateMethod::expected_open`] below).
     pub scaled: bool,
 }
 
@@ -54,6 +56,26 @@ impl GateMethod for DepL0 {
 
     fn prob_open(&self, logits: Tensor<1>) -> Tensor<1> {
         hc::prob_open_t(logits)
+    }
+
+    /// **[ours]** Budget runs count each gate's `P(open)` between its values at the wall,
+    /// mapped to [0, 1]: a gate held shut at the wall still has `P(open)` 0.072, so the plain
+    /// count held the ViT's expected MACs at 0.5 with the closed gates' kept share at 0.46, and
+    /// the export then reopened 14-28 channels that had not trained. Without a budget the
+    /// count is the reference's.
+    fn expected_open(&self, logits: &[Tensor<1>]) -> Vec<Tensor<1>> {
+        if !self.scaled {
+            return logits
+                .iter()
+                .map(|a| self.prob_open(a.clone()).sum())
+                .collect();
+        }
+        let bound = 100f64.ln() * WALL.tanh();
+        let (shut, open) = (hc::prob_open(-bound), hc::prob_open(bound));
+        logits
+            .iter()
+            .map(|a| ((self.prob_open(a.clone()) - shut as f32) / (open - shut) as f32).sum())
+            .collect()
     }
 
     fn test_value(&self, param: f32) -> f32 {
