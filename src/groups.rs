@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::ir::{Graph, Node, Op};
 
 mod bert;
+mod gqa;
 mod heads;
 mod hidden;
 mod mha;
