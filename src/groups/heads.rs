@@ -380,6 +380,11 @@ fn follow_folded(cx: &mut ChannelCx, g: usize, heads: usize, axis: usize) {
 }
 
 impl Heads {
+    /// The head groups (raw ids, before union).
+    pub fn groups(&self) -> impl Iterator<Item = usize> + '_ {
+        self.groups.iter().copied()
+    }
+
     pub fn with_known(known: BTreeMap<String, Split>) -> Self {
         Heads {
             known,
