@@ -258,7 +258,7 @@ fn binary_ok(cx: &ChannelCx, carried: &[(usize, Vec<Segment>)], ax: usize) -> bo
         !widens
             && t.shape.iter().enumerate().all(|(k, &d)| {
                 let at = k as isize + off;
-                d == 1 || (at == ax as isize && d == full) || at != ax as isize
+                d == 1 || d == full || at != ax as isize
             })
     })
 }
