@@ -3,7 +3,7 @@
 //! rotate-half by Slice/Neg/Concat), grouped-query attention (8 q heads of 4 sharing 4 kv heads,
 //! k and v repeated by Unsqueeze/Expand/Reshape), a causal mask, a SwiGLU MLP and a classifier
 //! on the last token. TorchScript (opset 17) and dynamo (opset 18) exports; `mqa_*` is the same
-//! with one kv head (multi-query attention).
+//! with one kv head (multi-query attention): there the q heads are the channels.
 
 mod common;
 
@@ -160,32 +160,53 @@ fn inspect_lists_the_kv_groups_and_the_swiglu_neurons() {
     }
 }
 
-/// With one kv head there is no kv group to prune and q heads are not pruned within it: the q
-/// heads stay fixed with the node named, the SwiGLU neurons stay prunable.
+/// With one kv head (multi-query attention) a q head is the channel: q's columns and o's rows
+/// with the Expands that broadcast k and v to the q heads; k's and v's columns are head_dim
+/// (the rotary tables are per head_dim) and stay fixed with the node named.
+fn mqa_head_groups(graph: &Graph) -> Vec<ChannelGroup> {
+    compress::groups::analyse(graph)
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.prunable && g.width == 8 && g.producers.len() == 3)
+        .collect()
+}
+
 #[test]
-fn multi_query_heads_are_fixed_with_a_reason_and_the_mlp_stays_prunable() {
+fn multi_query_heads_are_q_heads_and_head_dim_stays_fixed() {
     for dir in mqa_dirs() {
         let graph = load(&dir);
         let what = name(&dir);
-        let groups = compress::groups::analyse(&graph).unwrap();
-        let is_q = |p: &str| {
-            let n = graph.nodes.iter().find(|n| n.name == p).unwrap();
-            matches!(n.op, Op::MatMul) && weight(&graph, p) == [32, 32]
-        };
-        let q: Vec<&ChannelGroup> = groups
-            .iter()
-            .filter(|g| g.producers.len() == 1 && is_q(&g.producers[0]))
-            .collect();
-        assert_eq!(q.len(), 2, "{what}: {groups:?}");
-        for g in q {
-            let reason = g.reason.as_deref().unwrap_or_default();
+        let heads = mqa_head_groups(&graph);
+        assert_eq!(heads.len(), 2, "{what}");
+        for g in &heads {
+            let op = |p: &str| &graph.nodes.iter().find(|n| n.name == p).unwrap().op;
+            assert!(matches!(op(&g.producers[0]), Op::MatMul), "{what}: {g:?}");
+            assert_eq!(weight(&graph, &g.producers[0]), [32, 32], "{what}");
             assert!(
-                !g.prunable && reason.contains("attention heads at node"),
-                "{what}: {g:?}"
+                g.producers[1..]
+                    .iter()
+                    .all(|p| matches!(op(p), Op::Expand(_)))
             );
+            assert_eq!(weight(&graph, &g.consumers[0]), [32, 32], "{what}");
+            assert_eq!(g.gates.len(), 1, "{what}: {g:?}");
         }
+        let groups = compress::groups::analyse(&graph).unwrap();
+        let is_kv = |p: &str| {
+            let n = graph.nodes.iter().find(|n| n.name == p).unwrap();
+            matches!(n.op, Op::MatMul) && weight(&graph, p) == [32, 4]
+        };
+        let head_dim: Vec<&ChannelGroup> = groups
+            .iter()
+            .filter(|g| g.producers.len() == 1 && is_kv(&g.producers[0]))
+            .collect();
+        assert_eq!(head_dim.len(), 4, "{what}: {groups:?}");
+        assert!(
+            head_dim
+                .iter()
+                .all(|g| !g.prunable && g.reason.as_deref().is_some_and(|r| r.contains("at node")))
+        );
         assert_eq!(swiglu_groups(&graph).len(), 2, "{what}");
-        assert_eq!(groups.iter().filter(|g| g.prunable).count(), 2, "{what}");
+        assert_eq!(groups.iter().filter(|g| g.prunable).count(), 4, "{what}");
     }
 }
 
@@ -273,9 +294,29 @@ fn random_keep_plans_verify_in_tract_and_onnxruntime() {
         for (i, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
             let what = format!("{} at {fraction}", name(&dir));
             let plan = compress::prune::plan::random(&groups, fraction, 50 + i as u64);
-            assert_eq!(plan.groups.len(), 2, "{what}");
+            let widths: Vec<usize> = plan.groups.iter().map(|g| g.keep.len()).collect();
+            let (h, neurons) = ((8.0 * fraction) as usize, (64.0 * fraction) as usize);
+            assert_eq!(widths, [h, neurons, h, neurons], "{what}");
             let pruned = compress::prune::prune(&graph, &plan, None)
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
+            // q split [.., h, 4], k and v split [.., 1, 4], Expand [.., 1, h, N, 4], repeat
+            // [.., h, N, 4], merge [.., 4h]: 16 targets, none with 8 heads.
+            let (h, n) = (h as i64, SEQ as i64);
+            let t = targets(&pruned.graph);
+            let count = |rank: usize, want: &[i64]| {
+                t.iter()
+                    .filter(|s| s.len() == rank && s.ends_with(want))
+                    .count()
+            };
+            let found = [
+                count(4, &[n, h, 4]),
+                count(4, &[n, 1, 4]),
+                count(5, &[1, h, n, 4]),
+                count(4, &[h, n, 4]),
+                count(3, &[n, 4 * h]),
+            ];
+            assert_eq!(found, [2, 4, 4, 4, 2], "{what}: {t:?}");
+            assert_eq!(t.len(), 16, "{what}: {t:?}");
             assert_matches_reference(&pruned, &what, 20 + i as u64);
         }
     }
@@ -291,6 +332,11 @@ fn cost_model_prices_plans_at_the_pruned_macs() {
         common::assert_head_plans_priced_at_pruned_macs(&name(&dir), &graph, &heads, 4);
         let mlp: Vec<usize> = swiglu_groups(&graph).iter().map(|g| g.id).collect();
         common::assert_head_plans_priced_at_pruned_macs(&name(&dir), &graph, &mlp, 64);
+    }
+    for dir in mqa_dirs() {
+        let graph = load(&dir);
+        let heads: Vec<usize> = mqa_head_groups(&graph).iter().map(|g| g.id).collect();
+        common::assert_head_plans_priced_at_pruned_macs(&name(&dir), &graph, &heads, 8);
     }
 }
 
@@ -332,12 +378,12 @@ fn closing_every_kv_group_of_a_block_removes_its_attention() {
 }
 
 /// `compress run` with l0-hc on the keyword token data at half the MACs: it learns the task,
-/// removes kv groups and SwiGLU neurons, and its export is verified in tract (and ORT).
+/// removes kv groups (q heads with one kv head) and SwiGLU neurons, and its export is verified in tract (and ORT).
 #[test]
 fn a_short_l0_hc_run_on_keyword_tokens_exports_a_verified_model() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::repo().join("fixtures/transformers/keywords.jsonl");
-    for dir in gqa_dirs() {
+    for dir in gqa_dirs().into_iter().chain(mqa_dirs()) {
         let name = name(&dir);
         let out = tmp.path().join(format!("{name}.onnx"));
         let run = common::compress()
@@ -370,9 +416,10 @@ fn a_short_l0_hc_run_on_keyword_tokens_exports_a_verified_model() {
             w.split('-').map(|x| x.parse().unwrap()).collect()
         };
         let (before, after) = (widths("widths_before"), widths("widths_after"));
-        assert_eq!(before, [4, 64, 4, 64], "{name}");
+        let heads = if name.starts_with("mqa") { 8 } else { 4 };
+        assert_eq!(before, [heads, 64, heads, 64], "{name}");
         assert!(
-            after[0] + after[2] < 8 && after[1] + after[3] < 128,
+            after[0] + after[2] < 2 * heads && after[1] + after[3] < 128,
             "{name}: {before:?} -> {after:?}"
         );
         let v = &r["verification"];

@@ -20,6 +20,14 @@
 //! groups, AV v's. The gate sits on v before the repeat (one value per kv head, block 1): a
 //! kv group's output is linear in its v, so scaling v scales the G heads' output, which is
 //! the head mask of CoFi per kv group.
+//!
+//! With one kv head (multi-query attention) the channel is a q head instead: k and v are one
+//! head broadcast to all q heads (`Expand [B, 1, 1, N, D] -> [B, 1, H, N, D]`, Reshape
+//! `[B, H, N, D]`), so the pass that sees q meet such a value at QK^T records that Expand (as
+//! the split `(0, H, 0)`); the next pass starts a head group of H channels at each such Expand
+//! (no gate there: zeroing k would not close a head), QK^T and AV join them with q's heads,
+//! and the gate sits at the merge as for BERT. Pruning rewrites the Expand's H and the
+//! Reshape's H to the q heads that survive.
 
 use super::{ChannelCx, Segment};
 use crate::ir::Op;
@@ -125,4 +133,81 @@ pub(super) fn gate_on_values(cx: &mut ChannelCx, group: usize) {
     if let Some(source) = cx.a.heads.repeat_source.get(&n.inputs[1]).cloned() {
         cx.add_source(group, &source);
     }
+}
+
+/// `[B, 1, H, N, D] -> [B, H, N, D]`: a size-1 axis before the head axis dropped.
+pub(super) fn drops_unit_axis(i: &[usize], o: &[usize], ax: usize) -> bool {
+    ax >= 1
+        && o.len() + 1 == i.len()
+        && i[ax - 1] == 1
+        && o[..ax - 1] == i[..ax - 1]
+        && o[ax - 1..] == i[ax..]
+}
+
+/// The Expand that broadcasts one kv head to `heads` q heads, when `value` comes from it
+/// through a Reshape dropping the size-1 kv axis and Transposes.
+fn broadcast_of<'g>(cx: &ChannelCx<'g>, value: &str, heads: usize) -> Option<&'g crate::ir::Node> {
+    let graph = cx.graph;
+    let producer = |v: &str| {
+        graph
+            .nodes
+            .iter()
+            .find(|m| m.outputs.iter().any(|o| o == v))
+    };
+    let mut node = producer(value)?;
+    while matches!(node.op, Op::Transpose { .. }) {
+        node = producer(&node.inputs[0])?;
+    }
+    if !matches!(node.op, Op::Reshape { .. }) {
+        return None;
+    }
+    let expand = producer(&node.inputs[0])?;
+    let (i, o) = (cx.shape(&expand.inputs[0]), cx.shape(&expand.outputs[0]));
+    let (r, m) = (cx.shape(&node.inputs[0]), cx.shape(&node.outputs[0]));
+    let axis = (0..o.len()).find(|&a| i.get(a) == Some(&1) && o[a] == heads)?;
+    let ok = matches!(expand.op, Op::Expand(_))
+        && i.len() == o.len()
+        && axis >= 1
+        && i[axis - 1] == 1
+        && drops_unit_axis(r, m, axis);
+    ok.then_some(expand)
+}
+
+/// QK^T (or AV) of q's H heads with a computed operand that is one kv head broadcast to them
+/// (multi-query attention): the Expand is recorded to start a head group in the next pass.
+pub(super) fn find_broadcast(cx: &mut ChannelCx, segs: &[Segment]) -> bool {
+    let n = cx.node;
+    let [q] = segs else { return false };
+    if q.block != 1 {
+        return false;
+    }
+    let Some(expand) = broadcast_of(cx, &n.inputs[1], q.width) else {
+        return false;
+    };
+    let name = expand.name.clone();
+    if cx.a.heads.known.contains_key(&name) {
+        return false;
+    }
+    cx.a.heads.found.insert(name, (0, q.width, 0));
+    cx.block(segs, "multi-query heads (analysed in the next pass)");
+    true
+}
+
+/// Later passes: a recorded Expand starts a head group of `heads` channels at its output,
+/// with no gate of its own (it joins q's heads at QK^T and AV).
+pub(super) fn broadcast_heads(cx: &mut ChannelCx, heads: usize) -> bool {
+    let n = cx.node;
+    let (i, o) = (cx.shape(&n.inputs[0]), cx.shape(&n.outputs[0]));
+    let Some(axis) = (0..o.len()).find(|&a| i.get(a) == Some(&1) && o[a] == heads) else {
+        return false;
+    };
+    let g = cx.new_group(heads);
+    cx.a.heads.groups.insert(g);
+    let seg = Segment {
+        group: g,
+        width: heads,
+        block: 1,
+    };
+    super::heads::set(cx, vec![seg], axis, true);
+    true
 }

@@ -30,7 +30,7 @@ pub struct Heads {
     /// Head splits found in this pass that `known` lacks.
     pub found: BTreeMap<String, Split>,
     /// Groups that are attention heads.
-    groups: HashSet<usize>,
+    pub(super) groups: HashSet<usize>,
     /// Head-carrying values before their gate.
     before_gate: HashSet<String>,
     /// Values with the heads folded into a batch axis: value -> (group, heads, that axis).
@@ -44,6 +44,9 @@ pub struct Heads {
 pub fn follow(cx: &mut ChannelCx) -> bool {
     let n = cx.node;
     if let Some(&split) = cx.a.heads.known.get(&n.name) {
+        if let (0, heads, _) = split {
+            return super::gqa::broadcast_heads(cx, heads);
+        }
         return produce(cx, split);
     }
     if matches!(n.op, Op::Reshape { .. }) {
@@ -74,6 +77,9 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
         Op::MatMul if cx.is_const(&n.inputs[1]) && ax + 1 == rank && !before => return false,
         // nn.MultiheadAttention's out_proj: a Gemm over the merged heads `[N*B, H*D]`.
         Op::Gemm { .. } if ax == 1 && rank == 2 && !before => return false,
+        Op::MatMul if carried.len() == 1 && first == 0 && super::gqa::find_broadcast(cx, &segs) => {
+            return true;
+        }
         Op::MatMul => {
             carried.len() == 2
                 && first == 0
@@ -310,6 +316,10 @@ fn reshape(cx: &mut ChannelCx, segs: &[Segment], ax: usize, shape: &[i64], befor
         }
         // [B, KV, G, N, D] -> [B, KV*G, N, D] (k and v repeated to the q heads).
         _ if super::gqa::repeat(cx, segs, ax, before) => {}
+        // [B, 1, H, N, D] -> [B, H, N, D] (one kv head repeated to the q heads).
+        [s] if super::gqa::drops_unit_axis(&i, &o, ax) => {
+            set(cx, vec![*s], ax - 1, before);
+        }
         // [N, B, P*H*D] -> [N, B, P, H*D] (nn.MultiheadAttention's q, k, v parts).
         [s, ..] if super::mha::is_part_split(&i, &o, ax, segs) => {
             set(cx, vec![*s], 3, before);
