@@ -135,9 +135,10 @@ pub(super) fn gate_on_values(cx: &mut ChannelCx, group: usize) {
     }
 }
 
-/// `[B, 1, H, N, D] -> [B, H, N, D]`: a size-1 axis before the head axis dropped.
+/// `[B, 1, H, N, D] -> [B, H, N, D]`: a size-1 axis before the head axis dropped (never the
+/// batch axis, which is 1 in the analysis's shapes).
 pub(super) fn drops_unit_axis(i: &[usize], o: &[usize], ax: usize) -> bool {
-    ax >= 1
+    ax >= 2
         && o.len() + 1 == i.len()
         && i[ax - 1] == 1
         && o[..ax - 1] == i[..ax - 1]
