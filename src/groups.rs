@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::ir::{Graph, Node, Op};
 
 mod bert;
+mod gqa;
 mod heads;
 mod hidden;
 mod mha;
@@ -39,6 +40,9 @@ pub struct ChannelAnalysis {
     /// LayerNorm outputs that normalise over a group's channels (a transformer's hidden
     /// width) -> that group: the gated network normalises them over the open channels only.
     pub norms: HashMap<String, usize>,
+    /// Groups that are attention heads: an Add of two head values (a rotary embedding) is not
+    /// a residual stream.
+    pub heads: HashSet<usize>,
 }
 
 impl ChannelAnalysis {
@@ -615,10 +619,16 @@ pub fn analyse_layouts(graph: &Graph) -> Result<ChannelAnalysis> {
             out[g].normalised_by.push(n.name.clone());
         }
     }
+    let head_ids: Vec<usize> = a.heads.groups().collect();
+    let heads: HashSet<usize> = head_ids
+        .into_iter()
+        .map(|g| root_index[&a.find(g)])
+        .collect();
     Ok(ChannelAnalysis {
         groups: out,
         layouts,
         axes: std::mem::take(&mut a.axes),
         norms,
+        heads,
     })
 }

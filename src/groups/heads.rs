@@ -30,11 +30,13 @@ pub struct Heads {
     /// Head splits found in this pass that `known` lacks.
     pub found: BTreeMap<String, Split>,
     /// Groups that are attention heads.
-    groups: HashSet<usize>,
+    pub(super) groups: HashSet<usize>,
     /// Head-carrying values before their gate.
     before_gate: HashSet<String>,
     /// Values with the heads folded into a batch axis: value -> (group, heads, that axis).
     pub(super) folded: HashMap<String, (usize, usize, usize)>,
+    /// Head values that repeat each head of an earlier value (see [`super::gqa`]) -> that value.
+    pub(super) repeat_source: HashMap<String, String>,
 }
 
 /// Follows head groups through `cx.node`; true when the node was handled here (the ordinary
@@ -42,6 +44,9 @@ pub struct Heads {
 pub fn follow(cx: &mut ChannelCx) -> bool {
     let n = cx.node;
     if let Some(&split) = cx.a.heads.known.get(&n.name) {
+        if let (0, heads, _) = split {
+            return super::gqa::broadcast_heads(cx, heads);
+        }
         return produce(cx, split);
     }
     if matches!(n.op, Op::Reshape { .. }) {
@@ -72,6 +77,9 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
         Op::MatMul if cx.is_const(&n.inputs[1]) && ax + 1 == rank && !before => return false,
         // nn.MultiheadAttention's out_proj: a Gemm over the merged heads `[N*B, H*D]`.
         Op::Gemm { .. } if ax == 1 && rank == 2 && !before => return false,
+        Op::MatMul if carried.len() == 1 && first == 0 && super::gqa::find_broadcast(cx, &segs) => {
+            return true;
+        }
         Op::MatMul => {
             carried.len() == 2
                 && first == 0
@@ -80,6 +88,17 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
                 && cx.shape(&n.inputs[0])[..rank - 2] == cx.shape(&n.inputs[1])[..rank - 2]
         }
         Op::Binary(_) => binary_ok(cx, &carried, ax),
+        // Elementwise (rotary embedding's Neg).
+        Op::Activation(_) => true,
+        // Rotary embedding's rotate-half joins halves of head_dim, off the head axis.
+        Op::Concat { axis } => {
+            carried.len() == n.inputs.len()
+                && crate::ir::shape::norm_axis(*axis, rank).is_ok_and(|a| a != ax)
+                && carried.iter().all(|(i, s)| cx.axis(*i) == ax && *s == segs)
+        }
+        Op::Expand(_) if carried.len() == 1 && first == 0 => {
+            return super::gqa::expand(cx, segs, ax, before) || block_here(cx);
+        }
         // After the head axis (a legacy softmax flattens from its axis on, so this holds too).
         Op::Softmax { axis, .. } => crate::ir::shape::norm_axis(*axis, rank).is_ok_and(|a| a > ax),
         Op::Slice(s) => !s.axes.contains(&ax) && !s.axes.contains(&1),
@@ -107,16 +126,25 @@ pub fn follow(cx: &mut ChannelCx) -> bool {
     if ok {
         for (i, other) in carried.iter().skip(1) {
             if let (Some(a), Some(b)) = (segs.first(), other.first())
-                && a.width == b.width
                 && cx.axis(*i) == ax
             {
-                cx.union(a.group, b.group);
+                if a.width == b.width && a.block == b.block {
+                    cx.union(a.group, b.group);
+                    super::gqa::gate_on_values(cx, a.group);
+                } else {
+                    super::gqa::regroup_queries(cx, a, b);
+                }
             }
         }
         set(cx, segs, ax, before);
     } else {
         block_all(cx, "op that does not follow attention heads");
     }
+    true
+}
+
+fn block_here(cx: &mut ChannelCx) -> bool {
+    block_all(cx, "op that does not follow attention heads");
     true
 }
 
@@ -228,10 +256,16 @@ fn binary_ok(cx: &ChannelCx, carried: &[(usize, Vec<Segment>)], ax: usize) -> bo
         };
         let full = cx.shape(&n.outputs[0])[ax];
         let off = rank as isize - t.shape.len() as isize;
-        t.shape.iter().enumerate().all(|(k, &d)| {
-            let at = k as isize + off;
-            d == 1 || (at == ax as isize && d == full)
-        })
+        // Off the head axis a constant may vary (rotary tables `[N, D]`, a causal mask
+        // `[N, N]`) as long as it does not widen the head value.
+        let widens = carried
+            .iter()
+            .any(|(j, _)| cx.shape(&n.inputs[*j]) != cx.shape(&n.outputs[0]));
+        !widens
+            && t.shape.iter().enumerate().all(|(k, &d)| {
+                let at = k as isize + off;
+                d == 1 || d == full || at != ax as isize
+            })
     })
 }
 
@@ -259,11 +293,14 @@ fn reshape(cx: &mut ChannelCx, segs: &[Segment], ax: usize, shape: &[i64], befor
         }
         // [B, N, H, D] -> [B, N, H*D] (or [N*B, H*D]): the heads are merged; their gate goes
         // on the input.
-        [s] if s.block == 1 && super::mha::is_merge(&i, &o, ax) => {
-            let x = n.inputs[0].clone();
-            cx.add_source(s.group, &x);
+        // Grouped-query heads `{KV, block G}` are gated on v (see [`super::gqa`]).
+        [s] if super::mha::is_merge(&i, &o, ax) => {
+            if s.block == 1 {
+                let x = n.inputs[0].clone();
+                cx.add_source(s.group, &x);
+            }
             let merged = Segment {
-                block: i[ax + 1],
+                block: i[ax + 1] * s.block,
                 ..*s
             };
             set(cx, vec![merged], o.len() - 1, false);
@@ -271,6 +308,17 @@ fn reshape(cx: &mut ChannelCx, segs: &[Segment], ax: usize, shape: &[i64], befor
         // [B, N, H*D] -> [B, N, H, D] (BERT: q, k and v each split on their own).
         [s] if super::bert::is_split_of(&i, &o, ax, s) => {
             set(cx, vec![head(s)], 2, before);
+        }
+        // [B, N, KV*G*D] -> [B, N, KV*G, D] (grouped-query attention's q).
+        [s] if super::gqa::split_groups(&i, &o, ax, s).is_some() => {
+            let heads = super::gqa::split_groups(&i, &o, ax, s);
+            set(cx, heads.into_iter().collect(), 2, before);
+        }
+        // [B, KV, G, N, D] -> [B, KV*G, N, D] (k and v repeated to the q heads).
+        _ if super::gqa::repeat(cx, segs, ax, before) => {}
+        // [B, 1, H, N, D] -> [B, H, N, D] (one kv head repeated to the q heads).
+        [s] if super::gqa::drops_unit_axis(&i, &o, ax) => {
+            set(cx, vec![*s], ax - 1, before);
         }
         // [N, B, P*H*D] -> [N, B, P, H*D] (nn.MultiheadAttention's q, k, v parts).
         [s, ..] if super::mha::is_part_split(&i, &o, ax, segs) => {
@@ -342,6 +390,11 @@ fn follow_folded(cx: &mut ChannelCx, g: usize, heads: usize, axis: usize) {
 }
 
 impl Heads {
+    /// The head groups (raw ids, before union).
+    pub fn groups(&self) -> impl Iterator<Item = usize> + '_ {
+        self.groups.iter().copied()
+    }
+
     pub fn with_known(known: BTreeMap<String, Split>) -> Self {
         Heads {
             known,

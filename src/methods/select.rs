@@ -35,6 +35,7 @@ pub fn residual_tied_groups(graph: &Graph, analysis: &ChannelAnalysis) -> HashSe
                 analysis.layouts.get(&n.inputs[0]),
                 analysis.layouts.get(&n.inputs[1]),
             )
+            && !a.iter().chain(b).all(|s| analysis.heads.contains(&s.group))
         {
             out.extend(a.iter().chain(b).map(|s| s.group));
         }

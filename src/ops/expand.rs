@@ -192,10 +192,21 @@ impl OpRules for Expand {
         k
     }
 
-    /// A class token joined to a hidden width (groups::hidden) loses the removed channels.
+    /// A class token joined to a hidden width (groups::hidden) loses the removed channels; a
+    /// repeat of attention heads (groups::gqa) broadcasts only the heads that survive.
     fn slice(&self, cx: &mut SurgeryCx, n: &mut Node) -> Result<()> {
         let out = n.outputs[0].clone();
-        let (Some(kept), Some(t)) = (cx.kept(&out), cx.init(&n.inputs[0]).cloned()) else {
+        let Some(kept) = cx.kept(&out) else {
+            return Ok(());
+        };
+        let Some(t) = cx.init(&n.inputs[0]).cloned() else {
+            let axis = cx.channel_axis(&out);
+            let entry = (self.shape.len() + axis).checked_sub(cx.shape(&out).len());
+            if let Some(e) = entry.filter(|&e| self.shape[e] > 1) {
+                let mut expand = self.clone();
+                expand.shape[e] = kept.len();
+                n.op = crate::ir::Op::Expand(expand);
+            }
             return Ok(());
         };
         let axis = cx.channel_axis(&out) + t.shape.len();

@@ -284,8 +284,14 @@ impl OpRules for MatMul {
         }
     }
 
-    fn removed_value(&self, _: &SurgeryCx, _: &Node, _: usize, _: Option<f32>) -> Option<f32> {
-        None
+    /// Two computed operands with the channels on a batch axis (attention heads, e.g. AV): a
+    /// head that is 0 in either operand is 0.
+    fn removed_value(&self, cx: &SurgeryCx, n: &Node, f: usize, _: Option<f32>) -> Option<f32> {
+        let zero = |v: &String| cx.state(v, f) == Some(0.0);
+        let heads = n.inputs.len() == 2
+            && n.inputs.iter().all(|v| cx.analysed(v))
+            && cx.channel_axis(&n.outputs[0]) + 2 < cx.shape(&n.outputs[0]).len();
+        (heads && n.inputs.iter().any(zero)).then_some(0.0)
     }
 
     fn slice(&self, cx: &mut SurgeryCx, n: &mut Node) -> Result<()> {
