@@ -55,6 +55,9 @@ fn tiled_max_pool_matches_burns_pool_and_its_gradient() {
         (3, [2, 4, 9, 8], [2, 4], false),
         // Rounded values and ReLU zeros: many windows hold their maximum twice.
         (4, [4, 6, 12, 12], [2, 2], true),
+        // A row and a column that no window covers: their gradient is zero.
+        (5, [2, 3, 7, 9], [2, 2], false),
+        (6, [3, 2, 11, 10], [3, 4], true),
     ] {
         let numel: usize = shape.iter().product();
         let mut v = values(numel, seed);
@@ -106,6 +109,45 @@ fn tiled_max_pool_matches_burns_pool_and_its_gradient() {
         ));
         assert_eq!(host(max_pool::tiled_max_pool(xe, kernel)), y_ref);
     }
+}
+
+/// Signed zeros and NaNs: the first maximum wins (0.0 and -0.0 tie), a NaN wins; compared by
+/// bits, so that the zero's sign and the NaN's position count.
+#[test]
+fn tiled_max_pool_keeps_burns_rule_for_signed_zeros_and_nans() {
+    let dev = Device::flex().autodiff();
+    let (shape, kernel) = ([2, 3, 6, 8], [2, 2]);
+    let numel: usize = shape.iter().product();
+    let v: Vec<f32> = values(numel, 9)
+        .into_iter()
+        .enumerate()
+        .map(|(i, x)| match i % 7 {
+            0 => 0.0,
+            1 | 4 => -0.0,
+            2 if i % 5 == 0 => f32::NAN,
+            _ => x.min(0.0),
+        })
+        .collect();
+    let out = [shape[0], shape[1], shape[2] / 2, shape[3] / 2];
+    let r = tensor(values(out.iter().product(), 10), out, &dev);
+    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let run = |ours: bool| {
+        let x = tensor(v.clone(), shape, &dev).require_grad();
+        let y = if ours {
+            max_pool::tiled_max_pool(x.clone(), kernel)
+        } else {
+            max_pool2d(x.clone(), MaxPoolOptions::new(kernel).with_stride(kernel))
+        };
+        let grads = (y.clone() * r.clone()).sum().backward();
+        (bits(host(y)), bits(host(x.grad(&grads).expect("x grad"))))
+    };
+    let ((y, dx), (y_ref, dx_ref)) = (run(true), run(false));
+    assert!(
+        y.iter().any(|&b| f32::from_bits(b).is_nan()),
+        "the case holds NaN windows"
+    );
+    assert_eq!(y, y_ref, "output bits");
+    assert_eq!(dx, dx_ref, "input gradient bits");
 }
 
 #[test]

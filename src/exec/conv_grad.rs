@@ -153,14 +153,15 @@ pub fn gemm_grad_applies(device: &Device) -> bool {
     device.is_autodiff() && device.clone().inner() == Device::flex()
 }
 
-/// conv2d with a bias; on an autodiff flex device the weight gradient is a batched gemm.
+/// conv2d with a bias; on flex the per-example gemms (off autodiff too: validation and `eval`
+/// run there, and flex's own conv forward is slower), with autodiff their gradients as well.
 pub fn conv2d_train(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
-    if !gemm_grad_applies(&x.device()) {
+    if x.device().inner() != Device::flex() {
         return burn::tensor::module::conv2d(x, weight, bias, options);
     }
     let y = Tensor::<4>::from_dispatch(<Dispatch as GemmGradConv>::conv2d_gemm_grad(

@@ -57,6 +57,9 @@ pub struct Frame<'a> {
     pub norm_masks: HashMap<usize, Val>,
     /// When set, BatchNormalization uses batch statistics and reports them here, per node index.
     pub bn_stats: Option<&'a mut HashMap<usize, BatchStats>>,
+    /// Run on the device's inner backend (every value without its autodiff association): an
+    /// evaluation then records nothing that would wait for a backward to be freed.
+    pub inner: bool,
 }
 
 /// Batch mean and (unbiased) variance of one BatchNormalization node, detached.
@@ -210,11 +213,21 @@ impl Network {
     pub fn forward_frame(&self, inputs: Vec<Val>, mut frame: Frame) -> Result<Vec<Val>> {
         self.check_inputs(&inputs)?;
         let mut slots: Vec<Option<Val>> = vec![None; self.slot_count];
+        let inner = |v: Val| if frame.inner { v.inner() } else { v };
         for (s, v) in &self.constants {
-            slots[*s] = Some(frame.overrides.remove(s).unwrap_or_else(|| v.clone()));
+            slots[*s] = Some(inner(
+                frame.overrides.remove(s).unwrap_or_else(|| v.clone()),
+            ));
         }
         for ((s, _), v) in self.inputs.iter().zip(inputs) {
-            slots[*s] = Some(v);
+            slots[*s] = Some(inner(v));
+        }
+        if frame.inner {
+            let extra = frame
+                .scales
+                .values_mut()
+                .chain(frame.norm_masks.values_mut());
+            extra.for_each(|v| *v = v.clone().inner());
         }
         for (index, step) in self.steps.iter().enumerate() {
             let ins: Vec<Val> = step

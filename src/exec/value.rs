@@ -42,6 +42,14 @@ impl Val {
         }
     }
 
+    /// The same value without its autodiff association (unchanged off autodiff devices).
+    pub fn inner(self) -> Val {
+        Val {
+            t: self.t.inner(),
+            rank: self.rank,
+        }
+    }
+
     /// Logical dims (without the padding).
     pub fn dims(&self) -> Vec<usize> {
         self.t.dims()[MAX_RANK - self.rank..].to_vec()
