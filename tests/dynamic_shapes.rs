@@ -392,7 +392,9 @@ fn a_reshape_folded_from_shape_falls_back_to_the_given_size_with_a_note() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("note: the export has the fixed input size 1x3x16x16 (--input-shape)"),
+        stderr.contains(
+            "note: the export has the fixed input size 1x3x16x16 it was imported at (--input-shape"
+        ),
         "{stderr}"
     );
     let report = std::fs::read_to_string(dir.path().join("r.json")).unwrap();

@@ -208,7 +208,7 @@ impl ExportDims {
             .collect();
         let fixed = |why: String| ExportDims::Fixed {
             note: format!(
-                "the export has the fixed input size {} (--input-shape), not the model's symbolic dims: {why}",
+                "the export has the fixed input size {} it was imported at (--input-shape, or --seq-len for token data), not the model's symbolic dims: {why}",
                 given.join(", ")
             ),
         };
@@ -327,7 +327,7 @@ impl ExportDims {
                     Err(e) => {
                         let fixed = ExportDims::Fixed {
                             note: format!(
-                                "the export has the fixed input size (--input-shape), not the model's symbolic dims: at {at} it does not match its reference ({e})"
+                                "the export has the fixed input size it was imported at (--input-shape, or --seq-len for token data), not the model's symbolic dims: at {at} it does not match its reference ({e})"
                             ),
                         };
                         return fixed.export_checked(candidate, reference, probe, batch, tolerance);
