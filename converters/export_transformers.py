@@ -28,7 +28,9 @@ must reproduce them to 1e-4 for both files (checked here).
 
 Usage (from the repository root), with /work/torch-venv/bin/python:
   converters/export_transformers.py fixtures          # fixtures/transformers/{timm,torch}
-  converters/export_transformers.py train DATA_DIR    # models/vit/model.onnx (timm style, trained)
+  converters/export_transformers.py train DATA_DIR [EPOCHS [STYLE]]
+      # trained on Fashion-MNIST: models/vit (STYLE timm, the default) or models/vit_torch
+      # (STYLE torch, `nn.TransformerEncoder`); both in the cat form of the class token
 """
 import inspect
 import json
@@ -246,12 +248,12 @@ def evaluate(model, x, y, bs=1000):
     return correct
 
 
-def train(data, epochs=6):
+def train(data, epochs=6, style="timm"):
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
     xtr, ytr = load_split(data, "train")
     xte, yte = load_split(data, "t10k")
-    model = ViT("timm", DEPTH, cls="cat")
+    model = ViT(style, DEPTH, cls="cat")
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
     steps = epochs * ((len(xtr) + 127) // 128)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps, pct_start=0.1)
@@ -270,7 +272,7 @@ def train(data, epochs=6):
         acc = evaluate(model, xte, yte) / len(xte)
         log.append(round(acc, 4))
         print(f"epoch {ep + 1}: test accuracy {acc:.4f} ({time.time() - t0:.0f} s)", flush=True)
-    finish(model, xte, yte, epochs, time.time() - t0, log)
+    finish(model, xte, yte, epochs, time.time() - t0, log, style)
 
 
 def vit_macs(tokens=(28 // PATCH) ** 2 + 1):
@@ -282,10 +284,16 @@ def vit_macs(tokens=(28 // PATCH) ** 2 + 1):
     return patches + DEPTH * (linear + attention) + DIM * CLASSES
 
 
-def finish(model, xte, yte, epochs, train_s, log, **extra):
-    """Exports the trained model to models/vit (model.onnx, model.dynamo.onnx), checks both in
-    ONNX Runtime on the test set and writes the card."""
-    d = os.path.join("models", "vit")
+MODEL_NAMES = {"timm": "vit", "torch": "vit_torch"}
+ATTENTION_TEXT = {"timm": "timm-style attention",
+                  "torch": "nn.TransformerEncoder (norm_first, GELU) attention"}
+
+
+def finish(model, xte, yte, epochs, train_s, log, style, **extra):
+    """Exports the trained model to models/vit or models/vit_torch (model.onnx,
+    model.dynamo.onnx), checks both in ONNX Runtime on the test set and writes the card."""
+    name = MODEL_NAMES[style]
+    d = os.path.join("models", name)
     summary = export_all(model, d, torch.Generator().manual_seed(1))
     correct = evaluate(model, xte, yte)
     ort_correct, worst = {}, {}
@@ -300,9 +308,9 @@ def finish(model, xte, yte, epochs, train_s, log, **extra):
                 c += int((got.argmax(1) == yte[i:i + 1000].numpy()).sum())
         ort_correct[name], worst[name] = c, w
     card = {
-        "name": "vit",
+        "name": name,
         "architecture": f"ViT: patch {PATCH}, dim {DIM}, {HEADS} heads, MLP {MLP}, depth {DEPTH}, "
-                        "class token, learned positional embedding, timm-style attention",
+                        f"class token, learned positional embedding, {ATTENTION_TEXT[style]}",
         "params": int(sum(p.numel() for p in model.parameters())),
         "macs": vit_macs(),
         "epochs": epochs,
@@ -327,7 +335,8 @@ def main():
     if sys.argv[1:2] == ["fixtures"]:
         fixtures()
     elif sys.argv[1:2] == ["train"]:
-        train(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 6)
+        epochs = int(sys.argv[3]) if len(sys.argv) > 3 else 6
+        train(sys.argv[2], epochs, sys.argv[4] if len(sys.argv) > 4 else "timm")
     else:
         sys.exit(__doc__)
 

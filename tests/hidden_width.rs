@@ -23,6 +23,7 @@ fn exports() -> Vec<(PathBuf, &'static str, usize)> {
     }
     for file in ["model.onnx", "model.dynamo.onnx"] {
         out.push((root.join("models/vit"), file, 3));
+        out.push((root.join("models/vit_torch"), file, 3));
         // The class token joined by a Concat: torchvision's VisionTransformer (3 blocks, RGB)
         // and timm's `cat(cls_token.expand(B, -1, -1), x) + pos_embed` (2 blocks).
         let fixtures = root.join("fixtures/transformers");
@@ -314,8 +315,11 @@ fn learned_constants_are_cut_with_the_hidden_width() {
     use compress::ir::Op;
     // The exports with a class token expanded to the batch (the pad-form fixtures fold it
     // into the positional table at export).
-    let cat_form =
-        |d: &std::path::Path| ["vit", "tv_vit", "timm_cls"].iter().any(|m| d.ends_with(m));
+    let cat_form = |d: &std::path::Path| {
+        ["vit", "vit_torch", "tv_vit", "timm_cls"]
+            .iter()
+            .any(|m| d.ends_with(m))
+    };
     for (dir, file, blocks) in exports().into_iter().filter(|(d, _, _)| cat_form(d)) {
         let (name, graph) = load(&dir, file);
         let width = 64;

@@ -13,12 +13,22 @@ use compress::ir::{Graph, Op};
 use compress::prune::plan::KeepPlan;
 use compress::verify::run_tract;
 
-fn torch_exports() -> Vec<PathBuf> {
-    let dir = common::repo().join("fixtures/transformers/torch");
-    ["model.onnx", "model.dynamo.onnx", "model.opset20.onnx"]
+/// (file, encoder layers) of the `nn.TransformerEncoder` exports: the random-weight fixtures
+/// (2 layers, three exports) and models/vit_torch (3 layers, trained on Fashion-MNIST).
+fn torch_exports() -> Vec<(PathBuf, usize)> {
+    let root = common::repo();
+    let fixtures = root.join("fixtures/transformers/torch");
+    let trained = root.join("models/vit_torch");
+    let mut out: Vec<(PathBuf, usize)> = ["model.onnx", "model.dynamo.onnx", "model.opset20.onnx"]
         .iter()
-        .map(|f| dir.join(f))
-        .collect()
+        .map(|f| (fixtures.join(f), 2))
+        .collect();
+    out.extend(
+        ["model.onnx", "model.dynamo.onnx"]
+            .iter()
+            .map(|f| (trained.join(f), 3)),
+    );
+    out
 }
 
 /// Prunable groups of 4 channels produced by the in_proj MatMul (64 -> 3 x 64 columns) and
@@ -52,10 +62,10 @@ fn head_plan(graph: &Graph, fraction: f64, seed: u64) -> KeepPlan {
 
 #[test]
 fn inspect_lists_one_head_group_per_encoder_layer() {
-    for path in torch_exports() {
+    for (path, blocks) in torch_exports() {
         let graph = compress::onnx::import_file(&path).unwrap();
         let heads = head_groups(&graph);
-        assert_eq!(heads.len(), 2, "{}: {heads:?}", path.display());
+        assert_eq!(heads.len(), blocks, "{}: {heads:?}", path.display());
         // One gate per group, where the heads are merged back: [N, B, H, D].
         for g in &heads {
             assert_eq!(g.gates.len(), 1, "{g:?}");
@@ -113,13 +123,13 @@ fn assert_matches_reference(pruned: &compress::prune::Pruned, name: &str, seed: 
 /// head count (the fold `[17, -1, 16]` needs none).
 #[test]
 fn random_head_keep_plans_verify_in_tract_and_onnxruntime() {
-    for path in torch_exports() {
+    for (path, blocks) in torch_exports() {
         let name = path.display().to_string();
         let graph = compress::onnx::import_file(&path).unwrap();
         let before = compress::ir::cost::graph_cost(&graph, 1).unwrap().macs;
         for (k, fraction) in [0.25, 0.5, 0.75].into_iter().enumerate() {
             let plan = head_plan(&graph, fraction, 40 + k as u64);
-            assert_eq!(plan.groups.len(), 2, "{name}");
+            assert_eq!(plan.groups.len(), blocks, "{name}");
             let kept = (4.0 * fraction) as i64;
             let pruned = compress::prune::prune(&graph, &plan, None)
                 .unwrap_or_else(|e| panic!("{name}@{fraction}: {e}"));
@@ -143,7 +153,9 @@ fn random_head_keep_plans_verify_in_tract_and_onnxruntime() {
             let parts = count(&|t| t.len() == 4 && t[2..] == [3, kept * 16]);
             let unfolds = count(&|t| t == [-1, kept, 17, 16]);
             let merges = count(&|t| t == [-1, kept * 16]);
-            assert_eq!((parts, unfolds, merges), (2, 6, 2), "{name}: {targets:?}");
+            // Per encoder layer: one split of the parts, three unfolds (q, k, v), one merge.
+            let per_layer = (blocks, 3 * blocks, blocks);
+            assert_eq!((parts, unfolds, merges), per_layer, "{name}: {targets:?}");
             let stale = count(&|t| t == [-1, 4, 17, 16] || t.ends_with(&[3, 64]) || t == [-1, 64]);
             assert_eq!(stale, 0, "{name}: {targets:?}");
             assert_matches_reference(&pruned, &format!("{name}@{fraction}"), 21 + k as u64);
@@ -155,7 +167,7 @@ fn random_head_keep_plans_verify_in_tract_and_onnxruntime() {
 /// out_proj rows, QK^T and AV once per head).
 #[test]
 fn cost_model_prices_multihead_plans_at_the_pruned_macs() {
-    for path in torch_exports() {
+    for (path, _) in torch_exports() {
         let name = path.display().to_string();
         let graph = compress::onnx::import_file(&path).unwrap();
         let ids: Vec<usize> = head_groups(&graph).iter().map(|g| g.id).collect();
@@ -167,7 +179,7 @@ fn cost_model_prices_multihead_plans_at_the_pruned_macs() {
 /// here a softmax across the heads (axis 1 of `[B, H, N, N]`).
 #[test]
 fn heads_mixed_by_a_softmax_stay_fixed_with_a_reason() {
-    for path in torch_exports() {
+    for (path, blocks) in torch_exports() {
         let mut graph = compress::onnx::import_file(&path).unwrap();
         let softmax = graph
             .nodes
@@ -178,7 +190,7 @@ fn heads_mixed_by_a_softmax_stay_fixed_with_a_reason() {
         if let Op::Softmax { axis, .. } = &mut softmax.op {
             *axis = 1;
         }
-        assert_eq!(head_groups(&graph).len(), 1, "{}", path.display());
+        assert_eq!(head_groups(&graph).len(), blocks - 1, "{}", path.display());
         let reason = format!("op that does not follow attention heads at node '{name}' (Softmax)");
         let groups = compress::groups::analyse(&graph).unwrap();
         let fixed: Vec<_> = groups
@@ -195,7 +207,7 @@ fn heads_mixed_by_a_softmax_stay_fixed_with_a_reason() {
 /// 1 only) instead of `[17, -1, 16]`.
 #[test]
 fn a_fold_with_a_constant_head_count_fixes_the_group() {
-    for path in torch_exports() {
+    for (path, blocks) in torch_exports() {
         let mut graph = compress::onnx::import_file(&path).unwrap();
         let fold = graph
             .nodes
@@ -206,7 +218,7 @@ fn a_fold_with_a_constant_head_count_fixes_the_group() {
             shape: vec![17, 4, 16],
         };
         let name = fold.name.clone();
-        assert_eq!(head_groups(&graph).len(), 1, "{}", path.display());
+        assert_eq!(head_groups(&graph).len(), blocks - 1, "{}", path.display());
         let reason = format!(
             "reshape that does not split or merge attention heads at node '{name}' (Reshape)"
         );

@@ -20,8 +20,10 @@ fn exports() -> Vec<PathBuf> {
             out.push(root.join("fixtures/transformers").join(style).join(file));
         }
     }
-    for file in ["model.onnx", "model.dynamo.onnx"] {
-        out.push(root.join("models/vit").join(file));
+    for model in ["models/vit", "models/vit_torch"] {
+        for file in ["model.onnx", "model.dynamo.onnx"] {
+            out.push(root.join(model).join(file));
+        }
     }
     out
 }

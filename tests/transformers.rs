@@ -22,8 +22,10 @@ fn exports() -> Vec<(PathBuf, &'static str)> {
             out.push((root.join("fixtures/transformers").join(style), file));
         }
     }
-    for file in ["model.onnx", "model.dynamo.onnx"] {
-        out.push((root.join("models/vit"), file));
+    for model in ["models/vit", "models/vit_torch"] {
+        for file in ["model.onnx", "model.dynamo.onnx"] {
+            out.push((root.join(model), file));
+        }
     }
     out
 }
