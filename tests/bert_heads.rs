@@ -11,7 +11,7 @@ use compress::groups::ChannelGroup;
 use compress::ir::{BinaryOp, Graph, Node, Op, Tensor};
 use compress::onnx::{InputShapes, import_sized};
 use compress::prune::plan::{GroupKeep, KeepPlan};
-use compress::verify::{probe_tensor, run_tract};
+use compress::verify::probe_tensor;
 
 const INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
 const SEQ: usize = 8;
@@ -117,23 +117,7 @@ fn inspect_shows_one_head_group_per_block_for_every_export() {
 
 /// The pruned export computes the masked reference in tract and ONNX Runtime at batch 1 and 5.
 fn assert_matches_reference(pruned: &compress::prune::Pruned, what: &str, seed: u64) {
-    let ours = compress::onnx::export(&pruned.graph);
-    let reference = compress::onnx::export(&pruned.reference);
-    for batch in [1, 5] {
-        let x = probes(&pruned.reference, batch, seed);
-        let a = run_tract(&ours, &x).unwrap();
-        let b = run_tract(&reference, &x).unwrap();
-        let d = common::max_diff(&a[0], &b[0]);
-        assert!(d <= 1e-4, "{what} batch {batch}: tract {d}");
-        #[cfg(feature = "ort")]
-        {
-            use compress::verify::onnxruntime::run_ort;
-            let a = run_ort(&ours, &x).unwrap();
-            let b = run_ort(&reference, &x).unwrap();
-            let d = common::max_diff(&a[0], &b[0]);
-            assert!(d <= 1e-4, "{what} batch {batch}: ORT {d}");
-        }
-    }
+    common::assert_pruned_matches_reference(pruned, what, |g, batch| probes(g, batch, seed));
 }
 
 /// Head-count constants of the pruned graph: (splits `[.., 8, k, 8]`, merges `[.., 8, 8k]`).

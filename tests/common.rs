@@ -177,3 +177,36 @@ pub fn assert_head_plans_priced_at_pruned_macs(
         assert_eq!(priced, macs as f64, "{name}: {kept} heads");
     }
 }
+
+/// A pruned export computes its masked reference in tract (and ONNX Runtime with the `ort`
+/// feature) within 1e-4 at batch 1 and 5, on the inputs `probes(reference, batch)`.
+pub fn assert_pruned_matches_reference(
+    pruned: &compress::prune::Pruned,
+    what: &str,
+    probes: impl Fn(&compress::ir::Graph, usize) -> Vec<Tensor>,
+) {
+    use compress::verify::run_tract;
+    let ours = compress::onnx::export(&pruned.graph);
+    let reference = compress::onnx::export(&pruned.reference);
+    for batch in [1, 5] {
+        let x = probes(&pruned.reference, batch);
+        let a = run_tract(&ours, &x).unwrap();
+        let b = run_tract(&reference, &x).unwrap();
+        let d = max_diff(&a[0], &b[0]);
+        assert!(
+            d <= 1e-4,
+            "{what} batch {batch}: tract, pruned vs reference {d}"
+        );
+        #[cfg(feature = "ort")]
+        {
+            use compress::verify::onnxruntime::run_ort;
+            let a = run_ort(&ours, &x).unwrap();
+            let b = run_ort(&reference, &x).unwrap();
+            let d = max_diff(&a[0], &b[0]);
+            assert!(
+                d <= 1e-4,
+                "{what} batch {batch}: ORT, pruned vs reference {d}"
+            );
+        }
+    }
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use compress::exec::{Network, default_device};
 use compress::groups::ChannelGroup;
-use compress::ir::{Graph, Op, Tensor};
+use compress::ir::{Graph, Op};
 use compress::onnx::{InputShapes, import_sized};
 use compress::prune::plan::{GroupKeep, KeepPlan};
 use compress::verify::{probe_tensor, run_tract};
@@ -212,23 +212,9 @@ fn multi_query_heads_are_q_heads_and_head_dim_stays_fixed() {
 
 /// The pruned export computes the masked reference in tract and ONNX Runtime at batch 1 and 5.
 fn assert_matches_reference(pruned: &compress::prune::Pruned, what: &str, seed: u64) {
-    let ours = compress::onnx::export(&pruned.graph);
-    let reference = compress::onnx::export(&pruned.reference);
-    for batch in [1, 5] {
-        let x: Vec<Tensor> = vec![probe_tensor(&pruned.reference, 0, &[batch, SEQ], seed)];
-        let a = run_tract(&ours, &x).unwrap();
-        let b = run_tract(&reference, &x).unwrap();
-        let d = common::max_diff(&a[0], &b[0]);
-        assert!(d <= 1e-4, "{what} batch {batch}: tract {d}");
-        #[cfg(feature = "ort")]
-        {
-            use compress::verify::onnxruntime::run_ort;
-            let a = run_ort(&ours, &x).unwrap();
-            let b = run_ort(&reference, &x).unwrap();
-            let d = common::max_diff(&a[0], &b[0]);
-            assert!(d <= 1e-4, "{what} batch {batch}: ORT {d}");
-        }
-    }
+    common::assert_pruned_matches_reference(pruned, what, |g, batch| {
+        vec![probe_tensor(g, 0, &[batch, SEQ], seed)]
+    });
 }
 
 /// Every head-count constant of a graph: Reshape and Expand targets.

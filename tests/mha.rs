@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use compress::groups::ChannelGroup;
 use compress::ir::{Graph, Op};
 use compress::prune::plan::KeepPlan;
-use compress::verify::run_tract;
 
 /// (file, encoder layers) of the `nn.TransformerEncoder` exports: the random-weight fixtures
 /// (2 layers, three exports) and models/vit_torch (3 layers, trained on Fashion-MNIST).
@@ -93,29 +92,9 @@ fn inspect_lists_one_head_group_per_encoder_layer() {
 
 /// The pruned export computes the masked reference in tract and ONNX Runtime at batch 1 and 5.
 fn assert_matches_reference(pruned: &compress::prune::Pruned, name: &str, seed: u64) {
-    let ours = compress::onnx::export(&pruned.graph);
-    let reference = compress::onnx::export(&pruned.reference);
-    for batch in [1, 5] {
-        let x = vec![compress::verify::pseudo_random(&[batch, 1, 28, 28], seed)];
-        let a = run_tract(&ours, &x).unwrap();
-        let b = run_tract(&reference, &x).unwrap();
-        let d = common::max_diff(&a[0], &b[0]);
-        assert!(
-            d <= 1e-4,
-            "{name} batch {batch}: tract, pruned vs reference {d}"
-        );
-        #[cfg(feature = "ort")]
-        {
-            use compress::verify::onnxruntime::run_ort;
-            let a = run_ort(&ours, &x).unwrap();
-            let b = run_ort(&reference, &x).unwrap();
-            let d = common::max_diff(&a[0], &b[0]);
-            assert!(
-                d <= 1e-4,
-                "{name} batch {batch}: ORT, pruned vs reference {d}"
-            );
-        }
-    }
+    common::assert_pruned_matches_reference(pruned, name, |_, batch| {
+        vec![compress::verify::pseudo_random(&[batch, 1, 28, 28], seed)]
+    });
 }
 
 /// Random head plans at 25/50/75%: verified in tract and ONNX Runtime at batch 1 and 5, MACs
