@@ -391,3 +391,32 @@ fn jsonl_fields_must_match_the_model_inputs() {
     ));
     assert_refused(&out, &[&format!("{path}:2"), "input_ids"]);
 }
+
+/// A NaN in a weight is the same constant in both of the importer's passes: the BERT export
+/// with a NaN in its word-embedding table imports (it used to be refused as "depends on the
+/// batch size", since NaN != NaN).
+#[test]
+fn a_nan_weight_is_not_taken_for_a_batch_dependent_constant() {
+    let mut model = pb::ModelProto::decode(&std::fs::read(bert()).unwrap()[..]).unwrap();
+    let g = model.graph.as_mut().unwrap();
+    let w = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == "word.weight")
+        .unwrap();
+    let mut values: Vec<f32> = if w.raw_data.is_empty() {
+        w.float_data.clone()
+    } else {
+        w.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    values[0] = f32::NAN;
+    w.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    w.float_data.clear();
+    let bytes = model.encode_to_vec();
+    let sizes = compress::onnx::InputShapes::parse(&["sequence=16"]).unwrap();
+    let imported = compress::onnx::import_sized(&bytes, "nan-bert", &sizes);
+    assert!(imported.is_ok(), "{:?}", imported.err());
+}

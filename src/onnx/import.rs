@@ -247,7 +247,7 @@ impl Importer {
         for n in &self.nodes {
             for inp in &n.inputs {
                 if let Some(t) = self.consts[0].get(inp) {
-                    if self.consts[1].get(inp) != Some(t) {
+                    if !self.consts[1].get(inp).is_some_and(|u| u.same_bits(t)) {
                         return Err(Error::node(
                             &n.name,
                             n.op.onnx_type(),
@@ -415,7 +415,7 @@ impl Importer {
                 format!("input {i} ('{input}') must be a constant"),
             ));
         };
-        if a != b {
+        if !a.same_bits(b) {
             return Err(Error::node(
                 name,
                 &n.op_type,
