@@ -170,11 +170,13 @@ pub fn import(
         ));
     }
     let want = seq_len.unwrap_or_else(|| sets.iter().map(|s| s.longest()).max().unwrap_or(1));
-    let proto = pb::ModelProto::decode(bytes.as_slice())
-        .ok()
-        .and_then(|m| m.graph)
-        .unwrap_or_default();
     let sizes = if shapes.input_shape.is_empty() {
+        // Decoded here only for the input dims and the position table, and dropped before the
+        // import decodes the model again, so a large model is not held twice.
+        let proto = pb::ModelProto::decode(bytes.as_slice())
+            .ok()
+            .and_then(|m| m.graph)
+            .unwrap_or_default();
         if let Some(table) = positions::table(&proto) {
             table.check(sets, seq_len)?;
         }
