@@ -300,6 +300,39 @@ fn matches_burns_generic_conv2d_on_every_shape_kind() {
             },
         ),
         (
+            "stride 1, uneven pads, 2-wide kernel, 32 channels (padded-copy kernels each way)",
+            Case {
+                x: [3, 32, 9, 7],
+                w: [32, 32, 3, 2],
+                stride: [1, 1],
+                pads: [0, 2, 1, 0],
+                dilation: [1, 1],
+                groups: 1,
+            },
+        ),
+        (
+            "stride 1, pads wider than the kernel (padded-copy forward and weight gradient)",
+            Case {
+                x: [2, 16, 6, 5],
+                w: [32, 16, 3, 3],
+                stride: [1, 1],
+                pads: [3, 2, 4, 3],
+                dilation: [1, 1],
+                groups: 1,
+            },
+        ),
+        (
+            "'same' 5x5, 32 channels in and 48 out, batch of 19 (padded-copy kernels each way)",
+            Case {
+                x: [19, 32, 14, 14],
+                w: [48, 32, 5, 5],
+                stride: [1, 1],
+                pads: [2; 4],
+                dilation: [1, 1],
+                groups: 1,
+            },
+        ),
+        (
             "1-D (height 1)",
             Case {
                 x: [4, 6, 1, 20],

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
+use super::conv_implicit::{Padded, weight_from_rows, weight_rows};
 use super::im2col::{Geometry, col2im, im2col};
 
 /// f32 lanes of the widest vector gemm's kernels use (AVX-512).
@@ -99,6 +100,15 @@ impl Conv {
             dilation: g.dilation,
             out: [g.height, g.width],
         })
+    }
+
+    /// The padded-copy view of this conv (`conv_implicit`), where it applies: one group, stride
+    /// 1, no dilation, not a 1x1 conv (whose im2col is the input itself).
+    fn padded(&self) -> Option<Padded> {
+        if self.groups != 1 || self.geometry.is_identity() {
+            return None;
+        }
+        Padded::new(&self.geometry)
     }
 
     /// The im2col matrix of example `x`, handed to `f`: written into this thread's scratch
@@ -352,6 +362,13 @@ pub(crate) fn forward(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Fle
     let (w, ws) = f32_values(w);
     let cv = Conv::new(&xs, &ws, o);
     let (xv, wv): (&[f32], &[f32]) = (x.storage(), w.storage());
+    let [oh, ow] = cv.geometry.out;
+    let y_shape = vec![cv.batch, cv.out_channels, oh, ow];
+    if let Some(pd) = cv.padded().filter(|pd| pd.forward_pays(cv.out_channels)) {
+        let rows = weight_rows(wv, [ws[0], ws[1], ws[2], ws[3]], false);
+        let y = forward_padded(&cv, &pd, xv, &rows, cv.out_channels);
+        return tensor(y, y_shape);
+    }
     let (mo, kg, p) = (cv.group_out(), cv.group_rows(), cv.geometry.positions());
     let y = per_example(cv.batch, cv.output_len(), |b, y_b| {
         cv.with_cols(&xv[b * cv.input_len()..][..cv.input_len()], |cols| {
@@ -370,8 +387,31 @@ pub(crate) fn forward(x: &FlexTensor, w: &FlexTensor, o: &ConvOptions<2>) -> Fle
         })
     });
     release_scratch(cv.geometry.rows() * p);
-    let [oh, ow] = cv.geometry.out;
-    tensor(y, vec![cv.batch, cv.out_channels, oh, ow])
+    tensor(y, y_shape)
+}
+
+/// A stride-1 conv through padded copies (`conv_implicit`): `x` holds the batch's inputs of
+/// `pd`'s geometry (C x H x W each), `rows` the weight from `weight_rows`; returns the
+/// outputs, `out_channels` x OH x OW each.
+fn forward_padded(
+    cv: &Conv,
+    pd: &Padded,
+    x: &[f32],
+    rows: &[f32],
+    out_channels: usize,
+) -> Vec<f32> {
+    let x_len = x.len() / cv.batch.max(1);
+    let scratch = pd.padded_len() + pd.forward_scratch(out_channels);
+    let y_len = out_channels * pd.out_positions();
+    let y = per_example(cv.batch, y_len, |b, y_b| {
+        with_scratch(scratch, |s| {
+            let (xp, yp) = s.split_at_mut(pd.padded_len());
+            pd.pad_input(&x[b * x_len..][..x_len], xp);
+            pd.forward(xp, rows, out_channels, yp, y_b);
+        })
+    });
+    release_scratch(scratch);
+    y
 }
 
 /// dL/dX of conv2d given dL/dY.
@@ -385,6 +425,13 @@ pub(crate) fn input_grad(
     let (dy, _) = f32_values(dy);
     let cv = Conv::new(x_shape, &ws, o);
     if let Some(t) = cv.transposed() {
+        let padded = Padded::new(&t).filter(|_| cv.groups == 1);
+        if let Some(pd) = padded.filter(|pd| pd.forward_pays(cv.geometry.channels)) {
+            // dX as the convolution of dY by the flipped, transposed kernel.
+            let rows = weight_rows(w.storage(), [ws[0], ws[1], ws[2], ws[3]], true);
+            let dx = forward_padded(&cv, &pd, dy.storage(), &rows, cv.geometry.channels);
+            return tensor(dx, x_shape.to_vec());
+        }
         return input_grad_as_conv(&cv, &t, w.storage(), dy.storage(), x_shape);
     }
     let (wv, dyv): (&[f32], &[f32]) = (w.storage(), dy.storage());
@@ -497,9 +544,13 @@ pub(crate) fn weight_grad(
     let (dy, _) = f32_values(dy);
     let cv = Conv::new(&xs, w_shape, o);
     let (xv, dyv): (&[f32], &[f32]) = (x.storage(), dy.storage());
+    let chunk = cv.batch.div_ceil(WEIGHT_GRAD_PARTS).max(1);
+    if let Some(pd) = cv.padded().filter(Padded::weight_grad_pays) {
+        let dw = weight_grad_padded(&cv, &pd, xv, dyv, chunk);
+        return tensor(dw, w_shape.to_vec());
+    }
     let (mo, kg, p) = (cv.group_out(), cv.group_rows(), cv.geometry.positions());
     let w_len = cv.out_channels * kg;
-    let chunk = cv.batch.div_ceil(WEIGHT_GRAD_PARTS).max(1);
     let parts: Vec<Vec<f32>> = (0..cv.batch)
         .step_by(chunk)
         .collect::<Vec<_>>()
@@ -543,4 +594,43 @@ pub(crate) fn weight_grad(
         }
     }
     tensor(dw, w_shape.to_vec())
+}
+
+/// `weight_grad` through padded copies (`conv_implicit`), parts of `chunk` examples summed in
+/// order as there.
+fn weight_grad_padded(cv: &Conv, pd: &Padded, xv: &[f32], dyv: &[f32], chunk: usize) -> Vec<f32> {
+    let shape = [
+        cv.out_channels,
+        cv.geometry.channels,
+        cv.geometry.kernel[0],
+        cv.geometry.kernel[1],
+    ];
+    let w_len: usize = shape.iter().product();
+    let dy_len = cv.out_channels * pd.positions();
+    let scratch = pd.padded_len() + dy_len;
+    let parts: Vec<Vec<f32>> = (0..cv.batch)
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|b0| {
+            let mut acc = vec![0.0f32; w_len];
+            with_scratch(scratch, |s| {
+                let (xp, dyp) = s.split_at_mut(pd.padded_len());
+                for b in b0..(b0 + chunk).min(cv.batch) {
+                    pd.pad_input(&xv[b * cv.input_len()..][..cv.input_len()], xp);
+                    pd.pad_width(&dyv[b * cv.output_len()..][..cv.output_len()], dyp);
+                    pd.add_weight_grad(xp, dyp, cv.out_channels, &mut acc);
+                }
+            });
+            acc
+        })
+        .collect();
+    let mut acc = vec![0.0f32; w_len];
+    for part in &parts {
+        for (a, v) in acc.iter_mut().zip(part) {
+            *a += v;
+        }
+    }
+    release_scratch(scratch);
+    weight_from_rows(&acc, shape)
 }

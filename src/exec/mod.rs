@@ -8,6 +8,7 @@ mod channel_bias;
 pub mod channel_scale;
 mod conv_gemm;
 pub mod conv_grad;
+mod conv_implicit;
 mod im2col;
 pub mod max_pool;
 pub mod resident;
