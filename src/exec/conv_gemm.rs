@@ -11,6 +11,10 @@
 //!
 //! The weight gradient sums fixed parts of the batch in order, so the result does not depend
 //! on the number of threads.
+//!
+//! Stride-1 convs skip the im2col matrix where that pays (`conv_implicit`: gemms over a padded
+//! channels-last copy of each example): the weight gradient of every one whose tap-row
+//! channels fill gemm's vectors, the forward and input gradient at 32+ channels.
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::ops::ConvOptions;
