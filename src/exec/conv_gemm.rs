@@ -405,13 +405,13 @@ fn forward_padded(
     out_channels: usize,
 ) -> Vec<f32> {
     let x_len = x.len() / cv.batch.max(1);
-    let scratch = pd.padded_len() + pd.forward_scratch(out_channels);
+    let scratch = pd.input_scratch() + pd.forward_scratch(out_channels);
     let y_len = out_channels * pd.out_positions();
     let y = per_example(cv.batch, y_len, |b, y_b| {
         with_scratch(scratch, |s| {
-            let (xp, yp) = s.split_at_mut(pd.padded_len());
-            pd.pad_input(&x[b * x_len..][..x_len], xp);
-            pd.forward(xp, rows, out_channels, yp, y_b);
+            let (xs, yp) = s.split_at_mut(pd.input_scratch());
+            pd.pad_input(&x[b * x_len..][..x_len], xs);
+            pd.forward(&xs[..pd.padded_len()], rows, out_channels, yp, y_b);
         })
     });
     release_scratch(scratch);
@@ -611,7 +611,7 @@ fn weight_grad_padded(cv: &Conv, pd: &Padded, xv: &[f32], dyv: &[f32], chunk: us
     ];
     let w_len: usize = shape.iter().product();
     let dy_len = cv.out_channels * pd.positions();
-    let scratch = pd.padded_len() + dy_len;
+    let scratch = pd.input_scratch() + dy_len;
     let parts: Vec<Vec<f32>> = (0..cv.batch)
         .step_by(chunk)
         .collect::<Vec<_>>()
@@ -619,10 +619,11 @@ fn weight_grad_padded(cv: &Conv, pd: &Padded, xv: &[f32], dyv: &[f32], chunk: us
         .map(|b0| {
             let mut acc = vec![0.0f32; w_len];
             with_scratch(scratch, |s| {
-                let (xp, dyp) = s.split_at_mut(pd.padded_len());
+                let (xs, dyp) = s.split_at_mut(pd.input_scratch());
                 for b in b0..(b0 + chunk).min(cv.batch) {
-                    pd.pad_input(&xv[b * cv.input_len()..][..cv.input_len()], xp);
+                    pd.pad_input(&xv[b * cv.input_len()..][..cv.input_len()], xs);
                     pd.pad_width(&dyv[b * cv.output_len()..][..cv.output_len()], dyp);
+                    let xp = &xs[..pd.padded_len()];
                     pd.add_weight_grad(xp, dyp, cv.out_channels, &mut acc);
                 }
             });

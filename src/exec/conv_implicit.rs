@@ -10,11 +10,13 @@
 //! gemm over an im2col matrix (`kh * kw` x its size, written and read back for each of the
 //! forward, the weight gradient and the input gradient as a convolution of dY).
 //!
-//! Measured on ResNet-20's 3x3 convs at batch 128 (2 threads, `examples/conv_phase_probe`):
-//! the weight gradient drops from 2.9 to 1.8 ms at 16 channels (gemm's 16-row kernel over
-//! the im2col rows was its slowest), the 64-channel forward from 2.4 to 1.6 ms. A forward with
-//! 16 output channels is slower this way (gemm's rows are then the 16 output channels, its
-//! least efficient kernel shape), so the callers choose by channel count.
+//! Measured on ResNet-20's convs at batch 128 (2 threads, `examples/conv_phase_probe`, ms per
+//! conv, im2col path -> this one): weight gradient 2.68 -> 1.58 at 16 channels (gemm's 16-row
+//! kernel over the im2col rows was its slowest shape), 1.61 -> 1.25 at 32, 1.92 -> 1.55 at 64;
+//! forward 1.74 -> 1.37 at 32 and 2.35 -> 1.53 at 64 (input gradient alike); all convs of a
+//! step 109 -> 85 ms. A forward with 16 output channels is slower this way (gemm's rows are
+//! then those 16 channels, its least efficient kernel shape), so the callers choose by shape
+//! (`forward_pays`, `weight_grad_pays`).
 
 use std::mem::MaybeUninit;
 
@@ -117,29 +119,30 @@ impl Padded {
         2 * self.forward_positions() * out_channels
     }
 
-    /// Writes the padded NHWC copy of one example `x` (C x H x W) into `xp`, every value.
-    pub fn pad_input(&self, x: &[f32], xp: &mut [f32]) {
+    /// Floats of scratch that `pad_input` needs: the padded copy, then room to transpose the
+    /// whole example once.
+    pub fn input_scratch(&self) -> usize {
+        self.padded_len() + self.channels * self.height * self.width
+    }
+
+    /// Writes the padded NHWC copy of one example `x` (C x H x W) into the first `padded_len()`
+    /// floats of `scratch` (`input_scratch()` floats), every value of them.
+    pub fn pad_input(&self, x: &[f32], scratch: &mut [f32]) {
         let c = self.channels;
-        let xp = &mut xp[..self.padded_len()];
+        let plane = self.height * self.width;
+        let (xp, pixels) = scratch[..self.input_scratch()].split_at_mut(self.padded_len());
+        // C x (H W) to (H W) x C as one matrix, so the transpose's 4 x 4 tiles cover it (rows of
+        // 14 or 7 pixels would leave a scalar edge per row), then each image row into place.
+        transpose(x, plane, c, plane, as_uninit(pixels), c);
         let [top, left] = self.pad;
         let row_len = self.wp * c;
         xp[..top * row_len].fill(0.0);
         xp[(top + self.height) * row_len..].fill(0.0);
-        let plane = self.height * self.width;
-        for y in 0..self.height {
+        for (y, src) in pixels.chunks_exact(self.width * c).enumerate() {
             let row = &mut xp[(top + y) * row_len..][..row_len];
             row[..left * c].fill(0.0);
+            row[left * c..][..src.len()].copy_from_slice(src);
             row[(left + self.width) * c..].fill(0.0);
-            // C x W (stride: a plane) to W x C.
-            let pixels = &mut row[left * c..][..self.width * c];
-            transpose(
-                &x[y * self.width..],
-                plane,
-                c,
-                self.width,
-                as_uninit(pixels),
-                c,
-            );
         }
     }
 
