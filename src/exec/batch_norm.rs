@@ -1,6 +1,6 @@
 //! BatchNormalization with batch statistics for training on the CPU (burn flex) as one backend
-//! extension with its own autodiff backward: two passes for the statistics, one for the output,
-//! two for the gradients (`dgamma = sum dy * xhat`, `dbeta = sum dy`,
+//! extension with its own autodiff backward: one pass over memory for the statistics, one for the
+//! output, two for the gradients (`dgamma = sum dy * xhat`, `dbeta = sum dy`,
 //! `dx = gamma / std * (dy - mean(dy) - xhat * mean(dy * xhat))`).
 //!
 //! Built from burn's tensor ops the same layer took ~20% of a ResNet-20 step: the statistics were
@@ -69,16 +69,17 @@ fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// Per channel: the sum over examples of `f(block start, channel)`.
-fn per_channel([n, c, s]: [usize; 3], f: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
+/// Per channel, per example: `f(block start, channel)` of the example's block of S values.
+fn per_block<B: Send>([n, c, s]: [usize; 3], f: impl Fn(usize, usize) -> B + Sync) -> Vec<Vec<B>> {
     (0..c)
         .into_par_iter()
-        .map(|ch| (0..n).map(|b| f((b * c + ch) * s, ch)).sum())
+        .map(|ch| (0..n).map(|b| f((b * c + ch) * s, ch)).collect())
         .collect()
 }
 
 /// Sum of `f(a_k, b_k)` over two equally long slices in 16 independent lanes (so that it
-/// vectorises), widened to f64.
+/// vectorises), widened to f64. (The vectoriser leaves a loop of two sums at once scalar, so a
+/// second sum over a block is a second call, which finds the block in L1.)
 fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     let mut lanes = [0.0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
@@ -94,6 +95,30 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
         }
     }
     (lanes.iter().sum::<f32>() + tail) as f64
+}
+
+/// One block's moments `[c, sum (x - c), sum (x - c)^2]` around `c`, its f32 mean: squares
+/// around a value this close to the mean do not cancel, and the block is read from memory once
+/// (the later passes find it in L1). On a tensor that is still in L3 the three passes over each
+/// block cost more than two over the tensor (`examples/bn_probe.rs`: 1.5x); from memory, less.
+fn block_moments(x: &[f32]) -> [f64; 3] {
+    let c = lane_sum(x, x, |v, _| v) as f32 / x.len().max(1) as f32;
+    let d = lane_sum(x, x, |v, _| v - c);
+    let q = lane_sum(x, x, |v, _| (v - c) * (v - c));
+    [c as f64, d, q]
+}
+
+/// Mean and biased variance of a channel from its blocks' moments (each of `s` values):
+/// `sum (x - mean)^2 = sum over blocks of q + 2 (c - mean) d + s (c - mean)^2`, exact.
+fn merge_moments(blocks: &[[f64; 3]], s: usize) -> (f64, f64) {
+    let s = s as f64;
+    let count = (blocks.len() as f64 * s).max(1.0);
+    let mean = blocks.iter().map(|[c, d, _]| s * c + d).sum::<f64>() / count;
+    let m2: f64 = blocks
+        .iter()
+        .map(|[c, d, q]| q + 2.0 * (c - mean) * d + s * (c - mean) * (c - mean))
+        .sum();
+    (mean, m2 / count)
 }
 
 /// A new vector of N * C * S values whose every (example, channel) block of S values is filled by
@@ -142,21 +167,13 @@ impl FusedBatchNorm for Flex {
     fn batch_norm_stats(x: FlexTensor) -> FlexTensor {
         let (x, d) = ncs(&x);
         let xv: &[f32] = x.storage();
-        let count = (d[0] * d[2]).max(1) as f64;
         let s = d[2];
-        let mean: Vec<f64> = per_channel(d, |i, _| {
-            let x = &xv[i..][..s];
-            lane_sum(x, x, |v, _| v)
-        })
-        .into_iter()
-        .map(|sum| sum / count)
-        .collect();
-        let var = per_channel(d, |i, ch| {
-            let (x, m) = (&xv[i..][..s], mean[ch] as f32);
-            lane_sum(x, x, |v, _| (v - m) * (v - m))
-        });
-        let mut out: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-        out.extend(var.iter().map(|&v| (v / count) as f32));
+        let moments: Vec<(f64, f64)> = per_block(d, |i, _| block_moments(&xv[i..][..s]))
+            .iter()
+            .map(|blocks| merge_moments(blocks, s))
+            .collect();
+        let mut out: Vec<f32> = moments.iter().map(|&(m, _)| m as f32).collect();
+        out.extend(moments.iter().map(|&(_, v)| v as f32));
         tensor(out, vec![2, d[1]])
     }
 
@@ -194,14 +211,16 @@ impl FusedBatchNorm for Flex {
         let (xv, dyv): (&[f32], &[f32]) = (x.storage(), dy.storage());
         let (mean, inv) = mean_inv_std(&stats, epsilon);
         let s = d[2];
-        let sum_dy = per_channel(d, |i, _| {
+        let total =
+            |blocks: Vec<Vec<f64>>| -> Vec<f64> { blocks.iter().map(|b| b.iter().sum()).collect() };
+        let sum_dy = total(per_block(d, |i, _| {
             let g = &dyv[i..][..s];
             lane_sum(g, g, |v, _| v)
-        });
-        let sum_dy_xhat = per_channel(d, |i, ch| {
+        }));
+        let sum_dy_xhat = total(per_block(d, |i, ch| {
             let m = mean[ch];
             lane_sum(&dyv[i..][..s], &xv[i..][..s], |g, v| g * (v - m))
-        });
+        }));
         let mut out: Vec<f32> = sum_dy.iter().map(|&v| v as f32).collect();
         out.extend(sum_dy_xhat.iter().zip(&inv).map(|(&v, i)| v as f32 * i));
         tensor(out, vec![2, d[1]])
@@ -374,4 +393,72 @@ pub fn batch_norm_train_fused(
         epsilon,
     ));
     (y, stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1) (xorshift).
+    fn noise(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect()
+    }
+
+    /// Mean and biased variance of each channel of (N, C, S) values, two passes in f64.
+    fn reference(xs: &[f32], [n, c, s]: [usize; 3]) -> (Vec<f64>, Vec<f64>) {
+        let channel = |ch: usize| {
+            (0..n).flat_map(move |b| xs[(b * c + ch) * s..][..s].iter().map(|&v| v as f64))
+        };
+        let count = (n * s) as f64;
+        let mean: Vec<f64> = (0..c).map(|ch| channel(ch).sum::<f64>() / count).collect();
+        let var = (0..c)
+            .map(|ch| channel(ch).map(|v| (v - mean[ch]).powi(2)).sum::<f64>() / count)
+            .collect();
+        (mean, var)
+    }
+
+    #[test]
+    fn statistics_of_a_large_mean_with_a_small_spread_match_f64() {
+        // Means of about 1000 with a spread of 1e-3: a sum of squares without a shift would
+        // cancel every significant digit of the variance in f32. Block sizes: 1 (a linear
+        // layer's output), a tail after the 16 lanes, a conv output; and a step between
+        // examples' means (the merge of block moments).
+        for (shape, step) in [
+            ([16, 3, 1], 0.0),
+            ([5, 4, 37], 0.0),
+            ([8, 2, 784], 0.0),
+            ([6, 3, 49], 2e-3),
+        ] {
+            let [n, c, s] = shape;
+            let xs: Vec<f32> = noise(n * c * s, 7)
+                .into_iter()
+                .enumerate()
+                .map(|(k, v)| 1000.0 + 1e-3 * v + step * (k / (c * s)) as f32)
+                .collect();
+            let stats = Flex::batch_norm_stats(tensor(xs.clone(), vec![n, c, s]));
+            let got = values(&stats);
+            let (mean, var) = reference(&xs, shape);
+            for ch in 0..c {
+                let (m, v) = (got[ch] as f64, got[c + ch] as f64);
+                assert!(
+                    (m - mean[ch]).abs() <= 1e-7 * mean[ch],
+                    "{shape:?} channel {ch}: mean {m} vs {}",
+                    mean[ch]
+                );
+                assert!(
+                    (v - var[ch]).abs() <= 1e-4 * var[ch],
+                    "{shape:?} channel {ch}: variance {v:e} vs {:e}",
+                    var[ch]
+                );
+            }
+        }
+    }
 }
