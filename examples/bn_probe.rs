@@ -1,9 +1,12 @@
 //! Times the fused BatchNorm kernels (`exec::batch_norm`) on their own, per BatchNorm shape of
-//! ResNet-20 at batch 128 (1x28x28 input): `bn_probe [repeats]`.
+//! ResNet-20 at batch 128 (1x28x28 input), with a per-example gate, and the separate gate
+//! multiply (`exec::channel_scale`) for comparison: `bn_probe [repeats]`.
 use burn::backend::Flex;
+use burn::backend::Shape;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::TensorData;
 use compress::exec::batch_norm::FusedBatchNorm;
+use compress::exec::channel_scale::ChannelScale;
 use std::time::Instant;
 
 fn median(mut t: Vec<f64>) -> f64 {
@@ -38,8 +41,17 @@ fn main() {
         .unwrap_or(21);
     let cold = std::env::var("COLD").map_or(true, |v| v != "0");
     compress::exec::resident::keep_freed_memory();
-    let names = ["stats", "apply", "sums", "input_grad"];
-    let mut total = [0.0f64; 4];
+    // The last two: a separate gate multiply (channel_scale) forward and backward, which the
+    // gated BatchNorm kernels replace.
+    let names = [
+        "stats",
+        "apply",
+        "sums",
+        "input_grad",
+        "gate_mul",
+        "gate_mul_back",
+    ];
+    let mut total = [0.0f64; 6];
     // (channels, spatial positions, BatchNorms of this shape in ResNet-20)
     for (c, s, count) in [(16usize, 784usize, 7usize), (32, 196, 6), (64, 49, 6)] {
         let n = 128;
@@ -65,29 +77,66 @@ fn main() {
         let (x, dy) = next();
         let gamma = tensor(c, 3, vec![c]);
         let beta = tensor(c, 4, vec![c]);
+        // A gate per example, as l0-hc draws them.
+        let gate = tensor(n * c, 5, vec![n, c]);
         let stats = Flex::batch_norm_stats(x.clone());
-        let sums = Flex::batch_norm_sums(x.clone(), stats.clone(), dy.clone(), 1e-5);
+        let sums = Flex::batch_norm_sums(
+            x.clone(),
+            gamma.clone(),
+            beta.clone(),
+            gate.clone(),
+            stats.clone(),
+            dy.clone(),
+            1e-5,
+        );
         let t = [
             time(repeats, || {
                 Flex::batch_norm_stats(next().0);
             }),
             time(repeats, || {
-                Flex::batch_norm_apply(x.clone(), gamma.clone(), beta.clone(), stats.clone(), 1e-5);
+                Flex::batch_norm_apply(
+                    next().0,
+                    gamma.clone(),
+                    beta.clone(),
+                    gate.clone(),
+                    stats.clone(),
+                    1e-5,
+                );
             }),
             time(repeats, || {
                 let (x, dy) = next();
-                Flex::batch_norm_sums(x, stats.clone(), dy, 1e-5);
+                Flex::batch_norm_sums(
+                    x,
+                    gamma.clone(),
+                    beta.clone(),
+                    gate.clone(),
+                    stats.clone(),
+                    dy,
+                    1e-5,
+                );
             }),
             time(repeats, || {
                 let (x, dy) = next();
                 Flex::batch_norm_input_grad(
                     x,
                     gamma.clone(),
+                    gate.clone(),
                     stats.clone(),
                     dy,
                     sums.clone(),
                     1e-5,
                 );
+            }),
+            time(repeats, || {
+                let x4 = next().0.reshape(Shape::new([n, 1, c, s]));
+                Flex::channel_scale(x4, gate.clone());
+            }),
+            time(repeats, || {
+                let (x, dy) = next();
+                let x4 = x.reshape(Shape::new([n, 1, c, s]));
+                let dy4 = dy.reshape(Shape::new([n, 1, c, s]));
+                Flex::channel_scale_gate_grad(x4, dy4.clone(), n);
+                Flex::channel_scale(dy4, gate.clone());
             }),
         ];
         print!("[{n}, {c}, {s}] x{count}:");

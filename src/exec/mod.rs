@@ -235,10 +235,15 @@ impl Network {
                 .iter()
                 .map(|&s| slots[s].clone().expect("validated: defined before use"))
                 .collect();
+            let mut scaled = false;
             let mut out = match (&step.op, frame.bn_stats.as_deref_mut()) {
                 (Op::BatchNorm { epsilon }, Some(stats)) => {
-                    let (y, batch) = crate::ops::norm::batch_norm_train(ins, *epsilon);
+                    // A gate on the output is applied inside the fused kernels when they run.
+                    let scale = frame.scales.get(&step.output);
+                    let (y, batch, applied) =
+                        crate::ops::norm::batch_norm_train_scaled(ins, *epsilon, scale);
                     stats.insert(index, batch);
+                    scaled = applied;
                     y
                 }
                 (Op::LayerNorm(ln), _) if frame.norm_masks.contains_key(&step.output) => {
@@ -248,7 +253,9 @@ impl Network {
                 }
                 _ => crate::ops::eval(&step.op, ins),
             };
-            if let Some(scale) = frame.scales.get(&step.output) {
+            if let Some(scale) = frame.scales.get(&step.output)
+                && !scaled
+            {
                 out = match channel_scale::scale(&out, scale) {
                     Some(scaled) => scaled,
                     None => Val::new(out.t * scale.t.clone(), out.rank),
