@@ -1,6 +1,7 @@
 //! Times the fused BatchNorm kernels (`exec::batch_norm`) on their own, per BatchNorm shape of
 //! ResNet-20 at batch 128 (1x28x28 input), with a per-example gate, and the separate gate
-//! multiply (`exec::channel_scale`) for comparison: `bn_probe [repeats]`.
+//! multiply (`exec::channel_scale`) for comparison: `bn_probe [repeats]`. Environment: COLD=0
+//! for inputs warm in cache, RELU=1 for the kernels with a fused ReLU.
 use burn::backend::Flex;
 use burn::backend::Shape;
 use burn::backend::flex::FlexTensor;
@@ -40,6 +41,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(21);
     let cold = std::env::var("COLD").map_or(true, |v| v != "0");
+    // RELU=1: the kernels with a ReLU after the gate.
+    let relu = std::env::var("RELU").is_ok_and(|v| v == "1");
     compress::exec::resident::keep_freed_memory();
     // The last two: a separate gate multiply (channel_scale) forward and backward, which the
     // gated BatchNorm kernels replace.
@@ -88,6 +91,7 @@ fn main() {
             stats.clone(),
             dy.clone(),
             1e-5,
+            relu,
         );
         let t = [
             time(repeats, || {
@@ -101,6 +105,7 @@ fn main() {
                     gate.clone(),
                     stats.clone(),
                     1e-5,
+                    relu,
                 );
             }),
             time(repeats, || {
@@ -113,6 +118,7 @@ fn main() {
                     stats.clone(),
                     dy,
                     1e-5,
+                    relu,
                 );
             }),
             time(repeats, || {
@@ -120,11 +126,13 @@ fn main() {
                 Flex::batch_norm_input_grad(
                     x,
                     gamma.clone(),
+                    beta.clone(),
                     gate.clone(),
                     stats.clone(),
                     dy,
                     sums.clone(),
                     1e-5,
+                    relu,
                 );
             }),
             time(repeats, || {

@@ -33,7 +33,8 @@ pub trait FusedBatchNorm: Backend {
     fn batch_norm_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// `((x - mean) / sqrt(var + epsilon) * gamma + beta) * gate`, with `stats` from
-    /// `batch_norm_stats` and a (G, C) `gate`, G = N (per example) or 1.
+    /// `batch_norm_stats` and a (G, C) `gate`, G = N (per example) or 1; then max(0, .) when
+    /// `relu`.
     fn batch_norm_apply(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -41,10 +42,13 @@ pub trait FusedBatchNorm: Backend {
         gate: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         epsilon: f32,
+        relu: bool,
     ) -> FloatTensor<Self>;
 
     /// [2 + G, C]: the gradients of beta (`sum gate dy`), of gamma (`sum gate dy xhat`) and of
-    /// the (G, C) gate (`sum dy (xhat gamma + beta)`), given dL/dy (not tracked).
+    /// the (G, C) gate (`sum dy (xhat gamma + beta)`), given dL/dy (with `relu`, dy where the
+    /// output is positive; not tracked).
+    #[allow(clippy::too_many_arguments)]
     fn batch_norm_sums(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -53,17 +57,21 @@ pub trait FusedBatchNorm: Backend {
         stats: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         epsilon: f32,
+        relu: bool,
     ) -> FloatTensor<Self>;
 
     /// dL/dx given dL/dy and `sums` from `batch_norm_sums` (not tracked).
+    #[allow(clippy::too_many_arguments)]
     fn batch_norm_input_grad(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         gate: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         sums: FloatTensor<Self>,
         epsilon: f32,
+        relu: bool,
     ) -> FloatTensor<Self>;
 }
 
@@ -191,6 +199,17 @@ fn values(t: &FlexTensor) -> Vec<f32> {
     t.to_contiguous().storage::<f32>().to_vec()
 }
 
+/// Per channel `(a, b)` of the output `x * a + b` (before the gate): a = gamma / std,
+/// b = beta - mean * a. The backward recomputes a fused ReLU's mask from them, so every kernel
+/// takes them from here.
+fn affine(gamma: &FlexTensor, beta: &FlexTensor, stats: &FlexTensor, eps: f32) -> [Vec<f32>; 2] {
+    let (mean, inv) = mean_inv_std(stats, eps);
+    let (gamma, beta) = (values(gamma), values(beta));
+    let a: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
+    let b = (0..a.len()).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
+    [a, b]
+}
+
 /// A (G, C) gate over (N, C, S) blocks: G = N (a value per example) or 1.
 struct Gate {
     values: Vec<f32>,
@@ -246,22 +265,24 @@ impl FusedBatchNorm for Flex {
         gate: FlexTensor,
         stats: FlexTensor,
         epsilon: f32,
+        relu: bool,
     ) -> FlexTensor {
         let (x, d) = ncs(&x);
         let xv: &[f32] = x.storage();
-        let (mean, inv) = mean_inv_std(&stats, epsilon);
-        let (gamma, beta, gate) = (values(&gamma), values(&beta), Gate::new(&gate, d));
+        let [a, b] = affine(&gamma, &beta, &stats, epsilon);
+        let gate = Gate::new(&gate, d);
         // y = x * a + b per channel, times the block's gate.
-        let a: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
-        let b: Vec<f32> = (0..d[1]).map(|ch| beta[ch] - mean[ch] * a[ch]).collect();
         let y = fill_blocks(d, |out, i, ch| {
             let s = out.len();
             // Coefficients read before the loop: indexed inside it (a bounds check per value),
             // the loop stayed scalar, 3-6x slower than memory.
             let g = gate.at(i);
             let (a, b) = (a[ch] * g, b[ch] * g);
-            for (o, v) in out.iter_mut().zip(&xv[i..][..s]) {
-                o.write(v * a + b);
+            let pairs = out.iter_mut().zip(&xv[i..][..s]);
+            if relu {
+                pairs.for_each(|(o, v)| _ = o.write((v * a + b).max(0.0)));
+            } else {
+                pairs.for_each(|(o, v)| _ = o.write(v * a + b));
             }
         });
         tensor(y, x.layout().shape().to_vec())
@@ -275,17 +296,28 @@ impl FusedBatchNorm for Flex {
         stats: FlexTensor,
         dy: FlexTensor,
         epsilon: f32,
+        relu: bool,
     ) -> FlexTensor {
         let (x, d) = ncs(&x);
         let (dy, _) = ncs(&dy);
         let (xv, dyv): (&[f32], &[f32]) = (x.storage(), dy.storage());
         let (mean, inv) = mean_inv_std(&stats, epsilon);
+        let [ka, kb] = affine(&gamma, &beta, &stats, epsilon);
         let (gamma, beta, gate) = (values(&gamma), values(&beta), Gate::new(&gate, d));
         let [n, c, s] = d;
         // One pass over dy and x: the second sum finds the block of dy in L1.
         let blocks = per_block(d, |i, ch| {
             let (g, v, m) = (&dyv[i..][..s], &xv[i..][..s], mean[ch]);
-            [lane_sum(g, g, |a, _| a), lane_sum(g, v, |a, b| a * (b - m))]
+            if relu {
+                // dy where the forward's output (same arithmetic) was positive.
+                let (a, b) = (ka[ch] * gate.at(i), kb[ch] * gate.at(i));
+                let on = move |v: f32| v * a + b > 0.0;
+                let sum_dy = lane_sum(g, v, |dy, v| if on(v) { dy } else { 0.0 });
+                let sum_dy_x = lane_sum(g, v, |dy, v| if on(v) { dy * (v - m) } else { 0.0 });
+                [sum_dy, sum_dy_x]
+            } else {
+                [lane_sum(g, g, |a, _| a), lane_sum(g, v, |a, b| a * (b - m))]
+            }
         });
         // Per channel, over examples in order: the gate scales dy of its block.
         let gated = |k: usize| -> Vec<f64> {
@@ -313,22 +345,25 @@ impl FusedBatchNorm for Flex {
     fn batch_norm_input_grad(
         x: FlexTensor,
         gamma: FlexTensor,
+        beta: FlexTensor,
         gate: FlexTensor,
         stats: FlexTensor,
         dy: FlexTensor,
         sums: FlexTensor,
         epsilon: f32,
+        relu: bool,
     ) -> FlexTensor {
         let (x, d) = ncs(&x);
         let (dy, _) = ncs(&dy);
         let (xv, dyv): (&[f32], &[f32]) = (x.storage(), dy.storage());
         let (mean, inv) = mean_inv_std(&stats, epsilon);
-        let (gamma, sums, gate) = (values(&gamma), values(&sums), Gate::new(&gate, d));
+        let [a, b] = affine(&gamma, &beta, &stats, epsilon);
+        let (sums, gate) = (values(&sums), Gate::new(&gate, d));
         let c = d[1];
         let count = (d[0] * d[2]).max(1) as f32;
         // dx = a * gate * dy + k * x + m per block, a = gamma / std,
-        // k = -a * sum(gate dy xhat) / (count * std), m = -a * sum(gate dy) / count - k * mean.
-        let a: Vec<f32> = gamma.iter().zip(&inv).map(|(g, i)| g * i).collect();
+        // k = -a * sum(gate dy xhat) / (count * std), m = -a * sum(gate dy) / count - k * mean
+        // (with a ReLU, dy only where the output was positive).
         let k: Vec<f32> = (0..c)
             .map(|ch| -a[ch] * sums[c + ch] * inv[ch] / count)
             .collect();
@@ -337,9 +372,16 @@ impl FusedBatchNorm for Flex {
             .collect();
         let dx = fill_blocks(d, |out, i, ch| {
             let s = out.len();
-            let (a, k, m) = (a[ch] * gate.at(i), k[ch], m[ch]);
-            for ((o, g), v) in out.iter_mut().zip(&dyv[i..][..s]).zip(&xv[i..][..s]) {
-                o.write(a * g + k * v + m);
+            let (a, b, k, m) = (a[ch] * gate.at(i), b[ch] * gate.at(i), k[ch], m[ch]);
+            let values = out.iter_mut().zip(&dyv[i..][..s]).zip(&xv[i..][..s]);
+            if relu {
+                // dy loaded before the test (a select, not a branch: the loop vectorises).
+                for ((o, &g), &v) in values {
+                    let g = if v * a + b > 0.0 { g } else { 0.0 };
+                    o.write(a * g + k * v + m);
+                }
+            } else {
+                values.for_each(|((o, g), v)| _ = o.write(a * g + k * v + m));
             }
         });
         tensor(dx, x.layout().shape().to_vec())
@@ -358,6 +400,7 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
         gate: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         epsilon: f32,
+        relu: bool,
     ) -> FloatTensor<Self> {
         let stats = stats.into_primitive();
         match BatchNormBackward
@@ -376,8 +419,9 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
                     gate.into_primitive(),
                     stats.clone(),
                     epsilon,
+                    relu,
                 );
-                prep.finish((x_state, [g, b, z, stats], epsilon), y)
+                prep.finish((x_state, [g, b, z, stats], epsilon, relu), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::batch_norm_apply(
                 x.into_primitive(),
@@ -386,6 +430,7 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
                 gate.into_primitive(),
                 stats,
                 epsilon,
+                relu,
             )),
         }
     }
@@ -398,6 +443,7 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
         stats: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         epsilon: f32,
+        relu: bool,
     ) -> FloatTensor<Self> {
         FloatTensor::<Self>::new(B::batch_norm_sums(
             x.into_primitive(),
@@ -407,26 +453,31 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
             stats.into_primitive(),
             dy.into_primitive(),
             epsilon,
+            relu,
         ))
     }
 
     fn batch_norm_input_grad(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         gate: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         sums: FloatTensor<Self>,
         epsilon: f32,
+        relu: bool,
     ) -> FloatTensor<Self> {
         FloatTensor::<Self>::new(B::batch_norm_input_grad(
             x.into_primitive(),
             gamma.into_primitive(),
+            beta.into_primitive(),
             gate.into_primitive(),
             stats.into_primitive(),
             dy.into_primitive(),
             sums.into_primitive(),
             epsilon,
+            relu,
         ))
     }
 }
@@ -435,8 +486,8 @@ impl<B: Backend + FusedBatchNorm, C: CheckpointStrategy> FusedBatchNorm for Auto
 struct BatchNormBackward;
 
 impl<B: Backend + FusedBatchNorm> Backward<B, 4> for BatchNormBackward {
-    /// x's checkpoint, [gamma, beta, gate, statistics], epsilon.
-    type State = (NodeId, [B::FloatTensorPrimitive; 4], f32);
+    /// x's checkpoint, [gamma, beta, gate, statistics], epsilon, ReLU applied.
+    type State = (NodeId, [B::FloatTensorPrimitive; 4], f32, bool);
 
     fn backward(
         self,
@@ -446,17 +497,18 @@ impl<B: Backend + FusedBatchNorm> Backward<B, 4> for BatchNormBackward {
     ) {
         let [node_x, node_gamma, node_beta, node_gate] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
-        let (x_state, [gamma, beta, gate, stats], epsilon) = ops.state;
+        let (x_state, [gamma, beta, gate, stats], epsilon, relu) = ops.state;
         let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
         let (c, rows) = (gamma.shape()[0], gate.shape()[0]);
         let sums = B::batch_norm_sums(
             x.clone(),
             gamma.clone(),
-            beta,
+            beta.clone(),
             gate.clone(),
             stats.clone(),
             dy.clone(),
             epsilon,
+            relu,
         );
         let rows_of = |from: usize, count: usize| {
             let all = Slice::new(0, None, 1);
@@ -473,21 +525,33 @@ impl<B: Backend + FusedBatchNorm> Backward<B, 4> for BatchNormBackward {
             grads.register::<B>(node.id, rows_of(2, rows));
         }
         if let Some(node) = node_x {
-            let dx = B::batch_norm_input_grad(x, gamma, gate, stats, dy, sums.clone(), epsilon);
+            let dx = B::batch_norm_input_grad(
+                x,
+                gamma,
+                beta,
+                gate,
+                stats,
+                dy,
+                sums.clone(),
+                epsilon,
+                relu,
+            );
             grads.register::<B>(node.id, dx);
         }
     }
 }
 
 /// Training-mode BatchNorm of an (N, C, S) value on burn flex with autodiff, times a (G, C) gate
-/// when one is given (G = N or 1; the gated value is not materialised: one pass less each way
-/// than a separate multiply): the output and the [2, C] batch statistics (mean, biased
-/// variance; not tracked).
+/// when one is given (G = N or 1), then a ReLU when `relu`: neither the gated nor the normalised
+/// value is materialised (per fused op one pass less forward, two less backward, than separate
+/// ops; a ReLU's mask is recomputed from x in the backward). Returns the output and the [2, C]
+/// batch statistics (mean, biased variance; not tracked).
 pub fn batch_norm_train_fused(
     x: Tensor<3>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     gate: Option<Tensor<2>>,
+    relu: bool,
     epsilon: f32,
 ) -> (Tensor<3>, Tensor<2>) {
     let c = gamma.dims()[0];
@@ -502,6 +566,7 @@ pub fn batch_norm_train_fused(
         gate.into_dispatch(),
         stats.clone().into_dispatch(),
         epsilon,
+        relu,
     ));
     (y, stats)
 }

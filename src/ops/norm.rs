@@ -135,27 +135,44 @@ impl OpRules for BatchNorm {
 /// BatchNormalization with batch statistics (training mode). Returns the normalised value and
 /// the detached batch mean and unbiased variance, for running-statistic updates.
 pub fn batch_norm_train(ins: Vec<Val>, epsilon: f32) -> (Val, BatchStats) {
-    let (y, stats, _) = batch_norm_train_scaled(ins, epsilon, None);
+    let (y, stats, _) = batch_norm_train_scaled(ins, epsilon, None, false);
     (y, stats)
 }
 
-/// `batch_norm_train`, and when `scale` (a gate: 1 on every axis but the batch axis, 1 or N,
-/// and the channel axis) is given and the fused kernel runs, its output times `scale`. The flag
-/// says whether the scale was applied; if not, the caller multiplies.
+/// What `batch_norm_train_scaled` applied to its output besides the normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub scale: bool,
+    pub relu: bool,
+}
+
+/// `batch_norm_train`, and when the fused kernels run: its output times `scale` when that is a
+/// gate (1 on every axis but the batch axis, 1 or N, and the channel axis), then a ReLU when
+/// `relu` (only if any scale was applied too, as the ReLU comes after it). `Applied` says what
+/// was done; the caller does the rest.
 pub fn batch_norm_train_scaled(
     mut ins: Vec<Val>,
     epsilon: f32,
     scale: Option<&Val>,
-) -> (Val, BatchStats, bool) {
+    relu: bool,
+) -> (Val, BatchStats, Applied) {
     let x = ins.remove(0);
     let r = x.rank;
     let off = x.offset();
     let dims = x.dims();
     if crate::exec::conv_grad::gemm_grad_applies(&x.t.device()) {
         let gate = scale.and_then(|s| channel_gate(&x, s));
-        let gated = gate.is_some();
-        let (y, stats) = fused(x, &ins, gate, epsilon);
-        return (y, stats, gated);
+        let scaled = gate.is_some();
+        let relu = relu && (scaled || scale.is_none());
+        let (y, stats) = fused(x, &ins, gate, relu, epsilon);
+        return (
+            y,
+            stats,
+            Applied {
+                scale: scaled,
+                relu,
+            },
+        );
     }
     let axes: Vec<usize> = (0..MAX_RANK).filter(|&a| a != off + 1).collect();
     let count: usize = dims
@@ -180,7 +197,11 @@ pub fn batch_norm_train_scaled(
         mean: mean.detach().reshape([c]),
         var: (var.detach() * unbiased).reshape([c]),
     };
-    (Val::new(y, r), stats, false)
+    let applied = Applied {
+        scale: false,
+        relu: false,
+    };
+    (Val::new(y, r), stats, applied)
 }
 
 /// `scale` as a (G, C) gate over `x`'s channels (axis 1), if it is one: f32, x's rank, G = N or
@@ -199,7 +220,13 @@ fn channel_gate(x: &Val, scale: &Val) -> Option<Tensor<2>> {
 
 /// `batch_norm_train` on burn flex with autodiff: one fused kernel each way
 /// (`exec::batch_norm`).
-fn fused(x: Val, ins: &[Val], gate: Option<Tensor<2>>, epsilon: f32) -> (Val, BatchStats) {
+fn fused(
+    x: Val,
+    ins: &[Val],
+    gate: Option<Tensor<2>>,
+    relu: bool,
+    epsilon: f32,
+) -> (Val, BatchStats) {
     let dims = x.dims();
     let (n, c) = (dims[0], dims[1]);
     let spatial: usize = dims[2..].iter().product();
@@ -209,6 +236,7 @@ fn fused(x: Val, ins: &[Val], gate: Option<Tensor<2>>, epsilon: f32) -> (Val, Ba
         channel(&ins[0]),
         channel(&ins[1]),
         gate,
+        relu,
         epsilon,
     );
     let count = n * spatial;
