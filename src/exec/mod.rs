@@ -22,7 +22,12 @@ use burn::prelude::*;
 pub use value::Val;
 
 use crate::error::{Error, Result};
-use crate::ir::{Dim, Graph, Op, ValueInfo};
+use crate::ir::{Activation, Dim, Graph, Op, ValueInfo};
+
+/// Is `op` a ReLU (which a fused BatchNorm before it may apply)?
+fn is_relu(op: &Op) -> bool {
+    matches!(op, Op::Activation(Activation::Relu))
+}
 
 struct Step {
     op: Op,
@@ -30,6 +35,9 @@ struct Step {
     output: usize,
     /// Slots whose last reader is this step.
     release: Vec<usize>,
+    /// A BatchNorm whose output only a Relu reads (and that is no graph output): in training
+    /// the fused kernels may apply the ReLU too.
+    relu_next: bool,
 }
 
 /// A graph compiled for execution on one device.
@@ -112,6 +120,7 @@ impl Network {
                     .collect(),
                 output: index(&n.outputs[0], &mut names, &mut slot_of),
                 release: Vec::new(),
+                relu_next: false,
             })
             .collect();
         let outputs: Vec<usize> = graph
@@ -119,6 +128,20 @@ impl Network {
             .iter()
             .map(|o| index(&o.name, &mut names, &mut slot_of))
             .collect();
+        let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, s) in steps.iter().enumerate() {
+            for &inp in &s.inputs {
+                readers.entry(inp).or_default().push(i);
+            }
+        }
+        for s in steps.iter_mut() {
+            let only_relu = match readers.get(&s.output).map(Vec::as_slice) {
+                Some(&[r]) => is_relu(&graph.nodes[r].op),
+                _ => false,
+            };
+            s.relu_next =
+                matches!(s.op, Op::BatchNorm { .. }) && only_relu && !outputs.contains(&s.output);
+        }
         // Release each computed or input value after its last reader; constants stay resident.
         let const_slots: HashSet<usize> = constants.iter().map(|(s, _)| *s).collect();
         let mut last_use: HashMap<usize, usize> = HashMap::new();
@@ -230,18 +253,37 @@ impl Network {
                 .chain(frame.norm_masks.values_mut());
             extra.for_each(|v| *v = v.clone().inner());
         }
+        // Slots whose value a fused BatchNorm has already passed through its ReLU.
+        let mut rectified: HashSet<usize> = HashSet::new();
         for (index, step) in self.steps.iter().enumerate() {
             let ins: Vec<Val> = step
                 .inputs
                 .iter()
                 .map(|&s| slots[s].clone().expect("validated: defined before use"))
                 .collect();
+            let mut scaled = false;
             let mut out = match (&step.op, frame.bn_stats.as_deref_mut()) {
                 (Op::BatchNorm { epsilon }, Some(stats)) => {
-                    let (y, batch) = crate::ops::norm::batch_norm_train(ins, *epsilon);
+                    // A gate on the output, and a ReLU after it, are applied inside the fused
+                    // kernels when they run.
+                    let scale = frame.scales.get(&step.output);
+                    let (y, batch, applied) = crate::ops::norm::batch_norm_train_scaled(
+                        ins,
+                        *epsilon,
+                        scale,
+                        step.relu_next,
+                    );
                     stats.insert(index, batch);
+                    scaled = applied.scale;
+                    if applied.relu {
+                        rectified.insert(step.output);
+                    }
                     y
                 }
+                (Op::Activation(Activation::Relu), _) if rectified.contains(&step.inputs[0]) => ins
+                    .into_iter()
+                    .next()
+                    .expect("validated: Relu has an input"),
                 (Op::LayerNorm(ln), _) if frame.norm_masks.contains_key(&step.output) => {
                     let mut ins = ins.into_iter();
                     let x = ins.next().expect("validated: LayerNorm has an input");
@@ -249,7 +291,9 @@ impl Network {
                 }
                 _ => crate::ops::eval(&step.op, ins),
             };
-            if let Some(scale) = frame.scales.get(&step.output) {
+            if let Some(scale) = frame.scales.get(&step.output)
+                && !scaled
+            {
                 out = match channel_scale::scale(&out, scale) {
                     Some(scaled) => scaled,
                     None => Val::new(out.t * scale.t.clone(), out.rank),

@@ -134,13 +134,45 @@ impl OpRules for BatchNorm {
 
 /// BatchNormalization with batch statistics (training mode). Returns the normalised value and
 /// the detached batch mean and unbiased variance, for running-statistic updates.
-pub fn batch_norm_train(mut ins: Vec<Val>, epsilon: f32) -> (Val, BatchStats) {
+pub fn batch_norm_train(ins: Vec<Val>, epsilon: f32) -> (Val, BatchStats) {
+    let (y, stats, _) = batch_norm_train_scaled(ins, epsilon, None, false);
+    (y, stats)
+}
+
+/// What `batch_norm_train_scaled` applied to its output besides the normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub scale: bool,
+    pub relu: bool,
+}
+
+/// `batch_norm_train`, and when the fused kernels run: its output times `scale` when that is a
+/// gate (1 on every axis but the batch axis, 1 or N, and the channel axis), then a ReLU when
+/// `relu` (only if any scale was applied too, as the ReLU comes after it). `Applied` says what
+/// was done; the caller does the rest.
+pub fn batch_norm_train_scaled(
+    mut ins: Vec<Val>,
+    epsilon: f32,
+    scale: Option<&Val>,
+    relu: bool,
+) -> (Val, BatchStats, Applied) {
     let x = ins.remove(0);
     let r = x.rank;
     let off = x.offset();
     let dims = x.dims();
     if crate::exec::conv_grad::gemm_grad_applies(&x.t.device()) {
-        return fused(x, &ins, epsilon);
+        let gate = scale.and_then(|s| channel_gate(&x, s));
+        let scaled = gate.is_some();
+        let relu = relu && (scaled || scale.is_none());
+        let (y, stats) = fused(x, &ins, gate, relu, epsilon);
+        return (
+            y,
+            stats,
+            Applied {
+                scale: scaled,
+                relu,
+            },
+        );
     }
     let axes: Vec<usize> = (0..MAX_RANK).filter(|&a| a != off + 1).collect();
     let count: usize = dims
@@ -165,12 +197,36 @@ pub fn batch_norm_train(mut ins: Vec<Val>, epsilon: f32) -> (Val, BatchStats) {
         mean: mean.detach().reshape([c]),
         var: (var.detach() * unbiased).reshape([c]),
     };
-    (Val::new(y, r), stats)
+    let applied = Applied {
+        scale: false,
+        relu: false,
+    };
+    (Val::new(y, r), stats, applied)
+}
+
+/// `scale` as a (G, C) gate over `x`'s channels (axis 1), if it is one: f32, x's rank, G = N or
+/// 1, every other axis 1.
+fn channel_gate(x: &Val, scale: &Val) -> Option<Tensor<2>> {
+    let (dx, ds) = (x.dims(), scale.dims());
+    let rows = ds[0];
+    let fits = scale.rank == x.rank
+        && x.rank >= 2
+        && scale.t.dtype() == burn::tensor::DType::F32
+        && (rows == 1 || rows == dx[0])
+        && ds[1] == dx[1]
+        && ds[2..].iter().all(|&d| d == 1);
+    fits.then(|| scale.t.clone().reshape([rows, dx[1]]))
 }
 
 /// `batch_norm_train` on burn flex with autodiff: one fused kernel each way
 /// (`exec::batch_norm`).
-fn fused(x: Val, ins: &[Val], epsilon: f32) -> (Val, BatchStats) {
+fn fused(
+    x: Val,
+    ins: &[Val],
+    gate: Option<Tensor<2>>,
+    relu: bool,
+    epsilon: f32,
+) -> (Val, BatchStats) {
     let dims = x.dims();
     let (n, c) = (dims[0], dims[1]);
     let spatial: usize = dims[2..].iter().product();
@@ -179,6 +235,8 @@ fn fused(x: Val, ins: &[Val], epsilon: f32) -> (Val, BatchStats) {
         x.t.reshape([n, c, spatial]),
         channel(&ins[0]),
         channel(&ins[1]),
+        gate,
+        relu,
         epsilon,
     );
     let count = n * spatial;
