@@ -203,7 +203,7 @@ pub(super) fn im2col(x: &[f32], g: &Geometry, cols: &mut [f32]) {
         // stride 2 (the strided convs of ResNets) loads in vectors.
         let src = &src[..(r.len - 1) * s + 1];
         match s {
-            1 => copy_run(dst, src),
+            1 => dst.copy_from_slice(src),
             2 => {
                 for (d, pair) in dst.iter_mut().zip(src.chunks(2)) {
                     *d = pair[0];
@@ -216,26 +216,6 @@ pub(super) fn im2col(x: &[f32], g: &Geometry, cols: &mut [f32]) {
             }
         }
     });
-}
-
-/// `dst.copy_from_slice(src)` for the short runs of a 'valid' conv (8 or 24 floats in LeNet-5):
-/// whole blocks of 8 as fixed-size moves, which compile inline, where a copy of a run-time
-/// length is a call into the C library (about 4,000 such calls per example for LeNet-5's
-/// second conv).
-fn copy_run(dst: &mut [f32], src: &[f32]) {
-    if dst.len() > 64 {
-        dst.copy_from_slice(src);
-        return;
-    }
-    let mut blocks = dst.chunks_exact_mut(8);
-    let mut from = src.chunks_exact(8);
-    for (d, v) in (&mut blocks).zip(&mut from) {
-        let v: &[f32; 8] = v.try_into().expect("blocks of 8");
-        d.copy_from_slice(v);
-    }
-    for (d, v) in blocks.into_remainder().iter_mut().zip(from.remainder()) {
-        *d = *v;
-    }
 }
 
 /// The adjoint of `im2col`: adds every entry of `cols` to the input element it was read from.

@@ -117,39 +117,6 @@ impl Tiles {
     }
 }
 
-/// `Tiles::scatter_plane` for 2x2 windows: every element of the covered rows written in
-/// order (the window's gradient at its maximum, zeros at the other three), with selects, where
-/// the general version finds each window's maximum and then writes one element at a random
-/// offset (10% of a LeNet-5 step).
-fn scatter_plane_2x2(t: &Tiles, x_p: &[f32], dy_p: &[f32], dx_p: &mut [f32]) {
-    let w = t.width;
-    let [oh, ow] = t.out();
-    for (i, g_row) in dy_p.chunks_exact(ow).enumerate().take(oh) {
-        let (x0, x1) = (
-            &x_p[2 * i * w..][..2 * ow],
-            &x_p[(2 * i + 1) * w..][..2 * ow],
-        );
-        let (top, bottom) = dx_p[2 * i * w..].split_at_mut(w);
-        let (d0, d1) = (&mut top[..2 * ow], &mut bottom[..2 * ow]);
-        let windows = x0.chunks_exact(2).zip(x1.chunks_exact(2));
-        let outs = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
-        for (((r0, r1), (o0, o1)), &g) in windows.zip(outs).zip(g_row) {
-            // The first maximum in window order (a NaN replaces it), as `Tiles::argmax`.
-            let (mut max, mut at) = (r0[0], 0u8);
-            for (k, v) in [(1u8, r0[1]), (2, r1[0]), (3, r1[1])] {
-                let take = replaces(v, max);
-                at = if take { k } else { at };
-                max = if take { v } else { max };
-            }
-            let grad = |k: u8| if at == k { g } else { 0.0 };
-            o0[0] = grad(0);
-            o0[1] = grad(1);
-            o1[0] = grad(2);
-            o1[1] = grad(3);
-        }
-    }
-}
-
 impl TiledMaxPool for Flex {
     fn tiled_max_pool(x: FlexTensor, kernel: [usize; 2]) -> FlexTensor {
         let x = x.to_contiguous();
@@ -194,7 +161,7 @@ impl TiledMaxPool for Flex {
                         .zip(dy_b.chunks(out_plane));
                     for ((dx_p, x_p), dy_p) in planes {
                         match kernel {
-                            [2, 2] => scatter_plane_2x2(&t, x_p, dy_p, dx_p),
+                            [2, 2] => t.scatter_plane([2, 2], x_p, dy_p, dx_p),
                             _ => t.scatter_plane(kernel, x_p, dy_p, dx_p),
                         }
                     }
