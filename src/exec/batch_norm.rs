@@ -577,6 +577,25 @@ pub fn batch_norm_train_fused(
 mod tests {
     use super::*;
 
+    #[test]
+    fn lane_sums_are_the_same_bits_with_and_without_avx512() {
+        // `lane_sum` takes its AVX-512 build where the CPU has it; `lanes` here is the baseline
+        // build, what a CPU without AVX-512 runs. Both must give the same bits (same lanes,
+        // no FMA), or results would depend on the machine.
+        for (len, seed) in [(784, 1), (196, 2), (49, 3), (7, 4), (4096, 5)] {
+            let (a, b) = (noise(len, seed), noise(len, seed + 100));
+            let m = 0.25f32;
+            let plain = lanes(&a, &b, |x, y| (x - m) * y);
+            let dispatched = lane_sum(&a, &b, |x, y| (x - m) * y);
+            assert_eq!(plain.to_bits(), dispatched.to_bits(), "length {len}");
+            let squares = lane_sum(&a, &a, |x, _| (x - m) * (x - m));
+            assert_eq!(
+                lanes(&a, &a, |x, _| (x - m) * (x - m)).to_bits(),
+                squares.to_bits()
+            );
+        }
+    }
+
     /// Deterministic values in [-1, 1) (xorshift).
     fn noise(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
