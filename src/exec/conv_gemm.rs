@@ -22,12 +22,11 @@ use burn::tensor::{DType, TensorData};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use super::conv_implicit::{Padded, weight_from_rows, weight_rows};
 use super::im2col::{Geometry, col2im, im2col};
-
-/// f32 lanes of the widest vector gemm's kernels use (AVX-512).
-const LANES: usize = 16;
+use super::strided_gemm::{View, gemm, gemm_write};
 
 /// Parts of the batch whose weight gradients are summed in order (fixed for reproducibility).
 const WEIGHT_GRAD_PARTS: usize = 16;
@@ -160,162 +159,6 @@ fn release_scratch(len: usize) {
                 }
             })
         });
-    }
-}
-
-/// A row-major or transposed view of a matrix in a slice: element (i, j) at
-/// `start + i * row + j * col`.
-#[derive(Clone, Copy)]
-struct View {
-    start: usize,
-    row: usize,
-    col: usize,
-}
-
-impl View {
-    fn rows(start: usize, width: usize) -> Self {
-        View {
-            start,
-            row: width,
-            col: 1,
-        }
-    }
-
-    fn transposed(start: usize, width: usize) -> Self {
-        View {
-            start,
-            row: 1,
-            col: width,
-        }
-    }
-
-    /// The same view moved on by `offset` elements.
-    fn shift(self, offset: usize) -> Self {
-        View {
-            start: self.start + offset,
-            ..self
-        }
-    }
-
-    /// Panics unless an `r x c` matrix seen this way lies inside `len` elements.
-    fn check(&self, r: usize, c: usize, len: usize) {
-        if r > 0 && c > 0 {
-            let last = self.start + (r - 1) * self.row + (c - 1) * self.col;
-            assert!(last < len, "gemm operand out of bounds");
-        }
-    }
-}
-
-/// `dst (m x n) = [dst +] lhs (m x k) · rhs (k x n)` on one thread (the callers parallelise
-/// over examples).
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    shape: [usize; 3],
-    dst: &mut [f32],
-    d: View,
-    accumulate: bool,
-    lhs: &[f32],
-    l: View,
-    rhs: &[f32],
-    r: View,
-) {
-    let len = dst.len();
-    gemm_raw(shape, dst.as_mut_ptr(), len, d, accumulate, lhs, l, rhs, r);
-}
-
-/// `dst (m x n) = lhs (m x k) · rhs (k x n)` into memory that may be uninitialised: gemm
-/// writes every element of the view without reading it.
-fn gemm_write(
-    shape: [usize; 3],
-    dst: &mut [MaybeUninit<f32>],
-    d: View,
-    lhs: &[f32],
-    l: View,
-    rhs: &[f32],
-    r: View,
-) {
-    let len = dst.len();
-    gemm_raw(
-        shape,
-        dst.as_mut_ptr().cast(),
-        len,
-        d,
-        false,
-        lhs,
-        l,
-        rhs,
-        r,
-    );
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_raw(
-    [m, n, k]: [usize; 3],
-    dst: *mut f32,
-    dst_len: usize,
-    d: View,
-    accumulate: bool,
-    lhs: &[f32],
-    l: View,
-    rhs: &[f32],
-    r: View,
-) {
-    d.check(m, n, dst_len);
-    l.check(m, k, lhs.len());
-    r.check(k, n, rhs.len());
-    if m == 0 || n == 0 {
-        return;
-    }
-    // gemm computes a row-major dst as its transpose, so its row count is then our n and its
-    // left operand our rhs. When that row count is not a multiple of 16 lanes, it first copies
-    // (packs) the whole left operand, even one it could read in place (stride 1 along the rows):
-    // split the remainder off into a second call (14x14 outputs: 196 = 192 + 4 positions).
-    let parts = if d.col < d.row && r.col == 1 && n > LANES && n % LANES != 0 {
-        let main = n - n % LANES;
-        [
-            ([m, main, k], d, l, r),
-            ([m, n - main, k], d.shift(main * d.col), l, r.shift(main)),
-        ]
-    } else if d.row < d.col && l.row == 1 && m > LANES && m % LANES != 0 {
-        let main = m - m % LANES;
-        [
-            ([main, n, k], d, l, r),
-            ([m - main, n, k], d.shift(main * d.row), l.shift(main), r),
-        ]
-    } else {
-        [([m, n, k], d, l, r), ([0, 0, 0], d, l, r)]
-    };
-    for ([m, n, k], d, l, r) in parts {
-        if m == 0 || n == 0 {
-            continue;
-        }
-        // SAFETY: the three checks above keep every element of the whole product inside its
-        // buffer, and each part is a block of it; `dst` comes from a mutable borrow (see the
-        // callers), so it aliases neither operand. Without `accumulate` gemm reads no element of
-        // `dst` before writing it (it zeroes its alpha).
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.add(d.start),
-                d.col as isize,
-                d.row as isize,
-                accumulate,
-                lhs.as_ptr().add(l.start),
-                l.col as isize,
-                l.row as isize,
-                rhs.as_ptr().add(r.start),
-                r.col as isize,
-                r.row as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
     }
 }
 
@@ -548,45 +391,31 @@ pub(crate) fn weight_grad(
     let (dy, _) = f32_values(dy);
     let cv = Conv::new(&xs, w_shape, o);
     let (xv, dyv): (&[f32], &[f32]) = (x.storage(), dy.storage());
-    let chunk = cv.batch.div_ceil(WEIGHT_GRAD_PARTS).max(1);
     if let Some(pd) = cv.padded().filter(Padded::weight_grad_pays) {
-        let dw = weight_grad_padded(&cv, &pd, xv, dyv, chunk);
+        let dw = weight_grad_padded(&cv, &pd, xv, dyv);
         return tensor(dw, w_shape.to_vec());
     }
     let (mo, kg, p) = (cv.group_out(), cv.group_rows(), cv.geometry.positions());
     let w_len = cv.out_channels * kg;
-    let parts: Vec<Vec<f32>> = (0..cv.batch)
-        .step_by(chunk)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|b0| {
-            let mut dw_t = vec![0.0f32; w_len];
-            for b in b0..(b0 + chunk).min(cv.batch) {
-                let dy_b = &dyv[b * cv.output_len()..][..cv.output_len()];
-                cv.with_cols(&xv[b * cv.input_len()..][..cv.input_len()], |cols| {
-                    for g in 0..cv.groups {
-                        gemm(
-                            [mo, kg, p],
-                            &mut dw_t,
-                            View::transposed(g * mo * kg, mo),
-                            true,
-                            dy_b,
-                            View::rows(g * mo * p, p),
-                            cols,
-                            View::transposed(g * kg * p, p),
-                        );
-                    }
-                });
-            }
-            dw_t
-        })
-        .collect();
-    let mut dw_t = vec![0.0f32; w_len];
-    for part in &parts {
-        for (a, v) in dw_t.iter_mut().zip(part) {
-            *a += v;
+    let dw_t = sum_over_parts(cv.batch, w_len, |examples, dw_t| {
+        for b in examples {
+            let dy_b = &dyv[b * cv.output_len()..][..cv.output_len()];
+            cv.with_cols(&xv[b * cv.input_len()..][..cv.input_len()], |cols| {
+                for g in 0..cv.groups {
+                    gemm(
+                        [mo, kg, p],
+                        dw_t,
+                        View::transposed(g * mo * kg, mo),
+                        true,
+                        dy_b,
+                        View::rows(g * mo * p, p),
+                        cols,
+                        View::transposed(g * kg * p, p),
+                    );
+                }
+            });
         }
-    }
+    });
     release_scratch(cv.geometry.rows() * p);
     // Back from (group, tap row, out channel) to (group, out channel, tap row).
     let mut dw = vec![0.0f32; w_len];
@@ -600,42 +429,54 @@ pub(crate) fn weight_grad(
     tensor(dw, w_shape.to_vec())
 }
 
-/// `weight_grad` through padded copies (`conv_implicit`), parts of `chunk` examples summed in
-/// order as there.
-fn weight_grad_padded(cv: &Conv, pd: &Padded, xv: &[f32], dyv: &[f32], chunk: usize) -> Vec<f32> {
+/// A weight gradient of `len` values summed over the batch: `add(examples, acc)` adds the
+/// examples' terms into a zeroed `acc`, for `WEIGHT_GRAD_PARTS` fixed parts of the batch in
+/// parallel; the parts are then summed in order, so the result does not depend on the number
+/// of threads.
+fn sum_over_parts(
+    batch: usize,
+    len: usize,
+    add: impl Fn(Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let chunk = batch.div_ceil(WEIGHT_GRAD_PARTS).max(1);
+    let parts: Vec<Vec<f32>> = (0..batch)
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|b0| {
+            let mut acc = vec![0.0f32; len];
+            add(b0..(b0 + chunk).min(batch), &mut acc);
+            acc
+        })
+        .collect();
+    let mut sum = vec![0.0f32; len];
+    for part in &parts {
+        for (a, v) in sum.iter_mut().zip(part) {
+            *a += v;
+        }
+    }
+    sum
+}
+
+/// `weight_grad` through padded copies (`conv_implicit`).
+fn weight_grad_padded(cv: &Conv, pd: &Padded, xv: &[f32], dyv: &[f32]) -> Vec<f32> {
     let shape = [
         cv.out_channels,
         cv.geometry.channels,
         cv.geometry.kernel[0],
         cv.geometry.kernel[1],
     ];
-    let w_len: usize = shape.iter().product();
-    let dy_len = cv.out_channels * pd.positions();
-    let scratch = pd.input_scratch() + dy_len;
-    let parts: Vec<Vec<f32>> = (0..cv.batch)
-        .step_by(chunk)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|b0| {
-            let mut acc = vec![0.0f32; w_len];
-            with_scratch(scratch, |s| {
-                let (xs, dyp) = s.split_at_mut(pd.input_scratch());
-                for b in b0..(b0 + chunk).min(cv.batch) {
-                    pd.pad_input(&xv[b * cv.input_len()..][..cv.input_len()], xs);
-                    pd.pad_width(&dyv[b * cv.output_len()..][..cv.output_len()], dyp);
-                    let xp = &xs[..pd.padded_len()];
-                    pd.add_weight_grad(xp, dyp, cv.out_channels, &mut acc);
-                }
-            });
-            acc
+    let scratch = pd.input_scratch() + cv.out_channels * pd.positions();
+    let acc = sum_over_parts(cv.batch, shape.iter().product(), |examples, acc| {
+        with_scratch(scratch, |s| {
+            let (xs, dyp) = s.split_at_mut(pd.input_scratch());
+            for b in examples {
+                pd.pad_input(&xv[b * cv.input_len()..][..cv.input_len()], xs);
+                pd.pad_width(&dyv[b * cv.output_len()..][..cv.output_len()], dyp);
+                pd.add_weight_grad(&xs[..pd.padded_len()], dyp, cv.out_channels, acc);
+            }
         })
-        .collect();
-    let mut acc = vec![0.0f32; w_len];
-    for part in &parts {
-        for (a, v) in acc.iter_mut().zip(part) {
-            *a += v;
-        }
-    }
+    });
     release_scratch(scratch);
     weight_from_rows(&acc, shape)
 }

@@ -21,12 +21,10 @@
 use std::mem::MaybeUninit;
 
 use super::im2col::Geometry;
+use super::strided_gemm::{LANES, View, gemm};
 
 /// Fewest gemm rows for which the forward (rows: output channels) beats im2col + gemm.
 const MIN_FORWARD_ROWS: usize = 32;
-
-/// f32 lanes of gemm's widest kernels: a row count that is a multiple of it is read in place.
-const LANES: usize = 16;
 
 /// One example's conv seen through its padded NHWC copy (see the module doc).
 pub(super) struct Padded {
@@ -75,6 +73,12 @@ impl Padded {
     /// Output positions without the junk columns.
     pub fn out_positions(&self) -> usize {
         self.out[0] * self.out[1]
+    }
+
+    /// Kernel row i's (tap column x channel) x position matrix in the padded copy (see the
+    /// module doc): rows stride 1, positions stride C.
+    fn view(&self, i: usize) -> View {
+        View::transposed(i * self.wp * self.channels, self.channels)
     }
 
     /// Rows of one kernel row's view: tap columns x channels.
@@ -167,33 +171,18 @@ impl Padded {
     ) {
         let (k, p, o) = (self.view_rows(), self.forward_positions(), out_channels);
         let (yp, yt) = scratch[..2 * p * o].split_at_mut(p * o);
-        assert!(xp.len() >= self.padded_len() && rows.len() >= self.kernel[0] * k * o);
         for i in 0..self.kernel[0] {
-            // SAFETY: the view of kernel row i reaches (p - 1 + i * wp) * c + k - 1 <
-            // padded_len (checked above); rows block i is o x k column-major; yp is p x o.
-            unsafe {
-                gemm::gemm(
-                    o,
-                    p,
-                    k,
-                    yp.as_mut_ptr(),
-                    o as isize,
-                    1,
-                    i > 0,
-                    rows.as_ptr().add(i * k * o),
-                    o as isize,
-                    1,
-                    xp.as_ptr().add(i * self.wp * self.channels),
-                    self.channels as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // Rows block i is o x k column-major, yp is o x p column-major (channels last).
+            gemm(
+                [o, p, k],
+                yp,
+                View::transposed(0, o),
+                i > 0,
+                rows,
+                View::transposed(i * k * o, o),
+                xp,
+                self.view(i),
+            );
         }
         // Back to channels first (whole tiles: p is a multiple of 4), then without the junk
         // columns.
@@ -213,33 +202,18 @@ impl Padded {
     /// block of `acc`, given its padded copy `xp` and `dyp` from `pad_width`.
     pub fn add_weight_grad(&self, xp: &[f32], dyp: &[f32], out_channels: usize, acc: &mut [f32]) {
         let (m, p, o) = (self.view_rows(), self.positions(), out_channels);
-        assert!(xp.len() >= self.padded_len() && dyp.len() >= o * p);
-        assert!(acc.len() >= self.kernel[0] * m * o);
         for i in 0..self.kernel[0] {
-            // SAFETY: as in `forward`; dyp is o x p row-major, acc block i is m x o.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    o,
-                    p,
-                    acc.as_mut_ptr().add(i * m * o),
-                    m as isize,
-                    1,
-                    true,
-                    xp.as_ptr().add(i * self.wp * self.channels),
-                    self.channels as isize,
-                    1,
-                    dyp.as_ptr(),
-                    p as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // dyp is o x p row-major (p x o column-major); acc block i is m x o column-major.
+            gemm(
+                [m, o, p],
+                acc,
+                View::transposed(i * m * o, m),
+                true,
+                xp,
+                self.view(i),
+                dyp,
+                View::transposed(0, p),
+            );
         }
     }
 }

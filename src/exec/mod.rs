@@ -12,6 +12,7 @@ mod conv_implicit;
 mod im2col;
 pub mod max_pool;
 pub mod resident;
+mod strided_gemm;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};
