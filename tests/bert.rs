@@ -18,11 +18,7 @@ use compress::verify::run_tract;
 const INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
 
 fn dirs() -> Vec<PathBuf> {
-    let root = common::repo().join("fixtures/transformers");
-    ["bert_ts", "bert_dynamo", "bert_bool_dynamo"]
-        .iter()
-        .map(|d| root.join(d))
-        .collect()
+    common::bert_dirs()
 }
 
 fn jsonl() -> PathBuf {

@@ -17,11 +17,7 @@ const INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
 const SEQ: usize = 8;
 
 fn dirs() -> Vec<PathBuf> {
-    let root = common::repo().join("fixtures/transformers");
-    ["bert_ts", "bert_dynamo", "bert_bool_dynamo"]
-        .iter()
-        .map(|d| root.join(d))
-        .collect()
+    common::bert_dirs()
 }
 
 fn load(dir: &Path) -> Graph {

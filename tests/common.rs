@@ -9,6 +9,16 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The BERT-style token fixtures: the TorchScript export, the dynamo export, and the dynamo
+/// export with a boolean attention mask.
+pub fn bert_dirs() -> Vec<PathBuf> {
+    let root = repo().join("fixtures/transformers");
+    ["bert_ts", "bert_dynamo", "bert_bool_dynamo"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect()
+}
+
 /// Every model directory that ships a model.onnx with a test_data_set_0.
 pub fn model_dirs() -> Vec<PathBuf> {
     let mut out = Vec::new();

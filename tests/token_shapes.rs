@@ -19,11 +19,7 @@ const SEQ: usize = 16;
 const POSITIONS: usize = 64;
 
 fn dirs() -> Vec<PathBuf> {
-    let root = common::repo().join("fixtures/transformers");
-    ["bert_ts", "bert_dynamo", "bert_bool_dynamo"]
-        .iter()
-        .map(|d| root.join(d))
-        .collect()
+    common::bert_dirs()
 }
 
 fn bert() -> PathBuf {
